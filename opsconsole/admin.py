@@ -1,0 +1,31 @@
+"""The admin site: branded, with the dashboard as its index, and the console's own models."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from opsconsole import dashboard
+from opsconsole.models import WorkerHeartbeat
+
+
+class OpsAdminSite(admin.AdminSite):
+    site_header = "opsconsole"
+    site_title = "opsconsole"
+    index_title = "Dashboard"
+    index_template = "admin/opsconsole_index.html"
+
+    def index(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "panels": dashboard.panels_for(request)}
+        return super().index(request, extra_context)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    list_display = ("worker", "seen_at")
+    ordering = ("-seen_at",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

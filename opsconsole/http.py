@@ -1,0 +1,219 @@
+"""The one way the console talks HTTP to the outside world.
+
+Every integration (channels, providers, pull sources, failover webhooks) sends
+through `request()`: shared timeouts, user agent, redaction of secrets in logs
+and errors, and one classification of failures into permanent (do not retry,
+flag the integration) and temporary (retry with backoff). It is also the one
+seam unit tests replace, with `use_transport()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from opsconsole.logs import REDACTED, SENSITIVE_KEY, get_correlation_id, redact_text
+
+log = logging.getLogger("opsconsole.http")
+
+USER_AGENT = "opsconsole/0.1 (+self-hosted operations console)"
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=15.0, write=15.0, pool=5.0)
+# 408 Request Timeout, 425 Too Early and 429 Too Many Requests say "try later";
+# every other 4xx says the request itself is wrong and will stay wrong.
+TEMPORARY_4XX = frozenset({408, 425, 429})
+
+_transport: httpx.BaseTransport | None = None
+T = TypeVar("T")
+
+
+class HttpError(Exception):
+    """A failed outbound call. `permanent` means retrying cannot help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: str = "",
+    ):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+
+
+def redact_url(url: str, secrets: Sequence[str] = ()) -> str:
+    """The URL without credentials, sensitive query values or the given secret strings."""
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{REDACTED}@{host}" if ":" in userinfo else f"{REDACTED}@{host}"
+    query = urlencode(
+        [(k, REDACTED if SENSITIVE_KEY.search(k) else v) for k, v in parse_qsl(parts.query, True)],
+        safe="[]",
+    )
+    text = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: REDACTED if SENSITIVE_KEY.search(k) else v for k, v in headers.items()}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+@contextlib.contextmanager
+def use_transport(transport: httpx.BaseTransport) -> Iterator[None]:
+    """Route every outbound call through `transport` (unit tests: httpx.MockTransport)."""
+    global _transport
+    previous, _transport = _transport, transport
+    try:
+        yield
+    finally:
+        _transport = previous
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    data: Any = None,
+    content: bytes | str | None = None,
+    params: Mapping[str, Any] | None = None,
+    auth: httpx.Auth | tuple[str, str] | None = None,
+    timeout: float | httpx.Timeout | None = None,
+    secrets: Sequence[str] = (),
+    raise_for_status: bool = True,
+) -> httpx.Response:
+    """Send one request; raise HttpError (permanent or not) on failure.
+
+    `secrets` lists strings that must never appear in a log line or an error,
+    such as a webhook URL whose path is the credential.
+    """
+    shown = redact_url(url, secrets)
+    all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
+    if cid := get_correlation_id():
+        all_headers.setdefault("X-Correlation-ID", cid)
+    started = time.monotonic()
+    try:
+        with httpx.Client(
+            timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+            transport=_transport,
+            follow_redirects=False,
+        ) as client:
+            response = client.request(
+                method,
+                url,
+                headers=all_headers,
+                json=json,
+                data=data,
+                content=content,
+                params=params,
+                auth=auth,
+            )
+    except httpx.TimeoutException as exc:
+        raise HttpError(
+            f"{method} {shown}: timed out ({type(exc).__name__})", permanent=False
+        ) from None
+    except httpx.InvalidURL:
+        raise HttpError(f"{method} {shown}: invalid URL", permanent=True) from None
+    except httpx.UnsupportedProtocol:
+        raise HttpError(f"{method} {shown}: unsupported URL scheme", permanent=True) from None
+    except httpx.HTTPError as exc:
+        reason = redact_text(str(exc) or type(exc).__name__)
+        for secret in secrets:
+            reason = reason.replace(secret, REDACTED) if secret else reason
+        raise HttpError(f"{method} {shown}: {reason}", permanent=False) from None
+    elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+    log.info(
+        "%s %s -> %s",
+        method,
+        shown,
+        response.status_code,
+        extra={"status": response.status_code, "duration_ms": elapsed_ms},
+    )
+    if raise_for_status and response.status_code >= 400:
+        status = response.status_code
+        body = response.text[:500]
+        for secret in secrets:
+            body = body.replace(secret, REDACTED) if secret else body
+        raise HttpError(
+            f"{method} {shown}: HTTP {status} {body[:200]}".rstrip(),
+            permanent=400 <= status < 500 and status not in TEMPORARY_4XX,
+            status=status,
+            retry_after=_retry_after(response),
+            body=redact_text(body),
+        )
+    return response
+
+
+def backoff_delays(
+    attempts: int, *, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] = random.random
+) -> list[float]:
+    """Full-jitter exponential backoff: a random wait up to base * 2**n, at most `cap`."""
+    return [rng() * min(cap, base * 2**n) for n in range(max(0, attempts - 1))]
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    attempts: int = 4,
+    base: float = 0.5,
+    cap: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+) -> T:
+    """Run `call`, retrying temporary HttpErrors with backoff; permanent ones raise at once.
+
+    A server's Retry-After is honoured when it asks for longer than our backoff.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, not {attempts}")
+    delays = backoff_delays(attempts, base=base, cap=cap, rng=rng)
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except HttpError as exc:
+            if exc.permanent or attempt == attempts - 1:
+                raise
+            wait = max(delays[attempt], min(exc.retry_after or 0.0, cap))
+            log.warning(
+                "temporary failure, retrying in %.1fs: %s",
+                wait,
+                exc.message,
+                extra={"attempt": attempt + 1, "attempts": attempts},
+            )
+            sleep(wait)
+            attempt += 1

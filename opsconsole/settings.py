@@ -1,0 +1,253 @@
+"""Settings, read from the environment (and an optional `.env`) with django-environ.
+
+With no configuration at all the console runs on the embedded default: SQLite
+under `var/`, the django-q2 ORM broker, a local backup folder and log-only
+notifications. Each variable in `.env.example` switches one part to its
+production form. A missing required value stops start-up with one line naming
+the variable (see `manage.py`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from opsconsole import crypto
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# Real environment variables win over the file: read_env only sets what is unset.
+environ.Env.read_env(env("OPSCONSOLE_ENV_FILE", default=str(BASE_DIR / ".env")))
+
+ENVIRONMENTS = ("production", "staging", "development")
+OPSCONSOLE_ENV = env("OPSCONSOLE_ENV", default="development")
+if OPSCONSOLE_ENV not in ENVIRONMENTS:
+    raise ImproperlyConfigured(
+        f"OPSCONSOLE_ENV must be one of {', '.join(ENVIRONMENTS)}, not {OPSCONSOLE_ENV!r}"
+    )
+DEBUG = env.bool("DEBUG", default=OPSCONSOLE_ENV == "development")
+
+VAR_DIR = Path(env("OPSCONSOLE_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _generated_secret(name: str, filename: str, make) -> str:
+    """Read a development secret from var/, creating it (mode 0600) the first time."""
+    path = VAR_DIR / filename
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    # Logging is not configured yet while settings load; stderr is the honest place.
+    os.write(
+        2, f"opsconsole: {name} is not set; generated a development value in {path}\n".encode()
+    )
+    return value
+
+
+SECRET_KEY = env("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if DEBUG:
+        SECRET_KEY = _generated_secret(
+            "SECRET_KEY", "secret_key", lambda: secrets.token_urlsafe(50)
+        )
+    else:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+
+_keys = env("OPSCONSOLE_ENCRYPTION_KEYS", default="")
+if not _keys:
+    if OPSCONSOLE_ENV != "development":
+        raise ImproperlyConfigured(
+            f"OPSCONSOLE_ENCRYPTION_KEYS must be set when OPSCONSOLE_ENV is {OPSCONSOLE_ENV} "
+            "(make one with: manage.py generate_encryption_key)"
+        )
+    _keys = _generated_secret("OPSCONSOLE_ENCRYPTION_KEYS", "encryption_key", crypto.generate_key)
+try:
+    OPSCONSOLE_ENCRYPTION_KEYS = crypto.parse_keys(_keys)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"OPSCONSOLE_ENCRYPTION_KEYS: {exc}") from None
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_q",
+    "opsconsole.apps.OpsConsoleConfig",
+    "opsconsole.apps.OpsAdminConfig",
+    "alerts",
+    "backups",
+    "deployments",
+    "dr",
+]
+
+MIDDLEWARE = [
+    "opsconsole.middleware.CorrelationIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Login everywhere; health, webhook and API views opt out with @login_not_required.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+LOGIN_URL = "admin:login"
+
+ROOT_URLCONF = "opsconsole.urls"
+WSGI_APPLICATION = "opsconsole.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'opsconsole.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and workers write at once: WAL lets readers proceed, IMMEDIATE makes a
+    # writer queue for the lock up front instead of failing halfway with
+    # "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# django-q2. The ORM broker is the default because it acknowledges a task only
+# when it finished: a worker that dies mid-task has it re-delivered. Redis is
+# faster but BLPOP loses the task of a dead worker; the records' reconciler
+# re-drives those (every task claims its record first, so a re-run is harmless).
+Q_TIMEOUT = env.int("Q_TIMEOUT", default=3600)
+Q_CLUSTER = {
+    "name": "opsconsole",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_TIMEOUT + 120,  # must exceed timeout, or a long task runs twice
+    "max_attempts": 3,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "label": "Task queue",
+}
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# Logging: JSON lines by default, human-readable under `serve --dev`.
+LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env("LOG_FORMAT", default="json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
+SLOW_QUERY_MS = env.float("OPSCONSOLE_SLOW_QUERY_MS", default=1000.0)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "context": {"()": "opsconsole.logs.ContextFilter"},
+        "redact": {"()": "opsconsole.logs.RedactingFilter"},
+    },
+    "formatters": {
+        "json": {"()": "opsconsole.logs.JsonFormatter"},
+        "text": {"()": "opsconsole.logs.TextFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["context", "redact"],
+            "formatter": LOG_FORMAT,
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # The access log middleware writes one line per request; Django's own
+        # request/server loggers would repeat it.
+        "django.server": {"level": "WARNING"},
+        "django.request": {"level": "ERROR"},
+        "django_q": {"level": env("Q_LOG_LEVEL", default="WARNING").upper()},
+    },
+}
+
+BUILD_ID = env("OPSCONSOLE_BUILD_ID", default=env("RAILWAY_GIT_COMMIT_SHA", default="dev"))[:12]
+WORKER_HEARTBEAT_MAX_AGE = env.int("OPSCONSOLE_WORKER_HEARTBEAT_MAX_AGE", default=120)
+
+# Security. Behind Railway's (or any) TLS-terminating proxy.
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Platform health probes speak plain HTTP from inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^health(/|$)"]
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    # The header alone enrols nothing; submitting the domain to the list does.
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+
+SENTRY_DSN = env("SENTRY_DSN", default="")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=None)
+if SENTRY_DSN:
+    from opsconsole import sentry
+
+    sentry.init(
+        dsn=SENTRY_DSN,
+        environment=OPSCONSOLE_ENV,
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+        release=BUILD_ID,
+    )

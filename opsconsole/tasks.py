@@ -1,0 +1,78 @@
+"""What django-q2 runs, and the one way the console enqueues work.
+
+Every task function is wrapped with `@console_task`: it carries the correlation
+id of the request that enqueued it into the worker's log lines, and reports an
+exception to Sentry before django-q2 records the failure (sentry-sdk has no
+django-q integration).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from opsconsole.logs import (
+    get_correlation_id,
+    new_correlation_id,
+    reset_correlation_id,
+    set_correlation_id,
+)
+
+log = logging.getLogger("opsconsole.tasks")
+F = TypeVar("F", bound=Callable[..., Any])
+CORRELATION_KWARG = "_correlation_id"
+
+
+def console_task(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        correlation_id = kwargs.pop(CORRELATION_KWARG, None) or new_correlation_id()
+        token = set_correlation_id(correlation_id)
+        try:
+            return func(*args, **kwargs)
+        except Exception:
+            import sentry_sdk
+
+            with sentry_sdk.new_scope() as scope:
+                scope.set_tag("task", f"{func.__module__}.{func.__qualname__}")
+                scope.set_tag("correlation_id", correlation_id)
+                sentry_sdk.capture_exception()
+            log.exception("task %s failed", func.__qualname__)
+            raise
+        finally:
+            reset_correlation_id(token)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def enqueue(func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    """async_task with the current correlation id attached. Returns the task id."""
+    from django_q.tasks import async_task
+
+    kwargs.setdefault(CORRELATION_KWARG, get_correlation_id())
+    return async_task(func, *args, **kwargs)
+
+
+@console_task
+def heartbeat() -> None:
+    """Scheduled every ~30 s: proves the scheduler, the broker and a worker all work."""
+    from opsconsole.models import WorkerHeartbeat
+
+    WorkerHeartbeat.beat()
+    WorkerHeartbeat.prune()
+
+
+def worker_started(sender: Any = None, proc_name: str = "", **kwargs: Any) -> None:
+    """django-q2 post_spawn receiver: a fresh worker counts as alive at once."""
+    from django.db import close_old_connections
+
+    from opsconsole.models import WorkerHeartbeat
+
+    close_old_connections()
+    try:
+        WorkerHeartbeat.beat()
+    except Exception:
+        # A worker must start even when the database hiccups; the schedule beats again.
+        log.exception("could not record the worker heartbeat")

@@ -1,0 +1,38 @@
+"""Shared helpers: running the console's own commands as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Variables a developer's shell may carry that must not leak into a subprocess under test.
+_SCRUBBED = (
+    "DATABASE_URL", "REDIS_URL", "SENTRY_DSN", "OPSCONSOLE_ENV", "DEBUG", "SECRET_KEY",
+    "OPSCONSOLE_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE", "OPSCONSOLE_VAR_DIR",
+)  # fmt: skip
+
+
+def console_env(var_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env.update(
+        OPSCONSOLE_ENV_FILE=os.devnull,
+        OPSCONSOLE_VAR_DIR=str(var_dir),
+        DJANGO_SETTINGS_MODULE="opsconsole.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
