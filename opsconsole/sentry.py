@@ -105,6 +105,12 @@ def _scrub_exceptions(event: dict[str, Any]) -> None:
         for frame in (exc.get("stacktrace") or {}).get("frames") or []:
             if "vars" in frame:
                 frame["vars"] = redact(frame["vars"])
+            # Source lines too: a literal connection URL in code is still a credential.
+            for key in ("pre_context", "post_context"):
+                if isinstance(frame.get(key), list):
+                    frame[key] = [redact_text(line) for line in frame[key]]
+            if isinstance(frame.get("context_line"), str):
+                frame["context_line"] = redact_text(frame["context_line"])
 
 
 def _is_404(event: dict[str, Any], hint: dict[str, Any]) -> bool:
@@ -158,8 +164,10 @@ def init(
         "environment": environment,
         "release": release,
         "traces_sample_rate": rate,
-        "send_default_pii": False,
         "before_send": before_send,
+        # Frame locals hold decrypted secrets under innocent names (url, params,
+        # session_key); no key-name scrubber can find them all, so send none.
+        "include_local_variables": False,
         "integrations": [DjangoIntegration()],
     }
     if transport is not None:

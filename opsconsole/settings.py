@@ -217,6 +217,10 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
         "django_q": {"level": env("Q_LOG_LEVEL", default="WARNING").upper()},
+        # httpx logs every request URL at INFO, and a webhook URL can be the
+        # credential itself; opsconsole.http logs a redacted line instead.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 

@@ -152,7 +152,9 @@ def throwaway_cluster():
                         + process.stderr.read().decode(errors="replace")[-500:]
                     ) from None
                 if time.monotonic() > deadline:
-                    raise PostgresUnavailable("throwaway PostgreSQL did not accept connections in 60 s") from None
+                    raise PostgresUnavailable(
+                        "throwaway PostgreSQL did not accept connections in 60 s"
+                    ) from None
                 time.sleep(0.2)
         yield url
     finally:

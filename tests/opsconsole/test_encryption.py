@@ -1,5 +1,7 @@
 """Secrets at rest: encrypted in the table, rotated in place, tamper-evident, never in HTML."""
 
+import io
+
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -13,8 +15,10 @@ SECRET = "xoxb-slack-token-4f9a2c"
 
 
 def raw(vault: Vault, column: str = "secret") -> str:
+    """The value as stored in the table, bypassing the field's decryption."""
+    assert column in ("secret", "optional_secret")
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {column} FROM testapp_vault WHERE id = %s", [vault.pk])
+        cursor.execute(f"SELECT {column} FROM testapp_vault WHERE id = %s", [vault.pk])  # noqa: S608
         return cursor.fetchone()[0]
 
 
@@ -45,7 +49,9 @@ def test_a_tampered_ciphertext_raises_instead_of_returning_garbage(db):
 def test_a_ciphertext_moved_to_another_field_does_not_decrypt(db):
     vault = Vault.objects.create(name="slack", secret=SECRET)
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE testapp_vault SET optional_secret = secret WHERE id = %s", [vault.pk])
+        cursor.execute(
+            "UPDATE testapp_vault SET optional_secret = secret WHERE id = %s", [vault.pk]
+        )
     with pytest.raises(DecryptionError):
         Vault.objects.get(pk=vault.pk)
 
@@ -59,19 +65,24 @@ def test_a_value_from_an_unknown_key_names_the_problem(db, settings):
 
 def test_rotation_re_encrypts_every_row_with_the_new_first_key(db, settings):
     old_keys = settings.OPSCONSOLE_ENCRYPTION_KEYS
-    rows = [Vault.objects.create(name=f"v{i}", secret=f"secret-{i}", optional_secret="x") for i in range(5)]
+    rows = [
+        Vault.objects.create(name=f"v{i}", secret=f"secret-{i}", optional_secret="x")
+        for i in range(5)
+    ]
     old_id = crypto.key_id(old_keys[0])
     assert {crypto.token_key_id(raw(v)) for v in rows} == {old_id}
 
     new_key = crypto.parse_keys(crypto.generate_key())[0]
     with override_settings(OPSCONSOLE_ENCRYPTION_KEYS=[new_key, *old_keys]):
-        call_command("rotate_encryption_key", stdout=open("/dev/null", "w"))
-        assert {crypto.token_key_id(raw(v, c)) for v in rows for c in ("secret", "optional_secret")} == {
-            crypto.key_id(new_key)
-        }
+        call_command("rotate_encryption_key", stdout=io.StringIO())
+        assert {
+            crypto.token_key_id(raw(v, c)) for v in rows for c in ("secret", "optional_secret")
+        } == {crypto.key_id(new_key)}
     # The old key can now go: the values read with the new key alone.
     with override_settings(OPSCONSOLE_ENCRYPTION_KEYS=[new_key]):
-        assert sorted(Vault.objects.values_list("secret", flat=True)) == [f"secret-{i}" for i in range(5)]
+        assert sorted(Vault.objects.values_list("secret", flat=True)) == [
+            f"secret-{i}" for i in range(5)
+        ]
 
 
 def test_admin_change_page_never_renders_the_secret(admin_client):
@@ -100,7 +111,9 @@ def test_admin_blank_keeps_the_secret_and_a_new_value_replaces_it(admin_client):
 def test_admin_clear_box_removes_an_optional_secret(admin_client):
     vault = Vault.objects.create(name="slack", secret=SECRET, optional_secret="remove-me")
     url = f"/admin/testapp/vault/{vault.pk}/change/"
-    admin_client.post(url, {"name": "slack", "secret": "", "optional_secret": "", "optional_secret-clear": "on"})
+    admin_client.post(
+        url, {"name": "slack", "secret": "", "optional_secret": "", "optional_secret-clear": "on"}
+    )
     vault.refresh_from_db()
     assert vault.optional_secret == ""
     assert vault.secret == SECRET

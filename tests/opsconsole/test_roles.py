@@ -1,0 +1,99 @@
+"""Roles and the two-person rule, enforced by the model and shown by the admin."""
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from tests.conftest import login
+from tests.testapp.models import ChangeRequest
+
+
+@pytest.fixture
+def request_by_alice(alice):
+    return ChangeRequest.objects.create(
+        environment="production", requested_by=alice, reason="bad deploy"
+    )
+
+
+def test_the_three_roles_exist_with_their_permissions(db):
+    def perms(name):
+        return set(Group.objects.get(name=name).permissions.values_list("codename", flat=True))
+
+    viewer, operator, approver = perms("Viewer"), perms("Operator"), perms("Approver")
+    assert viewer and all(p.startswith("view_") for p in viewer)
+    assert {"run_jobs", "request_rollback", "request_restore", "acknowledge_incident"} <= operator
+    assert not {p for p in operator if p.startswith("approve_")}
+    assert {"approve_rollback", "approve_restore", "approve_failover"} <= approver
+    assert viewer < operator < approver
+
+
+def test_alice_the_operator_cannot_approve(request_by_alice, alice):
+    with pytest.raises(PermissionDenied, match="approver role"):
+        request_by_alice.approve(alice, confirmation="production")
+    request_by_alice.refresh_from_db()
+    assert request_by_alice.status == "requested"
+
+
+def test_an_approver_cannot_approve_their_own_request(bob):
+    own = ChangeRequest.objects.create(environment="production", requested_by=bob)
+    with pytest.raises(PermissionDenied, match="two-person rule"):
+        own.approve(bob, confirmation="production")
+
+
+def test_without_the_two_person_rule_an_approver_may_approve_their_own(bob):
+    own = ChangeRequest.objects.create(
+        environment="staging", requested_by=bob, two_person_rule=False
+    )
+    own.approve(bob, confirmation="staging")
+    assert own.status == "approved"
+
+
+def test_bob_approves_after_typing_the_environment_name(request_by_alice, bob):
+    with pytest.raises(ValidationError, match="Type 'production' exactly"):
+        request_by_alice.approve(bob, confirmation="prod")
+    request_by_alice.approve(bob, confirmation="production", note="checked the graphs")
+    request_by_alice.refresh_from_db()
+    assert (request_by_alice.status, request_by_alice.decided_by) == ("approved", bob)
+
+
+def test_a_request_is_decided_once(request_by_alice, bob, django_user_model):
+    other = django_user_model.objects.create_user("dave")
+    other.groups.add(Group.objects.get(name="Approver"))
+    request_by_alice.approve(bob, confirmation="production")
+    stale = ChangeRequest.objects.get(pk=request_by_alice.pk)
+    with pytest.raises(ValidationError, match="approved"):
+        stale.reject(other)
+
+
+def test_carol_the_viewer_gets_403_on_the_approve_action(client, carol, request_by_alice):
+    login(client, carol)
+    url = f"/admin/testapp/changerequest/{request_by_alice.pk}/approve/"
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"confirmation": "production"}).status_code == 403
+    request_by_alice.refresh_from_db()
+    assert request_by_alice.status == "requested"
+
+
+def test_alice_sees_no_approve_button_and_bob_does(client, alice, bob, request_by_alice):
+    url = f"/admin/testapp/changerequest/{request_by_alice.pk}/change/"
+    view = Permission.objects.get(codename="view_changerequest")
+    for user in (alice, bob):
+        user.user_permissions.add(view)
+    page = login(client, alice).get(url).content.decode()
+    assert "Approve…" not in page
+    assert "two-person rule" not in page and "approver role" in page
+    page = login(client, bob).get(url).content.decode()
+    assert "Approve…" in page
+
+
+def test_bob_approves_through_the_admin_with_a_typed_confirmation(client, bob, request_by_alice):
+    bob.user_permissions.add(Permission.objects.get(codename="view_changerequest"))
+    login(client, bob)
+    url = f"/admin/testapp/changerequest/{request_by_alice.pk}/approve/"
+    wrong = client.post(url, {"confirmation": "staging"})
+    assert wrong.status_code == 200
+    assert "Type &#x27;production&#x27; exactly to confirm." in wrong.content.decode()
+    right = client.post(url, {"confirmation": "production", "note": "ok"})
+    assert right.status_code == 302
+    request_by_alice.refresh_from_db()
+    assert request_by_alice.status == "approved"

@@ -1,0 +1,98 @@
+"""`manage.py serve`: web server and worker together, supervised, stopped cleanly."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT, console_env, manage
+from tests.pgserver import free_port
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def console(tmp_path):
+    env = console_env(tmp_path, WEB_CONCURRENCY="1", Q_WORKERS="1")
+    migrated = manage("migrate", "--noinput", env=env, timeout=180)
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def pids():
+        text = (tmp_path / "serve.log").read_text()
+        found = re.search(r"web pid (\d+), worker pid (\d+)", text)
+        return found and (int(found[1]), int(found[2]))
+
+    yield process, port, pids, tmp_path / "serve.log"
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    for pid in pids() or ():
+        if group_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def get(port: int, path: str):
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2)
+    except httpx.HTTPError:
+        return None
+
+
+def test_serve_runs_web_and_worker_and_stops_both_on_sigterm(console):
+    process, port, pids, log = console
+    live = wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200 and r, timeout=60)
+    assert live, log.read_text()[-2000:]
+    # The worker's heartbeat makes the console ready.
+    ready = wait_for(
+        lambda: (r := get(port, "/health/ready")) and r.status_code == 200 and r, timeout=60
+    )
+    assert ready, (get(port, "/health/ready").text, log.read_text()[-2000:])
+    assert ready.json()["checks"]["worker"]["ok"] is True
+    web_pid, worker_pid = pids()
+
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0, log.read_text()[-2000:]
+    assert wait_for(lambda: not group_alive(web_pid) and not group_alive(worker_pid), timeout=10)
+    assert time.monotonic() - started < 10
+    assert get(port, "/health") is None
+
+
+def test_serve_stops_everything_and_fails_when_a_child_dies(console):
+    process, port, pids, log = console
+    assert wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200, timeout=60), (
+        log.read_text()
+    )
+    web_pid, worker_pid = pids()
+    os.killpg(worker_pid, signal.SIGKILL)
+    assert process.wait(timeout=20) != 0
+    assert "the worker exited with code -9; stopped the rest" in log.read_text()
+    assert wait_for(lambda: not group_alive(web_pid), timeout=10)
+    assert get(port, "/health") is None
