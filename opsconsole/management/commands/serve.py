@@ -98,9 +98,12 @@ class Command(BaseCommand):
         self.stderr.write("opsconsole: stopped")
 
     def _stop(self, children: list[Child]) -> None:
+        # The leaders (gunicorn's master, qcluster's sentinel) stop their own
+        # workers in order; signalling the whole group would race them.
         for child in children:
             if child.exit_code() is None:
-                child.signal_group(signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + GRACE_SECONDS
         for child in children:
             try:
