@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from opsconsole import dashboard
-from opsconsole.models import WorkerHeartbeat
+from opsconsole.models import ApiToken, WorkerHeartbeat
 
 
 class OpsAdminSite(admin.AdminSite):
@@ -29,3 +29,22 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are made with `manage.py create_api_token` (the secret is shown once there)."""
+
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        for token in queryset:
+            token.revoke()
+            self.log_change(request, token, "Revoked")
+        self.message_user(request, f"Revoked {queryset.count()} token(s).")

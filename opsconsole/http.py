@@ -178,11 +178,18 @@ def request(
     return response
 
 
+def backoff_delay(
+    attempt: int, *, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] = random.random
+) -> float:
+    """Full-jitter exponential backoff: a random wait up to base * 2**attempt, at most `cap`."""
+    return rng() * min(cap, base * 2**attempt)
+
+
 def backoff_delays(
     attempts: int, *, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] = random.random
 ) -> list[float]:
-    """Full-jitter exponential backoff: a random wait up to base * 2**n, at most `cap`."""
-    return [rng() * min(cap, base * 2**n) for n in range(max(0, attempts - 1))]
+    """The waits between `attempts` tries."""
+    return [backoff_delay(n, base=base, cap=cap, rng=rng) for n in range(max(0, attempts - 1))]
 
 
 def with_retries(

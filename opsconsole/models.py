@@ -171,3 +171,100 @@ class ApprovalRequest(models.Model):
                 f"This request is already {self.get_status_display().lower()}.", code="stale"
             )
         self.status, self.decided_by, self.decided_at, self.decision_note = status, user, now, note
+
+
+class ApiToken(models.Model):
+    """A bearer token for the console's machine APIs (metrics push, rollback requests).
+
+    Only a SHA-256 of the token is stored; the token itself is shown once, when
+    it is made. The prefix identifies it in lists without revealing it.
+    """
+
+    PREFIX_LENGTH = 8
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def _hash(token: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, name: str) -> tuple[ApiToken, str]:
+        """Create a token; returns the row and the only copy of the secret."""
+        import secrets
+
+        token = "oc_" + secrets.token_urlsafe(32)
+        row = cls.objects.create(
+            name=name, prefix=token[: cls.PREFIX_LENGTH], token_hash=cls._hash(token)
+        )
+        return row, token
+
+    @classmethod
+    def authenticate(cls, authorization: str | None) -> ApiToken | None:
+        """The live token named by an `Authorization: Bearer …` header, or None."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        row = cls.objects.filter(token_hash=cls._hash(token.strip()), revoked_at=None).first()
+        if row is not None:
+            cls.objects.filter(pk=row.pk).update(last_used_at=timezone.now())
+        return row
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            type(self).objects.filter(pk=self.pk).update(revoked_at=self.revoked_at)
+
+
+class WebhookReceipt(models.Model):
+    """Signatures of webhooks already accepted: a replayed request is refused.
+
+    Kept a little longer than the accepted clock skew, then pruned.
+    """
+
+    source = models.CharField(max_length=50)
+    signature_hash = models.CharField(max_length=64)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "signature_hash"], name="webhook_receipt_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.signature_hash[:12]}"
+
+    @classmethod
+    def first_time(cls, source: str, signature: str) -> bool:
+        """Record a signature; False when it was seen before (a replay)."""
+        import hashlib
+
+        from django.db import IntegrityError, transaction
+
+        digest = hashlib.sha256(signature.encode()).hexdigest()
+        try:
+            with transaction.atomic():
+                cls.objects.create(source=source, signature_hash=digest)
+        except IntegrityError:
+            return False
+        return True
+
+    @classmethod
+    def prune(cls, older_than: timedelta = timedelta(hours=1)) -> int:
+        return cls.objects.filter(received_at__lt=timezone.now() - older_than).delete()[0]

@@ -224,6 +224,26 @@ LOGGING = {
     },
 }
 
+# The address people reach the console at: links in notifications point here.
+OPSCONSOLE_BASE_URL = env("OPSCONSOLE_BASE_URL", default="http://127.0.0.1:8000")
+
+# Email for notifications (smtp://user:password@host:587, or consolemail:// to print).
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+globals().update(EMAIL_CONFIG)  # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, ...
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="opsconsole@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)
+
+# Alerts.
+ALERTS_SAMPLE_RETENTION_DAYS = env.int("ALERTS_SAMPLE_RETENTION_DAYS", default=30)
+ALERTS_MAX_SILENCE_HOURS = env.int("ALERTS_MAX_SILENCE_HOURS", default=7 * 24)
+ALERTS_ACK_LINK_MAX_AGE = env.int("ALERTS_ACK_LINK_MAX_AGE", default=24 * 3600)
+SENTRY_WEBHOOK_SECRET = env("SENTRY_WEBHOOK_SECRET", default="")
+OPSCONSOLE_PAGERDUTY_EVENTS_URL = env(
+    "OPSCONSOLE_PAGERDUTY_EVENTS_URL", default="https://events.pagerduty.com/v2/enqueue"
+)
+# Another Twilio API host (an egress proxy; the tests' local server). Empty: api.twilio.com.
+OPSCONSOLE_TWILIO_BASE_URL = env("OPSCONSOLE_TWILIO_BASE_URL", default="")
+
 BUILD_ID = env("OPSCONSOLE_BUILD_ID", default=env("RAILWAY_GIT_COMMIT_SHA", default="dev"))[:12]
 WORKER_HEARTBEAT_MAX_AGE = env.int("OPSCONSOLE_WORKER_HEARTBEAT_MAX_AGE", default=120)
 

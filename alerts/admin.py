@@ -1,0 +1,468 @@
+"""Alerts in the admin: presents and asks; the rules live in the models and the door."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from alerts import evaluation, notify
+from alerts.channels import CHANNEL_KINDS
+from alerts.models import (
+    AlertRule,
+    Channel,
+    EscalationLevel,
+    EscalationPolicy,
+    Incident,
+    IncidentEvent,
+    MetricSample,
+    MetricSource,
+    Notification,
+    Priority,
+    PriorityPolicy,
+    RuleState,
+    Silence,
+)
+
+ACK_PERMISSION = "opsconsole.acknowledge_incident"
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+# --- metrics -----------------------------------------------------------------------
+
+
+@admin.register(MetricSample)
+class MetricSampleAdmin(admin.ModelAdmin):
+    list_display = ("key", "labels_key", "value", "observed_at")
+    list_filter = ("key",)
+    search_fields = ("key", "labels_key")
+    date_hierarchy = "observed_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(MetricSource)
+class MetricSourceAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "metric_key", "enabled", "last_success_at", "short_error")
+    list_filter = ("kind", "enabled")
+    readonly_fields = ("last_run_at", "last_success_at", "last_error")
+
+    @admin.display(description="Last error")
+    def short_error(self, obj):
+        return obj.last_error[:80]
+
+
+# --- rules -------------------------------------------------------------------------
+
+
+class RuleStateInline(ReadOnlyInline):
+    model = RuleState
+    fields = (
+        "labels_key",
+        "state",
+        "last_value",
+        "active_since",
+        "firing_since",
+        "last_evaluated_at",
+    )
+    readonly_fields = fields
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = ("name", "category", "condition", "priority", "enabled", "state")
+    list_filter = ("category", "priority", "enabled")
+    search_fields = ("name", "metric_key", "description")
+    inlines = [RuleStateInline]
+    change_form_template = "admin/alerts/alertrule/change_form.html"
+    fieldsets = (
+        (None, {"fields": ("name", "category", "component", "priority", "enabled", "description")}),
+        (
+            "Condition",
+            {
+                "fields": (
+                    "metric_key",
+                    "label_matchers",
+                    "aggregation",
+                    "window_seconds",
+                    "comparator",
+                    "threshold",
+                    "for_seconds",
+                    "keep_firing_seconds",
+                    "no_data",
+                )
+            },
+        ),
+        ("Message", {"fields": ("message_template", "runbook_url")}),
+    )
+
+    @admin.display(description="Condition")
+    def condition(self, rule):
+        window = f" over {rule.window_seconds}s" if rule.window_seconds else ""
+        hold = f" for {rule.for_seconds}s" if rule.for_seconds else ""
+        what = f"{rule.aggregation}({rule.metric_key}){window}"
+        return f"{what} {rule.comparator} {rule.threshold:g}{hold}"
+
+    @admin.display(description="State")
+    def state(self, rule):
+        states = {s.state for s in rule.states.all()}
+        for name in ("firing", "pending"):
+            if name in states:
+                return name
+        return "ok" if rule.enabled else "disabled"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("states")
+
+    def get_urls(self):
+        return [
+            path(
+                "preview/",
+                self.admin_site.admin_view(self.preview_view),
+                name="alerts_alertrule_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request):
+        """Evaluate the form as it is typed, without saving: the value now and a 7-day backtest."""
+        if request.method != "POST":
+            return JsonResponse({"error": "POST the rule form"}, status=405)
+        obj = None
+        if request.POST.get("_rule_id", "").isdigit():
+            obj = AlertRule.objects.filter(pk=int(request.POST["_rule_id"])).first()
+        if not (
+            self.has_change_permission(request, obj) if obj else self.has_add_permission(request)
+        ):
+            raise PermissionDenied
+        form_class = self.get_form(request, obj, change=obj is not None)
+        form = form_class(request.POST, instance=obj)
+        if not form.is_valid():
+            errors = {field: [str(e) for e in errs] for field, errs in form.errors.items()}
+            return JsonResponse({"ok": False, "errors": errors}, status=400)
+        rule = form.save(commit=False)
+        result = evaluation.preview(rule)
+        return JsonResponse({"ok": True, **result})
+
+
+# --- incidents -------------------------------------------------------------------
+
+
+class IncidentEventInline(ReadOnlyInline):
+    model = IncidentEvent
+    fields = ("at", "kind", "message", "user")
+    readonly_fields = fields
+    verbose_name_plural = "Timeline"
+
+
+class NotificationInline(ReadOnlyInline):
+    model = Notification
+    fields = (
+        "created_at",
+        "channel",
+        "event",
+        "level",
+        "status",
+        "attempts",
+        "http_status",
+        "error",
+    )
+    readonly_fields = fields
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    list_display = (
+        "title",
+        "priority",
+        "status_badge",
+        "component",
+        "count",
+        "opened_at",
+        "acknowledged_by",
+    )
+    list_filter = ("status", "priority", "source", ("silence", admin.EmptyFieldListFilter))
+    search_fields = ("title", "fingerprint", "component")
+    date_hierarchy = "opened_at"
+    inlines = [IncidentEventInline, NotificationInline]
+    actions = ["acknowledge_selected", "resolve_selected"]
+    change_form_template = "admin/alerts/incident/change_form.html"
+    readonly_fields = (
+        "title", "priority", "status", "source", "fingerprint", "component", "details_pretty",
+        "opened_at", "last_seen_at", "count", "acknowledged_by", "acknowledged_at",
+        "resolved_by", "resolved_at", "resolution", "silence", "escalation_policy",
+        "escalation_level", "next_escalation_at",
+    )  # fmt: skip
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_acknowledge_permission(self, request, obj=None):
+        return request.user.has_perm(ACK_PERMISSION)
+
+    @admin.display(description="Status")
+    def status_badge(self, incident):
+        label = incident.get_status_display()
+        if incident.silenced and incident.is_open:
+            label += " (silenced)"
+        css = {"triggered": "state-bad", "acknowledged": "state-warn"}.get(
+            incident.status, "state-ok"
+        )
+        return format_html('<span class="{}">{}</span>', css, label)
+
+    @admin.display(description="Details")
+    def details_pretty(self, incident):
+        return format_html("<pre>{}</pre>", json.dumps(incident.details, indent=2, default=str))
+
+    @admin.action(description="Acknowledge selected incidents", permissions=["acknowledge"])
+    def acknowledge_selected(self, request, queryset):
+        done = 0
+        for incident in queryset.filter(status=Incident.Status.TRIGGERED):
+            incident.acknowledge(request.user)
+            self.log_change(request, incident, "Acknowledged")
+            done += 1
+        self.message_user(request, f"Acknowledged {done} incident(s).")
+
+    @admin.action(description="Resolve selected incidents", permissions=["acknowledge"])
+    def resolve_selected(self, request, queryset):
+        done = 0
+        for incident in queryset.exclude(status=Incident.Status.RESOLVED):
+            incident.resolve(request.user, reason=f"resolved by {request.user}")
+            self.log_change(request, incident, "Resolved")
+            done += 1
+        self.message_user(request, f"Resolved {done} incident(s).")
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<int:pk>/acknowledge/",
+                view(require_POST(self.acknowledge_view)),
+                name="alerts_incident_acknowledge",
+            ),
+            path(
+                "<int:pk>/resolve/",
+                view(require_POST(self.resolve_view)),
+                name="alerts_incident_resolve",
+            ),
+            *super().get_urls(),
+        ]
+
+    def acknowledge_view(self, request, pk):
+        incident = get_object_or_404(Incident, pk=pk)
+        incident.acknowledge(request.user)  # PermissionDenied -> 403
+        self.log_change(request, incident, "Acknowledged")
+        self.message_user(request, f"Acknowledged: {incident.title}")
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+            target = reverse("admin:alerts_incident_change", args=[pk])
+        return HttpResponseRedirect(target)
+
+    def resolve_view(self, request, pk):
+        incident = get_object_or_404(Incident, pk=pk)
+        incident.resolve(
+            request.user, reason=request.POST.get("reason") or f"resolved by {request.user}"
+        )
+        self.log_change(request, incident, "Resolved")
+        self.message_user(request, f"Resolved: {incident.title}")
+        return HttpResponseRedirect(reverse("admin:alerts_incident_change", args=[pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_ack": request.user.has_perm(ACK_PERMISSION)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+def incidents_panel(request) -> dict:
+    open_incidents = Incident.objects.exclude(status=Incident.Status.RESOLVED)
+    by_priority = dict(open_incidents.values_list("priority").annotate(n=Count("pk")))
+    return {
+        "by_priority": [(p.label, by_priority.get(p.value, 0), p.value) for p in Priority],
+        "recent": list(open_incidents.order_by("status", "-opened_at")[:5]),
+        "can_ack": request.user.has_perm(ACK_PERMISSION),
+        "resolved_today": Incident.objects.filter(
+            resolved_at__gte=timezone.now() - timedelta(hours=24)
+        ).count(),
+    }
+
+
+# --- channels and routing --------------------------------------------------------
+
+
+class ChannelForm(forms.ModelForm):
+    priorities = forms.MultipleChoiceField(
+        choices=Priority.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="Leave all unticked for the kind's defaults.",
+    )
+
+    class Meta:
+        model = Channel
+        fields = ("name", "kind", "enabled", "priorities", "config", "secret")
+        help_texts = {
+            "config": 'JSON. log: {} · slack: {} · email: {"to": ["oncall@example.com"]} · '
+            'sms / voice: {"account_sid": "AC…", "from_number": "+1…", "to_numbers": ["+1…"]} · '
+            'pagerduty: {} · webhook: {"url": "https://…"}',
+            "secret": " · ".join(
+                f"{k}: {c.credential_hint}" for k, c in CHANNEL_KINDS.items() if c.credential_hint
+            ),
+        }
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
+    list_display = (
+        "name",
+        "kind",
+        "enabled",
+        "priorities_shown",
+        "last_status",
+        "last_delivery_at",
+        "flag",
+    )
+    list_filter = ("kind", "enabled")
+    actions = ["send_test", "clear_flag"]
+
+    @admin.display(description="Priorities")
+    def priorities_shown(self, channel):
+        return ", ".join(channel.priorities or [])
+
+    @admin.display(description="Flagged")
+    def flag(self, channel):
+        if channel.flagged_at:
+            return format_html(
+                '<span class="state-bad" title="{}">flagged</span>', channel.flagged_reason
+            )
+        return ""
+
+    def has_run_permission(self, request):
+        return request.user.has_perm("opsconsole.run_jobs")
+
+    @admin.action(description="Send a test notification", permissions=["run"])
+    def send_test(self, request, queryset):
+        for channel in queryset:
+            notify.send_test(channel)
+            self.log_change(request, channel, "Sent a test notification")
+        self.message_user(
+            request,
+            f"Queued a test notification to {queryset.count()} channel(s); see Notifications.",
+        )
+
+    @admin.action(description="Clear the failure flag", permissions=["change"])
+    def clear_flag(self, request, queryset):
+        for channel in queryset.filter(flagged_at__isnull=False):
+            channel.unflag()
+            self.log_change(request, channel, "Cleared the failure flag")
+        self.message_user(request, "Cleared.", messages.SUCCESS)
+
+
+class EscalationLevelInline(admin.TabularInline):
+    model = EscalationLevel
+    extra = 0
+    filter_horizontal = ("channels",)
+    fields = ("position", "delay_minutes", "channels", "description")
+
+
+@admin.register(EscalationPolicy)
+class EscalationPolicyAdmin(admin.ModelAdmin):
+    list_display = ("name", "is_default", "levels_shown")
+    inlines = [EscalationLevelInline]
+
+    @admin.display(description="Levels")
+    def levels_shown(self, policy):
+        return " → ".join(f"{lv.delay_minutes} min" for lv in policy.levels.all())
+
+
+@admin.register(Silence)
+class SilenceAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "component",
+        "rule",
+        "priority",
+        "starts_at",
+        "ends_at",
+        "reason",
+        "active",
+        "created_by",
+    )
+    readonly_fields = ("created_by",)
+    fields = (
+        "component",
+        "rule",
+        "priority",
+        "labels",
+        "starts_at",
+        "ends_at",
+        "reason",
+        "created_by",
+    )
+
+    @admin.display(boolean=True, description="Active now")
+    def active(self, silence):
+        now = timezone.now()
+        return silence.starts_at <= now < silence.ends_at
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(PriorityPolicy)
+class PriorityPolicyAdmin(admin.ModelAdmin):
+    list_display = ("priority", "cooldown_minutes")
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "channel",
+        "event",
+        "incident",
+        "status",
+        "attempts",
+        "http_status",
+        "error",
+    )
+    list_filter = ("status", "event", "channel")
+    readonly_fields = [f.name for f in Notification._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("channel", "incident")

@@ -1,0 +1,199 @@
+"""Delivering Notification rows: claim, send, record; retry temporary failures later.
+
+A row is saved before anything is sent and updated after, so a crash leaves
+evidence. Retries are new queued tasks at a later time (picked up by the
+dispatcher each tick), never a sleep inside a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from alerts.channels.base import Message, TransportError
+from alerts.models import Channel, Incident, Notification, Priority
+from opsconsole.http import backoff_delay
+from opsconsole.tasks import enqueue
+
+log = logging.getLogger("opsconsole.alerts.notify")
+
+MAX_ATTEMPTS = 6
+RETRY_BASE_SECONDS = 30
+RETRY_CAP_SECONDS = 1800
+# After a timeout, give the channel this long before trying it again: a peer that
+# never answers must not tie up every worker while the others wait.
+UNRESPONSIVE_PAUSE = timedelta(seconds=60)
+ACK_SALT = "alerts.incident-ack"
+
+Status = Notification.Status
+
+
+def ack_token(incident: Incident) -> str:
+    return signing.dumps({"incident": incident.pk}, salt=ACK_SALT)
+
+
+def incident_from_token(token: str) -> Incident:
+    """The incident a signed link names; raises signing.BadSignature (or SignatureExpired)."""
+    data = signing.loads(token, salt=ACK_SALT, max_age=settings.ALERTS_ACK_LINK_MAX_AGE)
+    return Incident.objects.get(pk=data["incident"])
+
+
+def absolute(path: str) -> str:
+    return settings.OPSCONSOLE_BASE_URL.rstrip("/") + path
+
+
+def build_message(notification: Notification) -> Message:
+    incident = notification.incident
+    if incident is None:  # a test notification
+        return Message(
+            event=Notification.Event.TEST,
+            title=f"Test notification from opsconsole to {notification.channel.name}",
+            priority=Priority.LOW,
+            component="opsconsole",
+            details={"note": "If you can read this, the channel works."},
+            at=notification.created_at,
+            fingerprint=f"test:{notification.channel_id}",
+        )
+    return Message(
+        event=notification.event,
+        title=incident.title,
+        priority=incident.priority,
+        component=incident.component,
+        details={k: v for k, v in incident.details.items()},
+        at=notification.created_at,
+        fingerprint=incident.fingerprint,
+        incident_id=incident.pk,
+        ack_url=absolute(reverse("alerts:ack", args=[ack_token(incident)])),
+        incident_url=absolute(reverse("admin:alerts_incident_change", args=[incident.pk])),
+        level=notification.level,
+    )
+
+
+def enqueue_after_commit(ids: list[int]) -> None:
+    """Queue deliveries once the rows are committed (a worker must find them)."""
+    for pk in ids:
+        transaction.on_commit(lambda pk=pk: enqueue("alerts.tasks.deliver_notification", pk))
+
+
+def deliver(notification_id: int, now: datetime | None = None) -> str | None:
+    """Send one notification if it is due and nobody else is sending it. Returns its new status."""
+    now = now or timezone.now()
+    claimed = Notification.objects.filter(
+        pk=notification_id, status__in=[Status.QUEUED, Status.RETRYING], next_attempt_at__lte=now
+    ).update(status=Status.SENDING, attempts=F("attempts") + 1, claimed_at=now)
+    if not claimed:
+        return None  # done, taken by another worker, or not yet due
+    notification = Notification.objects.select_related("channel", "incident").get(
+        pk=notification_id
+    )
+    channel = notification.channel
+    if channel.unresponsive_until and channel.unresponsive_until > now:
+        Notification.objects.filter(pk=notification.pk).update(
+            status=Status.RETRYING,
+            attempts=F("attempts") - 1,
+            next_attempt_at=channel.unresponsive_until,
+            error="waiting: the channel did not answer recently",
+        )
+        return Status.RETRYING
+    try:
+        delivery = channel.transport.send(build_message(notification))
+    except TransportError as exc:
+        return _failed(notification, channel, exc, now)
+    except Exception as exc:
+        log.exception("channel %s raised while sending", channel.name)
+        return _failed(notification, channel, TransportError(f"{type(exc).__name__}: {exc}"), now)
+    Notification.objects.filter(pk=notification.pk).update(
+        status=Status.SENT,
+        sent_at=timezone.now(),
+        http_status=delivery.http_status,
+        provider_code=delivery.provider_code[:50],
+        error="",
+    )
+    Channel.objects.filter(pk=channel.pk).update(
+        last_status="sent", last_delivery_at=timezone.now(), unresponsive_until=None
+    )
+    return Status.SENT
+
+
+def _failed(
+    notification: Notification, channel: Channel, exc: TransportError, now: datetime
+) -> str:
+    attempts = notification.attempts
+    final = exc.permanent or attempts >= MAX_ATTEMPTS
+    update = {
+        "http_status": exc.http_status,
+        "provider_code": exc.provider_code[:50],
+        "error": exc.message[:2000],
+    }
+    if final:
+        update["status"] = Status.FAILED
+    else:
+        wait = backoff_delay(attempts - 1, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
+        if exc.retry_after:
+            wait = max(wait, min(exc.retry_after, RETRY_CAP_SECONDS))
+        # Never sooner than the base: a burst of retries is what a struggling peer needs least.
+        update.update(status=Status.RETRYING, next_attempt_at=now + timedelta(seconds=max(wait, 5)))
+    Notification.objects.filter(pk=notification.pk).update(**update)
+    channel_update = {"last_status": "failed" if final else "retrying"}
+    if exc.timed_out:
+        channel_update["unresponsive_until"] = now + UNRESPONSIVE_PAUSE
+    Channel.objects.filter(pk=channel.pk).update(**channel_update)
+    log.warning(
+        "notification %s to %s failed (%s): %s",
+        notification.pk,
+        channel.name,
+        "permanent" if exc.permanent else f"attempt {attempts}",
+        exc.message,
+    )
+    if exc.permanent:
+        channel.flag(exc.message)
+    if final and notification.event != Notification.Event.TEST:
+        _raise_channel_incident(channel, exc)
+    return update["status"]
+
+
+def _raise_channel_incident(channel: Channel, exc: TransportError) -> None:
+    """A channel that cannot deliver is itself an incident, told on the other channels."""
+    from alerts.incidents import raise_incident
+
+    raise_incident(
+        source="alerts",
+        fingerprint=f"channel:{channel.pk}",
+        title=f"Notification channel '{channel.name}' cannot deliver",
+        priority=Priority.HIGH,
+        component="alerts",
+        details={"channel": channel.name, "kind": channel.kind, "error": exc.message[:500]},
+    )
+
+
+def dispatch_due(now: datetime | None = None) -> int:
+    """Scheduled each tick: re-drive work whose queue message is due, lost or orphaned."""
+    now = now or timezone.now()
+    # A worker that died mid-send leaves SENDING behind; after the task timeout it is ours again.
+    stale = now - timedelta(seconds=settings.Q_TIMEOUT + 60)
+    Notification.objects.filter(status=Status.SENDING, claimed_at__lt=stale).update(
+        status=Status.RETRYING
+    )
+    due = Notification.objects.filter(
+        Q(status=Status.RETRYING, next_attempt_at__lte=now)
+        | Q(status=Status.QUEUED, created_at__lt=now - timedelta(minutes=2))
+    ).values_list("pk", flat=True)[:1000]
+    count = 0
+    for pk in due:
+        enqueue("alerts.tasks.deliver_notification", pk)
+        count += 1
+    return count
+
+
+def send_test(channel: Channel) -> Notification:
+    """The admin's "send test notification": a real delivery through the normal path."""
+    notification = Notification.objects.create(channel=channel, event=Notification.Event.TEST)
+    enqueue_after_commit([notification.pk])
+    return notification

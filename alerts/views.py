@@ -1,0 +1,264 @@
+"""HTTP entry points: metrics push, Sentry and Alertmanager webhooks, the signed ack link."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.core import signing
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+
+from alerts import incidents, notify
+from alerts.models import LABEL_NAME, Incident, MetricSample, Priority, canonical_labels
+from opsconsole.models import ApiToken, WebhookReceipt
+from opsconsole.webhooks import WebhookError, parse_json, read_body
+
+METRICS_MAX_BODY = 1024 * 1024
+METRICS_MAX_SAMPLES = 1000
+MAX_LABELS = 10
+MAX_FUTURE = timedelta(minutes=5)
+SAMPLE_FIELDS = {"key", "value", "labels", "observed_at"}
+METRIC_KEY_MAX = 200
+
+
+def _require_token(request) -> ApiToken:
+    token = ApiToken.authenticate(request.headers.get("Authorization"))
+    if token is None:
+        raise WebhookError(401, "missing, wrong or revoked bearer token")
+    return token
+
+
+def _errors_for_sample(entry: Any, now: datetime) -> tuple[list[str], MetricSample | None]:
+    if not isinstance(entry, dict):
+        return ["a sample must be a JSON object"], None
+    errors = []
+    unknown = sorted(set(entry) - SAMPLE_FIELDS)
+    if unknown:
+        errors.append(f"unknown field(s): {', '.join(unknown)}")
+    key = entry.get("key")
+    if not isinstance(key, str) or not key.strip():
+        errors.append("missing key")
+    elif len(key) > METRIC_KEY_MAX:
+        errors.append(f"key longer than {METRIC_KEY_MAX} characters")
+    value = entry.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        errors.append("value must be a number")
+    elif not math.isfinite(value):
+        errors.append("value must be finite (no NaN or infinity)")
+    labels = entry.get("labels", {})
+    if not isinstance(labels, dict):
+        errors.append("labels must be an object")
+        labels = {}
+    else:
+        if len(labels) > MAX_LABELS:
+            errors.append(f"too many labels: {len(labels)}, at most {MAX_LABELS}")
+        for name, label_value in labels.items():
+            if not LABEL_NAME.match(name):
+                errors.append(f"label name {name!r} is not a valid identifier")
+            if not isinstance(label_value, str | int) or isinstance(label_value, bool):
+                errors.append(f"label {name!r} must be a string")
+            elif len(str(label_value)) > 200:
+                errors.append(f"label {name!r} is longer than 200 characters")
+    observed = now
+    if "observed_at" in entry:
+        raw = entry["observed_at"]
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+            observed = datetime.fromtimestamp(raw, tz=UTC)
+        elif isinstance(raw, str) and (parsed := parse_datetime(raw)) is not None:
+            observed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        else:
+            errors.append("observed_at must be ISO 8601 or Unix seconds")
+        if observed - now > MAX_FUTURE:
+            errors.append("observed_at is more than 5 minutes in the future")
+    if errors:
+        return errors, None
+    labels = {k: str(v) for k, v in labels.items()}
+    return [], MetricSample(
+        key=key.strip(),
+        labels=labels,
+        labels_key=canonical_labels(labels),
+        value=float(value),
+        observed_at=observed,
+    )
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+def push_metrics(request):
+    """All or nothing: any bad sample refuses the whole batch, naming each by index."""
+    try:
+        _require_token(request)
+        body = parse_json(read_body(request, METRICS_MAX_BODY))
+        if not isinstance(body, list):
+            raise WebhookError(400, "the body must be a JSON list of samples")
+        if not body:
+            raise WebhookError(400, "the list of samples is empty")
+        if len(body) > METRICS_MAX_SAMPLES:
+            raise WebhookError(
+                400, f"{len(body)} samples; send at most {METRICS_MAX_SAMPLES} per request"
+            )
+        now = timezone.now()
+        samples, problems = [], []
+        for index, entry in enumerate(body):
+            errors, sample = _errors_for_sample(entry, now)
+            if errors:
+                problems.append({"index": index, "errors": errors})
+            else:
+                samples.append(sample)
+        if problems:
+            raise WebhookError(
+                400, f"{len(problems)} invalid sample(s); nothing was saved", invalid=problems
+            )
+    except WebhookError as exc:
+        return exc.response()
+    with transaction.atomic():
+        MetricSample.objects.bulk_create(samples, batch_size=1000)
+    return JsonResponse({"accepted": len(samples)}, status=202)
+
+
+SENTRY_PRIORITY = {"fatal": Priority.CRITICAL, "error": Priority.HIGH, "warning": Priority.MEDIUM}
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+def sentry_webhook(request):
+    """Sentry issue alerts (`event_alert`) open incidents; verified by Sentry-Hook-Signature."""
+    try:
+        secret = settings.SENTRY_WEBHOOK_SECRET
+        if not secret:
+            raise WebhookError(404, "the Sentry webhook is not configured (SENTRY_WEBHOOK_SECRET)")
+        body = read_body(request, 1024 * 1024)
+        signature = request.headers.get("Sentry-Hook-Signature", "")
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        if not signature or not hmac.compare_digest(expected, signature):
+            raise WebhookError(401, "bad or missing Sentry-Hook-Signature")
+        stamp = request.headers.get("Sentry-Hook-Timestamp")
+        if stamp and stamp.isdigit() and abs(time.time() - int(stamp)) > 300:
+            raise WebhookError(401, "Sentry-Hook-Timestamp outside the accepted 5-minute window")
+        if not WebhookReceipt.first_time("sentry", signature):
+            raise WebhookError(401, "signature already used (replayed request)")
+        payload = parse_json(body)
+        resource = request.headers.get("Sentry-Hook-Resource", "event_alert")
+        if resource != "event_alert":
+            return JsonResponse({"ignored": resource}, status=202)
+        event = (payload.get("data") or {}).get("event") if isinstance(payload, dict) else None
+        if not isinstance(event, dict):
+            raise WebhookError(400, "missing data.event in the Sentry payload")
+    except WebhookError as exc:
+        return exc.response()
+    issue = str(event.get("issue_id") or event.get("event_id") or "unknown")
+    rule = (payload.get("data") or {}).get("triggered_rule") or "Sentry alert"
+    incident = incidents.raise_incident(
+        source="sentry",
+        fingerprint=f"sentry:{issue}",
+        title=f"{event.get('title') or 'Sentry issue'}"[:300],
+        priority=SENTRY_PRIORITY.get(str(event.get("level")), Priority.HIGH),
+        component=str(event.get("project") or "sentry"),
+        details={
+            "sentry_rule": rule,
+            "url": event.get("web_url") or event.get("url"),
+            "level": event.get("level"),
+        },
+    )
+    return JsonResponse({"incident": incident.pk}, status=202)
+
+
+ALERTMANAGER_PRIORITY = {
+    "critical": Priority.CRITICAL,
+    "page": Priority.CRITICAL,
+    "high": Priority.HIGH,
+    "error": Priority.HIGH,
+    "warning": Priority.MEDIUM,
+    "medium": Priority.MEDIUM,
+    "info": Priority.LOW,
+    "low": Priority.LOW,
+}
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+def alertmanager_webhook(request):
+    """Alertmanager's webhook receiver: firing alerts open incidents, resolved ones resolve them."""
+    try:
+        _require_token(request)
+        payload = parse_json(read_body(request, 1024 * 1024))
+        if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
+            raise WebhookError(
+                400, "expected an Alertmanager webhook payload with an 'alerts' list"
+            )
+        bad = [
+            i
+            for i, a in enumerate(payload["alerts"])
+            if not isinstance(a, dict) or not a.get("fingerprint")
+        ]
+        if bad:
+            raise WebhookError(400, "alerts without a fingerprint", invalid=bad)
+    except WebhookError as exc:
+        return exc.response()
+    opened, resolved = [], []
+    for alert in payload["alerts"]:
+        fingerprint = f"alertmanager:{alert['fingerprint']}"
+        labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
+        annotations = alert.get("annotations") or {}
+        if alert.get("status") == "resolved":
+            if incidents.resolve_incident(fingerprint, reason="resolved in Alertmanager"):
+                resolved.append(fingerprint)
+            continue
+        name = labels.get("alertname", "Alertmanager alert")
+        summary = annotations.get("summary") or annotations.get("description") or ""
+        incident = incidents.raise_incident(
+            source="alertmanager",
+            fingerprint=fingerprint,
+            title=f"{name}: {summary}" if summary else name,
+            priority=ALERTMANAGER_PRIORITY.get(labels.get("severity", "").lower(), Priority.HIGH),
+            component=labels.get("service") or labels.get("job") or "prometheus",
+            details={
+                "labels": labels,
+                "annotations": annotations,
+                "starts_at": alert.get("startsAt"),
+                "generator": alert.get("generatorURL"),
+            },
+        )
+        opened.append(incident.pk)
+    return JsonResponse({"incidents": opened, "resolved": len(resolved)}, status=202)
+
+
+@require_http_methods(["GET", "POST"])
+def acknowledge_link(request, token: str):
+    """The signed, expiring link from a notification; login first, then a confirmation."""
+    try:
+        incident = notify.incident_from_token(token)
+    except signing.SignatureExpired:
+        return render(request, "alerts/ack.html", {"error": "This link has expired."}, status=410)
+    except (signing.BadSignature, Incident.DoesNotExist):
+        return render(request, "alerts/ack.html", {"error": "This link is not valid."}, status=404)
+    allowed = request.user.has_perm("opsconsole.acknowledge_incident")
+    if request.method == "POST":
+        if not allowed:
+            raise PermissionDenied("You may not acknowledge incidents.")
+        if incidents.acknowledge(incident, request.user):
+            messages.success(request, f"Acknowledged: {incident.title}. Escalation stopped.")
+        else:
+            messages.info(
+                request, f"This incident is already {incident.get_status_display().lower()}."
+            )
+        return HttpResponseRedirect(reverse("admin:alerts_incident_change", args=[incident.pk]))
+    return render(request, "alerts/ack.html", {"incident": incident, "allowed": allowed})
