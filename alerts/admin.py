@@ -8,6 +8,7 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Count
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -102,6 +103,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
     search_fields = ("name", "metric_key", "description")
     inlines = [RuleStateInline]
     change_form_template = "admin/alerts/alertrule/change_form.html"
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = (
         (None, {"fields": ("name", "category", "component", "priority", "enabled", "description")}),
         (
