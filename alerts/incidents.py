@@ -189,6 +189,8 @@ def _open(source, fingerprint, title, priority, component, details, policy, now)
 
 
 def _start_notifying(incident: Incident, now: datetime) -> None:
+    incident.notifying_since = now
+    incident.save(update_fields=["notifying_since"])
     cooldown = PriorityPolicy.cooldown(incident.priority)
     recent = (
         Incident.objects.filter(
@@ -239,7 +241,8 @@ def _next_escalation_time(incident: Incident, position: int) -> datetime | None:
     later = [lv for lv in _levels(incident) if lv.position > position]
     if not later:
         return None
-    return incident.opened_at + timedelta(minutes=later[0].delay_minutes)
+    start = incident.notifying_since or incident.opened_at
+    return start + timedelta(minutes=later[0].delay_minutes)
 
 
 def _notify_level(

@@ -530,6 +530,8 @@ class Incident(models.Model):
         EscalationPolicy, null=True, blank=True, on_delete=models.SET_NULL
     )
     escalation_level = models.IntegerField(default=-1, help_text="Highest level notified.")
+    # Level delays count from here: the first notification, which a silence can postpone.
+    notifying_since = models.DateTimeField(null=True, blank=True)
     next_escalation_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_notified_at = models.DateTimeField(null=True, blank=True)
 
