@@ -638,7 +638,9 @@ class Notification(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     http_status = models.IntegerField(null=True, blank=True)
-    provider_code = models.CharField(max_length=50, blank=True)
+    provider_code = models.CharField(
+        max_length=255, blank=True, help_text="Error code or message ids."
+    )
     error = models.TextField(blank=True)
 
     class Meta:

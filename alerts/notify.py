@@ -113,7 +113,7 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
         status=Status.SENT,
         sent_at=timezone.now(),
         http_status=delivery.http_status,
-        provider_code=delivery.provider_code[:50],
+        provider_code=delivery.provider_code[:255],
         error="",
     )
     Channel.objects.filter(pk=channel.pk).update(
@@ -129,7 +129,7 @@ def _failed(
     final = exc.permanent or attempts >= MAX_ATTEMPTS
     update = {
         "http_status": exc.http_status,
-        "provider_code": exc.provider_code[:50],
+        "provider_code": exc.provider_code[:255],
         "error": exc.message[:2000],
     }
     if final:
