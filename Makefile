@@ -19,8 +19,9 @@ run: setup  ## web server + worker on http://$(HOST):$(PORT)/admin/
 dev: setup  ## the same with Django's dev server and readable logs
 	@$(PY) manage.py serve --dev --host $(HOST) --port $(PORT)
 
-test: install  ## the whole suite (starts its own PostgreSQL when needed)
+test: install  ## the whole suite on SQLite, then again on PostgreSQL (started by the tests)
 	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest --postgres $(PYTEST_ARGS)
 
 lint: install
 	@$(PY) -m ruff check .

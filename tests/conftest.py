@@ -38,6 +38,44 @@ def login(client, user):
     return client
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--postgres",
+        action="store_true",
+        help="run the Django test database on PostgreSQL (TEST_DATABASE_URL or a throwaway cluster)",
+    )
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request, django_db_modify_db_settings_parallel_suffix):
+    """With --postgres, the whole suite's database is a real PostgreSQL server."""
+    if not request.config.getoption("--postgres"):
+        return
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+
+    url = urlsplit(request.getfixturevalue("pg").admin_dsn)
+    # In place: Django's connection handler holds this very dict.
+    database = settings.DATABASES["default"]
+    database.update({
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "opsconsole",
+        "USER": url.username or "postgres",
+        "PASSWORD": url.password or "",
+        "HOST": url.hostname,
+        "PORT": str(url.port or 5432),
+        "OPTIONS": {},
+        "CONN_MAX_AGE": 0,
+    })  # fmt: skip
+    database["TEST"]["NAME"] = "test_opsconsole"
+    # A connection made while collecting tests still has the SQLite backend class.
+    from django.db import connections
+
+    connections["default"].close()
+    del connections["default"]
+
+
 @pytest.fixture(scope="session")
 def pg():
     """A real PostgreSQL server (TEST_DATABASE_URL or a throwaway cluster)."""
