@@ -236,3 +236,48 @@ def test_admin_form_shows_the_error_inline(client, alice):
     assert "Unknown placeholder {nope}" in page
     assert "A duration cannot be negative." in page
     assert "needs a window" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_evaluators_open_one_incident(channels):
+    import threading
+
+    from django.db import connections
+
+    r = rule(aggregation="last", window_seconds=0, for_seconds=0)
+    sample(9, T0)
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def evaluator():
+        try:
+            barrier.wait()
+            evaluate_rule(AlertRule.objects.get(pk=r.pk), T0 + timedelta(seconds=5))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=evaluator) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    incident = Incident.objects.get()
+    assert incident.count == 1, "the second evaluator saw the state already firing"
+    assert RuleState.objects.get(rule=r).state == "firing"
+
+
+def test_the_evaluation_and_delivery_schedules_exist(db):
+    from django_q.models import Schedule
+
+    funcs = set(Schedule.objects.values_list("func", flat=True))
+    assert {
+        "alerts.tasks.evaluate_rules",
+        "alerts.tasks.collect_sources",
+        "alerts.tasks.escalate",
+        "alerts.tasks.dispatch_notifications",
+        "alerts.tasks.prune",
+        "opsconsole.tasks.heartbeat",
+    } <= funcs

@@ -43,3 +43,20 @@ def test_panels_are_shown_only_to_users_with_their_permission(client, carol, ext
     )  # fmt: skip
     page = login(client, carol).get("/admin/").content.decode()
     assert 'id="panel-secret-panel"' not in page
+
+
+def test_incidents_panel_lists_open_incidents_with_acknowledge_in_place(client, alice, carol):
+    from alerts.incidents import raise_incident
+
+    incident = raise_incident("test", "x:1", "Queue is stuck", "critical", component="worker")
+    page = login(client, alice).get("/admin/").content.decode()
+    assert 'id="panel-incidents"' in page and "Queue is stuck" in page
+    assert f"/admin/alerts/incident/{incident.pk}/acknowledge/" in page
+    response = client.post(
+        f"/admin/alerts/incident/{incident.pk}/acknowledge/", {"next": "/admin/"}
+    )
+    assert response["Location"] == "/admin/"
+    incident.refresh_from_db()
+    assert incident.status == "acknowledged"
+    viewer_page = login(client, carol).get("/admin/").content.decode()
+    assert f"/admin/alerts/incident/{incident.pk}/acknowledge/" not in viewer_page
