@@ -30,6 +30,10 @@ RETRY_CAP_SECONDS = 1800
 # After a timeout, give the channel this long before trying it again: a peer that
 # never answers must not tie up every worker while the others wait.
 UNRESPONSIVE_PAUSE = timedelta(seconds=60)
+# A send to the same channel still in flight after this long means the peer is
+# slow: queue behind it instead of stacking more workers on the same hang.
+SLOW_SEND = timedelta(seconds=1)
+BEHIND_SLOW_SEND_WAIT = timedelta(seconds=15)
 ACK_SALT = "alerts.incident-ack"
 
 Status = Notification.Status
@@ -95,13 +99,20 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
     )
     channel = notification.channel
     if channel.unresponsive_until and channel.unresponsive_until > now:
-        Notification.objects.filter(pk=notification.pk).update(
-            status=Status.RETRYING,
-            attempts=F("attempts") - 1,
-            next_attempt_at=channel.unresponsive_until,
-            error="waiting: the channel did not answer recently",
+        return _defer(
+            notification, channel.unresponsive_until, "the channel did not answer recently"
         )
-        return Status.RETRYING
+    stuck = (
+        Notification.objects.filter(
+            channel=channel, status=Status.SENDING, claimed_at__lt=now - SLOW_SEND
+        )
+        .exclude(pk=notification.pk)
+        .exists()
+    )
+    if stuck:
+        return _defer(
+            notification, now + BEHIND_SLOW_SEND_WAIT, "another send to this channel is hanging"
+        )
     try:
         delivery = channel.transport.send(build_message(notification))
     except TransportError as exc:
@@ -120,6 +131,17 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
         last_status="sent", last_delivery_at=timezone.now(), unresponsive_until=None
     )
     return Status.SENT
+
+
+def _defer(notification: Notification, until: datetime, why: str) -> str:
+    """Give the claim back without counting an attempt: the channel, not this message, is stuck."""
+    Notification.objects.filter(pk=notification.pk).update(
+        status=Status.RETRYING,
+        attempts=F("attempts") - 1,
+        next_attempt_at=until,
+        error=f"waiting: {why}",
+    )
+    return Status.RETRYING
 
 
 def _failed(

@@ -416,3 +416,19 @@ def test_the_admin_never_shows_a_channel_secret(route, admin_client, httpserver)
     channel = make("slack", secret=url)
     page = admin_client.get(f"/admin/alerts/channel/{channel.pk}/change/").content.decode()
     assert "very-secret-path" not in page and "A value is stored" in page
+
+
+def test_a_send_behind_a_hanging_one_waits_instead_of_blocking_a_worker(route, httpserver):
+    route(make("slack", secret=httpserver.url_for("/hook")))
+    fire()
+    fire(fingerprint="second")
+    first, second = Notification.objects.order_by("pk")
+    # The first is in flight for 5 s already (a worker is stuck on it).
+    Notification.objects.filter(pk=first.pk).update(
+        status="sending", claimed_at=T0 - timedelta(seconds=5)
+    )
+    assert deliver(second.pk, now=T0) == "retrying"
+    second.refresh_from_db()
+    assert second.attempts == 0 and second.next_attempt_at == T0 + timedelta(seconds=15)
+    assert "hanging" in second.error
+    assert httpserver.log == []
