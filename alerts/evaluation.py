@@ -4,6 +4,7 @@ raise and resolve through the door. Also the preview and its 7-day backtest."""
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import math
 from collections import defaultdict
@@ -11,7 +12,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Aggregate, Avg, Count, Exists, FloatField, Max, Min, OuterRef, Sum
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    Exists,
+    FloatField,
+    Max,
+    Min,
+    OuterRef,
+    Sum,
+    TextField,
+)
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
@@ -88,64 +101,117 @@ def current_values(rule: AlertRule, now: datetime) -> dict[str, tuple[dict[str, 
             labels_of.setdefault(lk, labels)
         return {lk: (labels_of[lk], aggregate_values("p95", vs)) for lk, vs in grouped.items()}
     func = Percentile95 if rule.aggregation == "p95" else DB_AGGREGATES[rule.aggregation]
-    rows = samples.values("labels_key").annotate(v=func("value")).values_list("labels_key", "v")
-    values = dict(rows)
-    labels = _labels_for(rule, set(values))
-    return {lk: (labels.get(lk, {}), float(v)) for lk, v in values.items() if v is not None}
-
-
-def _labels_for(rule: AlertRule, keys: set[str]) -> dict[str, dict]:
-    known = (
-        {s.labels_key: s.labels for s in rule.states.filter(labels_key__in=keys)} if rule.pk else {}
+    # Every sample of a series carries the same labels: any one of them, as JSON
+    # text, comes back in the same query.
+    rows = (
+        samples.values("labels_key")
+        .annotate(v=func("value"), labels_json=Max(Cast("labels", output_field=TextField())))
+        .values_list("labels_key", "v", "labels_json")
     )
-    for lk in keys - set(known):
-        known[lk] = (
-            MetricSample.objects.filter(key=rule.metric_key, labels_key=lk)
-            .values_list("labels", flat=True)
-            .first()
-            or {}
-        )
-    return known
+    return {lk: (json.loads(labels), float(v)) for lk, v, labels in rows if v is not None}
+
+
+class _Writes:
+    """State rows to write at the end of a tick: one statement each, not one per series."""
+
+    def __init__(self):
+        self.create: list[RuleState] = []
+        self.update: list[RuleState] = []
+        self.forget: list[int] = []
+
+    def add(self, other: _Writes) -> None:
+        self.create += other.create
+        self.update += other.update
+        self.forget += other.forget
+
+    def flush(self) -> None:
+        RuleState.objects.bulk_create(self.create, batch_size=1000)
+        RuleState.objects.bulk_update(self.update, STATE_FIELDS, batch_size=1000)
+        RuleState.objects.filter(pk__in=self.forget).delete()
+
+
+STATE_FIELDS = [
+    "state",
+    "active_since",
+    "firing_since",
+    "last_true_at",
+    "last_value",
+    "last_evaluated_at",
+]
+
+
+def evaluate_all(now: datetime | None = None) -> int:
+    """One scheduler tick: every enabled rule, in one transaction.
+
+    The rules are locked for the tick, so a second evaluator (another worker, a
+    re-delivered task) waits and then sees the states this one wrote. Each rule
+    runs in a savepoint: one broken rule is logged and skipped, not fatal.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        rules = list(AlertRule.objects.select_for_update().filter(enabled=True).order_by("pk"))
+        states: dict[int, dict[str, RuleState]] = defaultdict(dict)
+        for state in RuleState.objects.filter(rule__in=rules):
+            states[state.rule_id][state.labels_key] = state
+        writes = _Writes()
+        for rule in rules:
+            try:
+                with transaction.atomic():
+                    rule_writes, _ = _evaluate(rule, states[rule.pk], now)
+                writes.add(rule_writes)
+            except Exception:
+                log.exception("evaluating rule %s failed", rule.name)
+        writes.flush()
+    return len(rules)
 
 
 def evaluate_rule(rule: AlertRule, now: datetime | None = None) -> list[tuple[str, str, str]]:
     """One tick for one rule; returns the transitions (labels_key, from, to)."""
     now = now or timezone.now()
-    transitions = []
     with transaction.atomic():
-        # One evaluator per rule at a time; a second waits and then sees the new state.
         locked = AlertRule.objects.select_for_update().filter(pk=rule.pk, enabled=True).first()
         if locked is None:
-            return transitions
-        rule = locked
-        states = {s.labels_key: s for s in rule.states.all()}
-        current = current_values(rule, now)
-        keys = set(current) | set(states)
-        if not keys and rule.no_data == AlertRule.NoData.ALERTING:
-            keys = {""}
-        for lk in sorted(keys):
-            state = states.get(lk) or RuleState(
-                rule=rule, labels_key=lk, labels=current.get(lk, ({}, 0))[0]
-            )
-            before = state.state
-            if lk in current:
-                value = current[lk][1]
-                condition = rule.breaches(value)
-            elif rule.no_data == AlertRule.NoData.KEEP:
-                if state.pk:
-                    RuleState.objects.filter(pk=state.pk).update(last_evaluated_at=now)
-                continue
-            else:
-                value = None
-                condition = rule.no_data == AlertRule.NoData.ALERTING
-            _step(rule, state, condition, value, now)
-            if state.state == State.INACTIVE and lk not in current and state.pk:
-                state.delete()  # a series that went away and is quiet: forget it
-            elif state.state != State.INACTIVE or state.pk or lk in current:
-                state.save()
-            if state.state != before:
-                transitions.append((lk, before, state.state))
+            return []
+        states = {s.labels_key: s for s in locked.states.all()}
+        writes, transitions = _evaluate(locked, states, now)
+        writes.flush()
     return transitions
+
+
+def _evaluate(
+    rule: AlertRule, states: dict[str, RuleState], now: datetime
+) -> tuple[_Writes, list[tuple[str, str, str]]]:
+    current = current_values(rule, now)
+    keys = set(current) | set(states)
+    if not keys and rule.no_data == AlertRule.NoData.ALERTING:
+        keys = {""}
+    writes, transitions = _Writes(), []
+    for lk in sorted(keys):
+        state = states.get(lk) or RuleState(
+            rule=rule, labels_key=lk, labels=current.get(lk, ({}, 0))[0]
+        )
+        before = state.state
+        if lk in current:
+            value = current[lk][1]
+            condition = rule.breaches(value)
+        elif rule.no_data == AlertRule.NoData.KEEP:
+            if state.pk:
+                state.last_evaluated_at = now
+                writes.update.append(state)
+            continue
+        else:
+            value = None
+            condition = rule.no_data == AlertRule.NoData.ALERTING
+        _step(rule, state, condition, value, now)
+        if state.state == State.INACTIVE and lk not in current and state.pk:
+            writes.forget.append(state.pk)  # a series that went away and is quiet
+        elif state.pk:
+            writes.update.append(state)
+        else:
+            writes.create.append(state)
+        if state.state != before:
+            transitions.append((lk, before, state.state))
+    return writes, transitions
 
 
 def _step(
@@ -193,19 +259,6 @@ def _raise(rule: AlertRule, state: RuleState, value: float | None) -> None:
         },
         now=state.last_evaluated_at,
     )
-
-
-def evaluate_all(now: datetime | None = None) -> int:
-    now = now or timezone.now()
-    count = 0
-    for rule in AlertRule.objects.filter(enabled=True).order_by("pk"):
-        try:
-            evaluate_rule(rule, now)
-        except Exception:
-            # One broken rule must not stop the others from being evaluated.
-            log.exception("evaluating rule %s failed", rule.name)
-        count += 1
-    return count
 
 
 def preview(rule: AlertRule, now: datetime | None = None) -> dict[str, Any]:

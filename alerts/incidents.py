@@ -237,8 +237,12 @@ def _levels(incident: Incident) -> list[EscalationLevel]:
     return list(incident.escalation_policy.levels.order_by("position"))
 
 
-def _next_escalation_time(incident: Incident, position: int) -> datetime | None:
-    later = [lv for lv in _levels(incident) if lv.position > position]
+def _next_escalation_time(
+    incident: Incident, position: int, levels: list[EscalationLevel] | None = None
+) -> datetime | None:
+    later = [
+        lv for lv in (_levels(incident) if levels is None else levels) if lv.position > position
+    ]
     if not later:
         return None
     start = incident.notifying_since or incident.opened_at
@@ -248,10 +252,11 @@ def _next_escalation_time(incident: Incident, position: int) -> datetime | None:
 def _notify_level(
     incident: Incident, position: int, event: str, now: datetime, escalated: bool = False
 ) -> None:
-    levels = [lv for lv in _levels(incident) if lv.position == position]
+    all_levels = _levels(incident)
+    levels = [lv for lv in all_levels if lv.position == position]
     if levels:
         channels = [c for c in levels[0].channels.all() if c.receives(incident.priority)]
-    elif position == 0 and not _levels(incident):
+    elif position == 0 and not all_levels:
         # No escalation policy at all: every channel that takes this priority.
         channels = [c for c in Channel.objects.all() if c.receives(incident.priority)]
     else:
@@ -259,7 +264,7 @@ def _notify_level(
     _notify(incident, channels, event, level=position, now=now)
     incident.escalation_level = position
     incident.last_notified_at = now
-    incident.next_escalation_at = _next_escalation_time(incident, position)
+    incident.next_escalation_at = _next_escalation_time(incident, position, all_levels)
     incident.save(update_fields=["escalation_level", "last_notified_at", "next_escalation_at"])
     names = ", ".join(c.name for c in channels) or "no channel takes this priority"
     incident.log(

@@ -281,3 +281,22 @@ def test_the_evaluation_and_delivery_schedules_exist(db):
         "alerts.tasks.prune",
         "opsconsole.tasks.heartbeat",
     } <= funcs
+
+
+def test_one_broken_rule_does_not_stop_the_tick(channels, monkeypatch):
+    from alerts import evaluation
+
+    good = rule(name="good", aggregation="last", window_seconds=0, for_seconds=0)
+    bad = rule(name="bad", metric_key="other", aggregation="last", window_seconds=0, for_seconds=0)
+    sample(9, T0)
+    real = evaluation.current_values
+
+    def flaky(r, now):
+        if r.pk == bad.pk:
+            raise RuntimeError("broken rule")
+        return real(r, now)
+
+    monkeypatch.setattr(evaluation, "current_values", flaky)
+    assert evaluation.evaluate_all(T0 + timedelta(seconds=5)) >= 2
+    assert RuleState.objects.get(rule=good).state == "firing"
+    assert Incident.objects.filter(details__rule_id=good.pk).exists()

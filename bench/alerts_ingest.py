@@ -1,0 +1,116 @@
+"""Metrics ingestion through POST /api/metrics, in batches of 1,000, on PostgreSQL.
+
+Target: at least 5,000 samples/s sustained. Baseline: the same batches written
+straight to the table with bulk_create in this process (the database's floor).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import console_database, machine, start, stop
+
+BATCH = 1000
+BATCHES = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+CLIENTS = 2
+TARGET = 5000
+
+
+def batches(count: int) -> list[list[dict]]:
+    rng = random.Random(7)
+    keys = [f"bench.metric_{i:03d}" for i in range(50)]
+    now = time.time()
+    return [
+        [
+            {
+                "key": rng.choice(keys),
+                "value": rng.random() * 100,
+                "labels": {"service": rng.choice(["api", "worker", "web"]), "env": "production"},
+                "observed_at": now - rng.random() * 60,
+            }  # fmt: skip
+            for _ in range(BATCH)
+        ]
+        for _ in range(count)
+    ]
+
+
+def main() -> None:
+    import httpx
+
+    from tests.pgserver import free_port
+
+    with console_database() as env:
+        from django.utils import timezone
+
+        from alerts.models import MetricSample
+        from alerts.views import _errors_for_sample
+        from opsconsole.models import ApiToken
+
+        work = batches(BATCHES)
+        # Baseline: validation-free bulk inserts of the same rows, one process.
+        now = timezone.now()
+        rows = [[_errors_for_sample(s, now)[1] for s in batch] for batch in work[:20]]
+        started = time.perf_counter()
+        for batch in rows:
+            MetricSample.objects.bulk_create(batch, batch_size=1000)
+        baseline = 20 * BATCH / (time.perf_counter() - started)
+        MetricSample.objects.all().delete()
+
+        _, token = ApiToken.issue("bench")
+        port = free_port()
+        log = Path(tempfile.mkdtemp()) / "gunicorn.log"
+        web = start([sys.executable, "-m", "gunicorn", "opsconsole.wsgi", "--bind", f"127.0.0.1:{port}",
+                     "--workers", "2", "--timeout", "120"], env, log)  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}/api/metrics"
+            for _ in range(100):
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            bodies = [json.dumps(b).encode() for b in work]
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            statuses: list[int] = []
+            lock = threading.Lock()
+
+            def client(part: list[bytes]) -> None:
+                with httpx.Client(timeout=60) as http:
+                    for body in part:
+                        status = http.post(url, content=body, headers=headers).status_code
+                        with lock:
+                            statuses.append(status)
+
+            httpx.post(url, content=bodies[0], headers=headers, timeout=60)  # warm-up
+            threads = [
+                threading.Thread(target=client, args=(bodies[i::CLIENTS],)) for i in range(CLIENTS)
+            ]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - started
+        finally:
+            stop(web)
+        accepted = sum(1 for s in statuses if s == 202)
+        rate = accepted * BATCH / elapsed
+        stored = MetricSample.objects.count()
+        print(f"machine: {machine()}")
+        print(f"ingest: {accepted}/{len(statuses)} batches of {BATCH} accepted in {elapsed:.1f} s "
+              f"by {CLIENTS} clients -> {rate:,.0f} samples/s ({stored:,} rows stored)")  # fmt: skip
+        print(
+            f"baseline (bulk_create in-process, no HTTP, no validation): {baseline:,.0f} samples/s"
+        )
+        print(f"ratio api/baseline: {rate / baseline:.2f}")
+        print(f"target >= {TARGET:,} samples/s: {'PASS' if rate >= TARGET else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
