@@ -8,11 +8,13 @@ dispatcher each tick), never a sleep inside a worker.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
@@ -34,6 +36,8 @@ UNRESPONSIVE_PAUSE = timedelta(seconds=60)
 # slow: queue behind it instead of stacking more workers on the same hang.
 SLOW_SEND = timedelta(seconds=1)
 BEHIND_SLOW_SEND_WAIT = timedelta(seconds=15)
+# How long a worker waits for one send before leaving it to its thread.
+HANDOFF_SECONDS = 2.0
 ACK_SALT = "alerts.incident-ack"
 
 Status = Notification.Status
@@ -113,13 +117,64 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
         return _defer(
             notification, now + BEHIND_SLOW_SEND_WAIT, "another send to this channel is hanging"
         )
-    try:
-        delivery = channel.transport.send(build_message(notification))
-    except TransportError as exc:
-        return _failed(notification, channel, exc, now)
-    except Exception as exc:
-        log.exception("channel %s raised while sending", channel.name)
-        return _failed(notification, channel, TransportError(f"{type(exc).__name__}: {exc}"), now)
+    message = build_message(notification)
+    return _send_with_handoff(notification, channel, message, now)
+
+
+class _Handoff:
+    """Who records a send's outcome: the worker, or (after HANDOFF) the sending thread."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.finished = False
+        self.abandoned = False
+        self.outcome: tuple[Any, Exception | None] = (None, None)
+
+
+def _send_with_handoff(notification, channel, message, now) -> str:
+    """Send in a thread; if the peer is slow, leave the thread to finish and free the worker.
+
+    A peer that accepts the connection and never answers would otherwise hold a
+    worker for the whole read timeout, and a few of them stop every other
+    channel's deliveries. After HANDOFF seconds the thread records the outcome
+    itself (the row stays "sending" until then; the dispatcher re-drives it if
+    the process dies first).
+    """
+    handoff = _Handoff()
+
+    def send():
+        try:
+            outcome = (channel.transport.send(message), None)
+        except Exception as exc:  # recorded below, whatever it is
+            outcome = (None, exc)
+        with handoff.lock:
+            handoff.finished, handoff.outcome = True, outcome
+            record_here = handoff.abandoned
+        if record_here:
+            try:
+                _record(notification, channel, outcome, timezone.now())
+            finally:
+                connections.close_all()
+
+    thread = threading.Thread(target=send, name=f"notify-{notification.pk}", daemon=True)
+    thread.start()
+    thread.join(HANDOFF_SECONDS)
+    with handoff.lock:
+        if not handoff.finished:
+            handoff.abandoned = True
+            return Status.SENDING
+    return _record(notification, channel, handoff.outcome, now)
+
+
+def _record(notification, channel, outcome, now) -> str:
+    delivery, error = outcome
+    if isinstance(error, TransportError):
+        return _failed(notification, channel, error, now)
+    if error is not None:
+        log.error("channel %s raised while sending: %r", channel.name, error)
+        return _failed(
+            notification, channel, TransportError(f"{type(error).__name__}: {error}"), now
+        )
     Notification.objects.filter(pk=notification.pk).update(
         status=Status.SENT,
         sent_at=timezone.now(),

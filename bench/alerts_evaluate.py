@@ -70,7 +70,7 @@ def main() -> None:
                 for_seconds=0,
                 priority="low",
                 message_template="{name}: {value}",
-            )  # fmt: skip
+            )
             for k in range(RULES)
         )
         ticks = []
@@ -82,7 +82,8 @@ def main() -> None:
             started = time.perf_counter()
             cursor.execute(
                 "SELECT key, labels_key, avg(value) FROM alerts_metricsample "
-                "WHERE observed_at > %s - interval '300 seconds' AND observed_at <= %s GROUP BY 1, 2",
+                "WHERE observed_at > %s - interval '300 seconds' AND observed_at <= %s "
+                "GROUP BY 1, 2",
                 [now, now],
             )
             groups = len(cursor.fetchall())

@@ -33,7 +33,7 @@ def batches(count: int) -> list[list[dict]]:
                 "value": rng.random() * 100,
                 "labels": {"service": rng.choice(["api", "worker", "web"]), "env": "production"},
                 "observed_at": now - rng.random() * 60,
-            }  # fmt: skip
+            }
             for _ in range(BATCH)
         ]
         for _ in range(count)
@@ -65,8 +65,22 @@ def main() -> None:
         _, token = ApiToken.issue("bench")
         port = free_port()
         log = Path(tempfile.mkdtemp()) / "gunicorn.log"
-        web = start([sys.executable, "-m", "gunicorn", "opsconsole.wsgi", "--bind", f"127.0.0.1:{port}",
-                     "--workers", "2", "--timeout", "120"], env, log)  # fmt: skip
+        web = start(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "opsconsole.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "120",
+            ],
+            env,
+            log,
+        )
         try:
             url = f"http://127.0.0.1:{port}/api/metrics"
             for _ in range(100):
@@ -103,8 +117,10 @@ def main() -> None:
         rate = accepted * BATCH / elapsed
         stored = MetricSample.objects.count()
         print(f"machine: {machine()}")
-        print(f"ingest: {accepted}/{len(statuses)} batches of {BATCH} accepted in {elapsed:.1f} s "
-              f"by {CLIENTS} clients -> {rate:,.0f} samples/s ({stored:,} rows stored)")  # fmt: skip
+        print(
+            f"ingest: {accepted}/{len(statuses)} batches of {BATCH} accepted in {elapsed:.1f} s "
+            f"by {CLIENTS} clients -> {rate:,.0f} samples/s ({stored:,} rows stored)"
+        )
         print(
             f"baseline (bulk_create in-process, no HTTP, no validation): {baseline:,.0f} samples/s"
         )

@@ -67,8 +67,14 @@ def console_database():
 
 
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        argv,
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -93,5 +99,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def summary(values: list[float]) -> str:
-    return (f"p50 {percentile(values, 50):.3f} s, p95 {percentile(values, 95):.3f} s, "
-            f"max {max(values):.3f} s, mean {statistics.fmean(values):.3f} s")  # fmt: skip
+    return (
+        f"p50 {percentile(values, 50):.3f} s, p95 {percentile(values, 95):.3f} s, "
+        f"max {max(values):.3f} s, mean {statistics.fmean(values):.3f} s"
+    )

@@ -432,3 +432,24 @@ def test_a_send_behind_a_hanging_one_waits_instead_of_blocking_a_worker(route, h
     assert second.attempts == 0 and second.next_attempt_at == T0 + timedelta(seconds=15)
     assert "hanging" in second.error
     assert httpserver.log == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_send_is_handed_off_so_the_worker_moves_on(route, httpserver, monkeypatch):
+    import time
+
+    monkeypatch.setattr("alerts.notify.HANDOFF_SECONDS", 0.2)
+    httpserver.expect_request("/slow").respond_with_handler(
+        lambda r: (time.sleep(1), Response("ok"))[1]
+    )
+    route(make("slack", secret=httpserver.url_for("/slow")))
+    fire()
+    n = Notification.objects.get()
+    started = time.monotonic()
+    assert deliver(n.pk, now=T0) == "sending"
+    assert time.monotonic() - started < 0.6, "the worker did not wait for the slow peer"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Notification.objects.get(pk=n.pk).status == "sending":
+        time.sleep(0.1)
+    n.refresh_from_db()
+    assert (n.status, n.http_status) == ("sent", 200), "the thread recorded the outcome itself"
