@@ -275,6 +275,11 @@ class IncidentAdmin(admin.ModelAdmin):
                 view(require_POST(self.resolve_view)),
                 name="alerts_incident_resolve",
             ),
+            path(
+                "<int:pk>/note/",
+                view(require_POST(self.note_view)),
+                name="alerts_incident_note",
+            ),
             *super().get_urls(),
         ]
 
@@ -295,6 +300,17 @@ class IncidentAdmin(admin.ModelAdmin):
         )
         self.log_change(request, incident, "Resolved")
         self.message_user(request, f"Resolved: {incident.title}")
+        return HttpResponseRedirect(reverse("admin:alerts_incident_change", args=[pk]))
+
+    def note_view(self, request, pk):
+        incident = get_object_or_404(Incident, pk=pk)
+        text = request.POST.get("note", "").strip()
+        try:
+            incident.add_note(request.user, text)
+        except ValueError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, "Note added to the timeline.")
         return HttpResponseRedirect(reverse("admin:alerts_incident_change", args=[pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -573,6 +573,14 @@ class Incident(models.Model):
 
         incidents.resolve_incident(self.fingerprint, reason=reason, user=user)
 
+    def add_note(self, user, text: str) -> IncidentEvent:
+        """Someone working the incident writes down what they found or did."""
+        if not user.has_perm("opsconsole.acknowledge_incident"):
+            raise PermissionDenied("You may not add notes to incidents.")
+        if not text.strip():
+            raise ValueError("The note is empty.")
+        return self.log(IncidentEvent.Kind.NOTE, text.strip()[:5000], user=user)
+
     def log(self, kind: str, message: str = "", user=None, **data: Any) -> IncidentEvent:
         return IncidentEvent.objects.create(
             incident=self, kind=kind, message=message, user=user, data=data

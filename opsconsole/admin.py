@@ -1,22 +1,10 @@
-"""The admin site: branded, with the dashboard as its index, and the console's own models."""
+"""The console's own models in the admin."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from opsconsole import dashboard
 from opsconsole.models import ApiToken, WorkerHeartbeat
-
-
-class OpsAdminSite(admin.AdminSite):
-    site_header = "opsconsole"
-    site_title = "opsconsole"
-    index_title = "Dashboard"
-    index_template = "admin/opsconsole_index.html"
-
-    def index(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "panels": dashboard.panels_for(request)}
-        return super().index(request, extra_context)
 
 
 @admin.register(WorkerHeartbeat)

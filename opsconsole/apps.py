@@ -62,4 +62,4 @@ def worker_panel(request) -> dict:
 
 
 class OpsAdminConfig(AdminConfig):
-    default_site = "opsconsole.admin.OpsAdminSite"
+    default_site = "opsconsole.sites.OpsAdminSite"

@@ -243,3 +243,19 @@ def test_delivery_is_recorded_on_the_row(channels):
     n = Notification.objects.get(incident=incident)
     assert (n.status, n.attempts) == ("sent", 1) and n.sent_at is not None
     assert deliver_all(T0) == [], "sent rows are never sent again"
+
+
+def test_notes_go_on_the_timeline_with_who_wrote_them(channels, alice, carol, client):
+    incident = raise_it()
+    login(client, alice)
+    page = client.get(f"/admin/alerts/incident/{incident.pk}/change/").content.decode()
+    assert "Add a note to the timeline" in page
+    client.post(f"/admin/alerts/incident/{incident.pk}/note/", {"note": "disk cleaned, watching"})
+    note = incident.events.get(kind="note")
+    assert (note.message, note.user) == ("disk cleaned, watching", alice)
+    client.post(f"/admin/alerts/incident/{incident.pk}/note/", {"note": "   "})
+    assert incident.events.filter(kind="note").count() == 1, "an empty note is refused"
+    login(client, carol)
+    assert (
+        client.post(f"/admin/alerts/incident/{incident.pk}/note/", {"note": "x"}).status_code == 403
+    )

@@ -124,3 +124,15 @@ def test_samples_past_retention_are_pruned(db, settings):
     MetricSample.objects.create(key="k", value=2, observed_at=now - timedelta(days=29))
     assert MetricSample.prune(now) == 1
     assert list(MetricSample.objects.values_list("value", flat=True)) == [2]
+
+
+def test_tokens_are_revoked_from_the_admin(admin_client, api_token, client):
+    row = ApiToken.objects.get()
+    page = admin_client.get("/admin/opsconsole/apitoken/").content.decode()
+    assert row.prefix in page and api_token not in page
+    admin_client.post(
+        "/admin/opsconsole/apitoken/", {"action": "revoke", "_selected_action": [row.pk]}
+    )
+    row.refresh_from_db()
+    assert row.revoked_at is not None
+    assert post(client, [{"key": "k", "value": 1}], api_token).status_code == 401
