@@ -1,1 +1,280 @@
-"""Models of the backups app."""
+"""Backup targets, storage locations, keys, policies and backup records."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from backups.engines import ENGINES
+from backups.storages import STORAGE_KINDS
+from opsconsole.fields import EncryptedTextField
+
+
+def default_exclusions() -> list[str]:
+    # Tables named logs and sessions in any schema: big, and not worth restoring.
+    return ["*.logs", "*.sessions"]
+
+
+class DatabaseTarget(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    engine = models.CharField(max_length=20, choices=[(k, c.label) for k, c in ENGINES.items()])
+    dsn = EncryptedTextField(
+        help_text="postgresql://user:password@host:5432/db or sqlite:////path/db.sqlite3"
+    )
+    exclude_table_data = models.JSONField(
+        default=default_exclusions, blank=True, help_text="pg_dump --exclude-table-data patterns."
+    )
+    required_tables = models.JSONField(
+        default=list, blank=True, help_text='Tables a restored copy must have, e.g. ["users"].'
+    )
+    check_queries = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="SQL that must return a true first column on a restored copy.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.engine and self.dsn:
+            try:
+                ENGINES[self.engine].validate_dsn(self.dsn)
+            except ValueError as exc:
+                raise ValidationError({"dsn": str(exc)}) from None
+        for field in ("exclude_table_data", "required_tables", "check_queries"):
+            value = getattr(self, field)
+            if not isinstance(value, list) or not all(
+                isinstance(v, str) and v.strip() for v in value
+            ):
+                raise ValidationError({field: "A JSON list of non-empty strings."})
+
+    @property
+    def db(self):
+        return ENGINES[self.engine](self)
+
+
+class StorageLocation(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=[(k, c.label) for k, c in STORAGE_KINDS.items()])
+    config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='local: {"path": "/var/backups"} · '
+        's3: {"bucket", "prefix", "region", "endpoint_url", '
+        '"access_key_id", "storage_class", "server_side_encryption", "kms_key_id"}',
+    )
+    secret = EncryptedTextField(blank=True, default="", help_text="S3 secret access key.")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if not self.kind:
+            return
+        try:
+            self.config = STORAGE_KINDS[self.kind].validate(self.config or {}, self.secret or "")
+        except ValueError as exc:
+            raise ValidationError({"config": str(exc)}) from None
+
+    @property
+    def backend(self):
+        return STORAGE_KINDS[self.kind](self)
+
+    @classmethod
+    def default(cls) -> StorageLocation:
+        location, _ = cls.objects.get_or_create(
+            name="Local folder", defaults={"kind": "local", "config": {}}
+        )
+        return location
+
+
+class BackupKey(models.Model):
+    """An age identity. The console keeps it (encrypted) to verify, restore and drill;
+    old ones stay so old backups remain readable after a key change."""
+
+    recipient = models.CharField(
+        max_length=100, unique=True, help_text="The age public key (age1…)."
+    )
+    identity = EncryptedTextField(help_text="The age secret key (AGE-SECRET-KEY-1…).")
+    active = models.BooleanField(
+        default=True, help_text="New backups are encrypted to the active key."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    exported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["active"], condition=Q(active=True), name="one_active_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.recipient
+
+    @classmethod
+    def current(cls) -> BackupKey:
+        """The active key, made on first use."""
+        import pyrage
+
+        key = cls.objects.filter(active=True).first()
+        if key is None:
+            identity = pyrage.x25519.Identity.generate()
+            key = cls.objects.create(
+                recipient=str(identity.to_public()), identity=str(identity), active=True
+            )
+        return key
+
+    @classmethod
+    def identities(cls) -> list:
+        import pyrage
+
+        return [pyrage.x25519.Identity.from_str(k.identity) for k in cls.objects.all()]
+
+
+class BackupPolicy(models.Model):
+    class Kind(models.TextChoices):
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+        MONTHLY = "monthly", "Monthly"
+        MANUAL = "manual", "Manual"
+
+    name = models.CharField(max_length=100, unique=True)
+    target = models.ForeignKey(DatabaseTarget, on_delete=models.CASCADE, related_name="policies")
+    storage = models.ForeignKey(StorageLocation, on_delete=models.PROTECT, related_name="policies")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DAILY)
+    schedule = models.CharField(max_length=100, blank=True, help_text="Cron, e.g. 0 2 * * * (UTC).")
+    retention_days = models.PositiveIntegerField(default=7)
+    verify_after = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name_plural = "backup policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.kind != self.Kind.MANUAL:
+            from croniter import croniter
+
+            if not self.schedule or not croniter.is_valid(self.schedule):
+                raise ValidationError(
+                    {"schedule": "A cron expression such as '0 2 * * *' (daily at 02:00)."}
+                )
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    return f"backup-{(now or timezone.now()):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+class Backup(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        VERIFIED = "verified", "Verified"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+        DELETED = "deleted", "Deleted"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Manual"
+        PRE_RESTORE = "pre-restore", "Before a restore"
+        PRE_DEPLOY = "pre-deploy", "Before a deploy"
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_backup_id, editable=False)
+    policy = models.ForeignKey(BackupPolicy, null=True, blank=True, on_delete=models.SET_NULL)
+    target = models.ForeignKey(DatabaseTarget, on_delete=models.PROTECT, related_name="backups")
+    storage = models.ForeignKey(StorageLocation, on_delete=models.PROTECT, related_name="backups")
+    kind = models.CharField(
+        max_length=10, choices=BackupPolicy.Kind.choices, default=BackupPolicy.Kind.MANUAL
+    )
+    trigger = models.CharField(max_length=15, choices=Trigger.choices, default=Trigger.MANUAL)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    bytes_read = models.BigIntegerField(
+        default=0, help_text="Bytes of the dump as the tool wrote them."
+    )
+    bytes_stored = models.BigIntegerField(
+        default=0, help_text="Bytes of the compressed, encrypted object."
+    )
+    sha256 = models.CharField(max_length=64, blank=True)
+    storage_key = models.CharField(max_length=500, blank=True)
+    recipient = models.CharField(
+        max_length=100, blank=True, help_text="The age key it is encrypted to."
+    )
+    client_version = models.CharField(max_length=100, blank=True)
+    server_version = models.CharField(max_length=100, blank=True)
+    toc_summary = models.JSONField(default=dict, blank=True)
+    progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life while running."
+    )
+    verified_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    stderr_tail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Only one backup per target runs at a time.
+            models.UniqueConstraint(
+                fields=["target"],
+                condition=Q(status="running"),
+                name="one_running_backup_per_target",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_good(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.VERIFIED)
+
+    def claim(self, now: datetime | None = None) -> bool:
+        """queued → running, once: a re-delivered task or a second worker gets False."""
+        from django.db import IntegrityError, transaction
+
+        now = now or timezone.now()
+        try:
+            with transaction.atomic():
+                claimed = Backup.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+                    status=self.Status.RUNNING, started_at=now, progress_at=now
+                )
+        except IntegrityError:
+            # Another backup of this target is running: this one fails, clearly.
+            Backup.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+                status=self.Status.FAILED,
+                finished_at=now,
+                error="another backup of this target was running; try again when it has finished",
+            )
+            return False
+        if claimed:
+            self.refresh_from_db()
+        return bool(claimed)
+
+    @classmethod
+    def stale(cls, now: datetime | None = None):
+        """Running rows without a sign of life: their worker is gone."""
+        limit = timedelta(seconds=settings.BACKUPS_STALL_SECONDS)
+        return cls.objects.filter(
+            status=cls.Status.RUNNING, progress_at__lt=(now or timezone.now()) - limit
+        )

@@ -244,6 +244,14 @@ OPSCONSOLE_PAGERDUTY_EVENTS_URL = env(
 # Another Twilio API host (an egress proxy; the tests' local server). Empty: api.twilio.com.
 OPSCONSOLE_TWILIO_BASE_URL = env("OPSCONSOLE_TWILIO_BASE_URL", default="")
 
+# Backups.
+BACKUPS_TIMEOUT_SECONDS = env.int("BACKUPS_TIMEOUT_SECONDS", default=6 * 3600)
+BACKUPS_ZSTD_LEVEL = env.int("BACKUPS_ZSTD_LEVEL", default=3)
+# A running backup with no progress for this long has lost its worker: the reaper fails it.
+BACKUPS_STALL_SECONDS = env.int("BACKUPS_STALL_SECONDS", default=600)
+# Where pg_dump/pg_restore live (default: the newest /usr/lib/postgresql/*/bin).
+OPSCONSOLE_PG_BIN = env("OPSCONSOLE_PG_BIN", default="")
+
 BUILD_ID = env("OPSCONSOLE_BUILD_ID", default=env("RAILWAY_GIT_COMMIT_SHA", default="dev"))[:12]
 WORKER_HEARTBEAT_MAX_AGE = env.int("OPSCONSOLE_WORKER_HEARTBEAT_MAX_AGE", default=120)
 

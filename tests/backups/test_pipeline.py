@@ -1,0 +1,238 @@
+"""Back up a real PostgreSQL database, store it locally or in S3, restore it, prove it whole."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from alerts.models import Incident
+from backups import pipeline
+from backups.models import Backup, BackupKey, DatabaseTarget
+from backups.pipeline import RestoreRefused, restore_into, run_backup, verify_backup
+from tests.backups.conftest import table_fingerprints
+
+pytestmark = pytest.mark.postgres
+
+
+def new_backup(target, storage, **fields) -> Backup:
+    return Backup.objects.create(target=target, storage=storage, **fields)
+
+
+def db_exists(pg, name: str) -> bool:
+    with psycopg.connect(pg.admin_dsn) as conn:
+        return (
+            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+            is not None
+        )
+
+
+def test_backup_to_local_storage_and_restore_into_a_new_database(
+    pg, target, local_storage, source_db
+):
+    backup = run_backup(new_backup(target, local_storage))
+    assert backup.status == "succeeded", backup.error
+    assert backup.id.startswith("backup-") and len(backup.sha256) == 64
+    assert backup.bytes_read > 0 and backup.bytes_stored > 0
+    assert backup.client_version.startswith("pg_dump (PostgreSQL)") and backup.server_version
+    stored = Path(local_storage.config["path"]) / backup.storage_key
+    assert stored.stat().st_size == backup.bytes_stored
+    assert not list(stored.parent.glob("*.partial"))
+
+    verified = verify_backup(backup)
+    assert verified.status == "verified"
+    assert verified.toc_summary["TABLE"] == 4 and verified.toc_summary["TABLE DATA"] >= 3
+
+    result = restore_into(backup, "shorts_restore_1")
+    restored = pg.dsn("shorts_restore_1")
+    pg._databases.append("shorts_restore_1")
+    before, after = table_fingerprints(source_db), table_fingerprints(restored)
+    for table in ("users", "videos", "search_logs"):
+        assert after[table] == before[table], table
+    assert before["logs"][0] == 1000 and after["logs"][0] == 0, "logs: schema kept, data excluded"
+    assert set(result["timings"]) == {"download_decrypt_decompress", "restore", "verify"}
+
+
+def test_backup_to_s3_streams_a_multipart_upload_with_metadata(
+    pg, target, s3_storage, bucket, source_db
+):
+    client, name = bucket
+    backup = run_backup(new_backup(target, s3_storage))
+    assert backup.status == "succeeded", backup.error
+    head = client.head_object(Bucket=name, Key=f"prod/{backup.storage_key}")
+    assert head["ContentLength"] == backup.bytes_stored
+    assert head["Metadata"]["backup-id"] == backup.id
+    assert head["Metadata"]["sha256"] == backup.sha256
+    assert head["Metadata"]["service"] == "shorts"
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert head["ServerSideEncryption"] == "AES256"
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+    restore_into(backup, "shorts_from_s3")
+    pg._databases.append("shorts_from_s3")
+    assert (
+        table_fingerprints(pg.dsn("shorts_from_s3"))["videos"]
+        == table_fingerprints(source_db)["videos"]
+    )
+
+
+def test_the_stock_age_zstd_pg_restore_chain_restores_it_by_hand(
+    pg, target, local_storage, tmp_path
+):
+    """Restorable without us: age -d | zstd -d | pg_restore."""
+    import shutil
+
+    if not shutil.which("age"):
+        from tests.peers import ensure_binary
+
+        ensure_binary("age", "age")
+    backup = run_backup(new_backup(target, local_storage))
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(BackupKey.current().identity + "\n")
+    stored = Path(local_storage.config["path"]) / backup.storage_key
+    dbname = pg.create_database("by_hand")
+    chain = f"age -d -i {key_file} {stored} | zstd -d | pg_restore --no-owner -d '{pg.dsn(dbname)}'"
+    subprocess.run(["bash", "-o", "pipefail", "-c", chain], check=True, timeout=120)
+    with psycopg.connect(pg.dsn(dbname)) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 500
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "wrong_key"])
+def test_damaged_backups_are_refused_before_any_database_is_created(
+    pg, target, local_storage, damage
+):
+    backup = run_backup(new_backup(target, local_storage))
+    stored = Path(local_storage.config["path"]) / backup.storage_key
+    data = bytearray(stored.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+        stored.write_bytes(bytes(data))
+        expected = "checksum mismatch"
+    elif damage == "truncate":
+        stored.write_bytes(bytes(data[: len(data) - 100]))
+        expected = "checksum mismatch"
+    else:
+        BackupKey.objects.all().delete()
+        BackupKey.current()  # a new key: the old backup's is gone
+        expected = "wrong key"
+    with pytest.raises(RestoreRefused, match=expected):
+        restore_into(backup, f"never_{damage}")
+    assert not db_exists(pg, f"never_{damage}")
+
+
+def test_a_failing_pg_dump_fails_the_record_leaves_nothing_and_raises_an_incident(
+    db, pg, local_storage
+):
+    missing = DatabaseTarget.objects.create(
+        name="missing", engine="postgresql", dsn=pg.dsn("no_such_database")
+    )
+    backup = run_backup(new_backup(missing, local_storage))
+    assert backup.status == "failed"
+    assert "pg_dump exited with code 1" in backup.error
+    assert 'database "no_such_database" does not exist' in backup.stderr_tail
+    folder = Path(local_storage.config["path"])
+    assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]
+    incident = Incident.objects.get(fingerprint=f"backup:{missing.pk}")
+    assert (incident.priority, incident.status) == ("high", "triggered")
+
+
+def test_a_failing_s3_backup_aborts_its_multipart_upload(db, pg, s3_storage, bucket):
+    client, name = bucket
+    missing = DatabaseTarget.objects.create(
+        name="missing", engine="postgresql", dsn=pg.dsn("no_such_database")
+    )
+    assert run_backup(new_backup(missing, s3_storage)).status == "failed"
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0
+
+
+def test_the_password_never_reaches_a_command_line(db, pg, local_storage, monkeypatch):
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
+        conn.execute("CREATE ROLE backup_user LOGIN SUPERUSER PASSWORD 'p4ss:w0rd-s3cret'")
+    name = pg.create_database("pwdb")
+    dsn = pg.dsn(name).replace("postgres@", "backup_user:p4ss%3Aw0rd-s3cret@")
+    target = DatabaseTarget.objects.create(name="pw", engine="postgresql", dsn=dsn)
+    seen = []
+    real = subprocess.Popen
+
+    class Recording(real):
+        def __init__(self, argv, *args, **kwargs):
+            env = kwargs.get("env") or {}
+            passfile = env.get("PGPASSFILE")
+            seen.append(
+                (
+                    list(argv),
+                    passfile
+                    and (oct(os.stat(passfile).st_mode & 0o777), Path(passfile).read_text()),
+                )
+            )
+            super().__init__(argv, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.subprocess, "Popen", Recording)
+    backup = run_backup(new_backup(target, local_storage))
+    assert backup.status == "succeeded", backup.error
+    assert all("s3cret" not in " ".join(argv) and "p4ss" not in " ".join(argv) for argv, _ in seen)
+    ((_, (mode, passfile)),) = [(a, p) for a, p in seen if "--format=custom" in a]
+    assert mode == "0o600" and "p4ss\\:w0rd-s3cret" in passfile
+    assert "s3cret" not in backup.error + backup.stderr_tail
+
+
+def test_a_backup_record_runs_once(target, local_storage):
+    backup = new_backup(target, local_storage)
+    first = run_backup(backup)
+    again = run_backup(Backup.objects.get(pk=backup.pk))
+    assert first.status == again.status == "succeeded"
+    assert again.finished_at == first.finished_at, "the re-delivered task did nothing"
+
+
+def test_only_one_backup_per_target_runs_at_a_time(target, local_storage):
+    running = new_backup(target, local_storage, status="running")
+    second = run_backup(new_backup(target, local_storage))
+    assert second.status == "failed"
+    assert "another backup of this target was running" in second.error
+    running.refresh_from_db()
+    assert running.status == "running"
+
+
+def test_the_reaper_fails_a_stalled_backup_and_aborts_its_upload(
+    db, target, s3_storage, bucket, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backups.tasks import reap_stalled
+
+    client, name = bucket
+    stalled = new_backup(target, s3_storage, status="running", started_at=timezone.now() - timedelta(hours=1),
+                         progress_at=timezone.now() - timedelta(minutes=30), storage_key="shorts/x.dump.zst.age")  # fmt: skip
+    upload = client.create_multipart_upload(Bucket=name, Key="prod/shorts/x.dump.zst.age")
+    alive = Backup.objects.create(target=DatabaseTarget.objects.create(name="other", engine="postgresql",
+                                  dsn="postgresql://x@127.0.0.1/y"), storage=s3_storage, status="running",
+                                  started_at=timezone.now(), progress_at=timezone.now())  # fmt: skip
+    assert reap_stalled() == 1
+    stalled.refresh_from_db()
+    assert stalled.status == "failed" and "marked failed by the reaper" in stalled.error
+    assert upload["UploadId"] not in [
+        u["UploadId"] for u in client.list_multipart_uploads(Bucket=name).get("Uploads", [])
+    ]
+    alive.refresh_from_db()
+    assert alive.status == "running"
+
+
+def test_sqlite_targets_use_the_online_backup_api(db, local_storage, tmp_path):
+    import sqlite3
+
+    source = tmp_path / "app.sqlite3"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1000)])
+    target = DatabaseTarget.objects.create(
+        name="embedded", engine="sqlite", dsn=f"sqlite:///{source}"
+    )
+    backup = run_backup(new_backup(target, local_storage))
+    assert backup.status == "succeeded", backup.error
+    out = tmp_path / "restored.sqlite3"
+    pipeline.extract(backup, out)
+    with sqlite3.connect(out) as conn:
+        assert conn.execute("SELECT count(*), sum(x) FROM t").fetchone() == (1000, sum(range(1000)))
