@@ -9,4 +9,17 @@ class BackupsConfig(AppConfig):
         from opsconsole import roles, schedules
 
         schedules.register("backups.reap_stalled", "backups.tasks.reap_stalled", cron="*/2 * * * *")
-        roles.grant(roles.OPERATOR, "backups.add_backup")
+        schedules.register(
+            "backups.verify_newest", "backups.tasks.verify_newest", cron="30 5 * * *"
+        )
+        schedules.register("backups.prune", "backups.tasks.prune", cron="45 5 * * *")
+        schedules.register("backups.metrics", "backups.tasks.record_all_metrics", cron="* * * * *")
+        roles.grant(roles.OPERATOR, "backups.add_restorerequest", "backups.change_restorerequest")
+        roles.grant(
+            roles.APPROVER,
+            *(
+                f"backups.{verb}_{model}"
+                for verb in ("add", "change")
+                for model in ("databasetarget", "storagelocation", "backuppolicy")
+            ),
+        )

@@ -172,6 +172,50 @@ class PostgresEngine(Engine):
                 is not None
             )
 
+    def swap_in(self, fresh: str, keep_as: str) -> None:
+        """Rename the live database away and the fresh one into its place.
+
+        Renaming needs nobody connected: new connections are refused, the
+        remaining ones are ended, then both renames happen back to back. If the
+        second rename fails the first is undone: the live database stays.
+        """
+        live = self.dbname
+        ident = sql.Identifier
+        with self.connect(dbname="postgres", autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident(live))
+            )
+            try:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [live],
+                )
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(live), ident(keep_as))
+                )
+                try:
+                    conn.execute(
+                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(fresh), ident(live))
+                    )
+                except psycopg.Error:
+                    conn.execute(
+                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            ident(keep_as), ident(live)
+                        )
+                    )
+                    raise
+            finally:
+                for name in (live, keep_as):
+                    if conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+                    ).fetchone():
+                        conn.execute(
+                            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+                                ident(name)
+                            )
+                        )
+
     def restore_argv(
         self, conn_args: list[str], archive: Path, dbname: str, jobs: int
     ) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime, timedelta
 
@@ -14,6 +15,7 @@ from django.utils import timezone
 from backups.engines import ENGINES
 from backups.storages import STORAGE_KINDS
 from opsconsole.fields import EncryptedTextField
+from opsconsole.models import ApprovalRequest
 
 
 def default_exclusions() -> list[str]:
@@ -38,10 +40,22 @@ class DatabaseTarget(models.Model):
         blank=True,
         help_text="SQL that must return a true first column on a restored copy.",
     )
+    production = models.BooleanField(
+        default=True, help_text="Replacing a production database needs a second person to approve."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs):
+        created = self._state.adding
+        super().save(*args, **kwargs)
+        if created:
+            BackupPolicy.create_defaults(self)
+
+    def newest_good_backup(self) -> Backup | None:
+        return self.backups.filter(status__in=Backup.GOOD).order_by("-created_at").first()
 
     def clean(self) -> None:
         if self.engine and self.dsn:
@@ -159,8 +173,25 @@ class BackupPolicy(models.Model):
     class Meta:
         verbose_name_plural = "backup policies"
 
+    # The original design's schedules; each kind is judged by its own retention window.
+    DEFAULTS = (
+        ("daily", "0 2 * * *", 7),
+        ("weekly", "0 3 * * 0", 30),
+        ("monthly", "0 4 1 * *", 365),
+    )
+
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        self.sync_schedule()
+
+    def delete(self, *args, **kwargs):
+        from django_q.models import Schedule
+
+        Schedule.objects.filter(name=self.schedule_name).delete()
+        return super().delete(*args, **kwargs)
 
     def clean(self) -> None:
         if self.kind != self.Kind.MANUAL:
@@ -170,6 +201,53 @@ class BackupPolicy(models.Model):
                 raise ValidationError(
                     {"schedule": "A cron expression such as '0 2 * * *' (daily at 02:00)."}
                 )
+
+    @classmethod
+    def create_defaults(cls, target: DatabaseTarget) -> None:
+        storage = StorageLocation.default()
+        for kind, cron, days in cls.DEFAULTS:
+            cls.objects.get_or_create(
+                name=f"{target.name} {kind}",
+                defaults={
+                    "target": target,
+                    "storage": storage,
+                    "kind": kind,
+                    "schedule": cron,
+                    "retention_days": days,
+                },
+            )
+
+    @property
+    def schedule_name(self) -> str:
+        return f"backup policy {self.pk}"
+
+    def sync_schedule(self) -> None:
+        """The django-q2 schedule follows the policy: created, updated, removed with it."""
+        from django_q.models import Schedule
+
+        if not self.enabled or self.kind == self.Kind.MANUAL or not self.schedule:
+            Schedule.objects.filter(name=self.schedule_name).delete()
+            return
+        Schedule.objects.update_or_create(
+            name=self.schedule_name,
+            defaults={
+                "func": "backups.tasks.run_policy",
+                "args": repr((self.pk,)),
+                "schedule_type": Schedule.CRON,
+                "cron": self.schedule,
+                "repeats": -1,
+            },
+        )
+
+    def start(self, trigger: str = "schedule", user=None) -> Backup:
+        return Backup.objects.create(
+            policy=self,
+            target=self.target,
+            storage=self.storage,
+            kind=self.kind,
+            trigger=trigger,
+            requested_by=user,
+        )
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -228,6 +306,7 @@ class Backup(models.Model):
         null=True, blank=True, help_text="Last sign of life while running."
     )
     verified_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     stderr_tail = models.TextField(blank=True)
 
@@ -245,9 +324,11 @@ class Backup(models.Model):
     def __str__(self) -> str:
         return self.id
 
+    GOOD = ("succeeded", "verified")
+
     @property
     def is_good(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.VERIFIED)
+        return self.status in self.GOOD
 
     def claim(self, now: datetime | None = None) -> bool:
         """queued → running, once: a re-delivered task or a second worker gets False."""
@@ -278,3 +359,86 @@ class Backup(models.Model):
         return cls.objects.filter(
             status=cls.Status.RUNNING, progress_at__lt=(now or timezone.now()) - limit
         )
+
+
+class RestoreRequest(ApprovalRequest):
+    """Request → approve → execute. Restores always go into a fresh database first."""
+
+    REQUEST_PERMISSION = "opsconsole.request_restore"
+    APPROVE_PERMISSION = "opsconsole.approve_restore"
+
+    class Mode(models.TextChoices):
+        NEW = "new", "Into a new database"
+        REPLACE = "replace", "Replace the target database"
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        APPROVED = "approved", "Approved"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+
+    OPEN = ("requested", "approved", "running")
+
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.REQUESTED, db_index=True
+    )
+    backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores")
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.NEW)
+    new_database = models.CharField(
+        max_length=63, blank=True, help_text="For a new database; default <db>_restore_<id>."
+    )
+    safety_backup = models.ForeignKey(
+        Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    old_database = models.CharField(max_length=63, blank=True, help_text="Kept after a replace.")
+    old_database_dropped_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"restore {self.backup_id} {self.get_mode_display().lower()}"
+
+    def clean(self) -> None:
+        if self.backup_id and self.backup.target.engine != "postgresql":
+            raise ValidationError("Restores through the console are for PostgreSQL targets.")
+        if self.backup_id and not self.backup.is_good:
+            raise ValidationError(
+                {"backup": "Only a succeeded or verified backup can be restored."}
+            )
+        if self.mode == self.Mode.NEW:
+            if not self.new_database and self.backup_id:
+                self.new_database = f"{self.backup.target.db.dbname}_restore_{self.backup_id[-6:]}"
+            if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.new_database or ""):
+                raise ValidationError(
+                    {"new_database": "Lower-case letters, digits and _ only (at most 63)."}
+                )
+
+    def requires_two_people(self) -> bool:
+        return self.mode == self.Mode.REPLACE and self.backup.target.production
+
+    def confirmation_phrase(self) -> str:
+        return self.backup.target.db.dbname if self.mode == self.Mode.REPLACE else self.new_database
+
+    def approve(self, user, *, confirmation: str, note: str = "") -> None:
+        super().approve(user, confirmation=confirmation, note=note)
+        from django.db import transaction
+
+        from opsconsole.tasks import enqueue
+
+        transaction.on_commit(lambda: enqueue("backups.tasks.run_restore", self.pk))
+
+    def claim(self) -> bool:
+        claimed = RestoreRequest.objects.filter(pk=self.pk, status=self.Status.APPROVED).update(
+            status=self.Status.RUNNING, started_at=timezone.now()
+        )
+        if claimed:
+            self.refresh_from_db()
+        return bool(claimed)

@@ -442,3 +442,64 @@ def restore_into(backup: Backup, dbname: str) -> dict:
             engine.drop_database(dbname)
             raise
     return {"database": dbname, "timings": {k: round(v, 3) for k, v in timings.items()}}
+
+
+def execute_restore(request) -> None:
+    """Run an approved RestoreRequest; a replace swaps databases only after every check passed."""
+    from backups.models import Backup, RestoreRequest
+
+    if not request.claim():
+        return
+    backup = request.backup
+    engine = backup.target.db
+    started = time.monotonic()
+    try:
+        if request.mode == RestoreRequest.Mode.NEW:
+            result = restore_into(backup, request.new_database)
+        else:
+            safety = run_backup(
+                Backup.objects.create(
+                    target=backup.target,
+                    storage=backup.storage,
+                    trigger=Backup.Trigger.PRE_RESTORE,
+                    requested_by=request.decided_by,
+                )
+            )
+            RestoreRequest.objects.filter(pk=request.pk).update(safety_backup=safety)
+            if safety.status == Backup.Status.FAILED:
+                raise BackupError(
+                    f"the safety backup of the current database failed: {safety.error}"
+                )
+            stamp = timezone.now().strftime("%Y%m%d%H%M%S")
+            fresh = f"{engine.dbname}_incoming_{stamp}"[:63]
+            result = restore_into(backup, fresh)
+            old = f"{engine.dbname}_pre_restore_{stamp}"[:63]
+            engine.swap_in(fresh, old)
+            RestoreRequest.objects.filter(pk=request.pk).update(old_database=old)
+    except (
+        RestoreRefused,
+        BackupError,
+        EngineError,
+        StorageError,
+        subprocess.SubprocessError,
+    ) as exc:
+        message = getattr(exc, "message", str(exc))
+        RestoreRequest.objects.filter(pk=request.pk).update(
+            status=RestoreRequest.Status.FAILED, finished_at=timezone.now(), error=message[:4000]
+        )
+        from alerts.incidents import raise_incident
+
+        raise_incident(
+            source="backups",
+            fingerprint=f"restore:{request.pk}",
+            title=f"Restore of {backup.id} failed",
+            priority="high",
+            component="backups",
+            details={"backup": backup.id, "error": message[:500]},
+        )
+        return
+    RestoreRequest.objects.filter(pk=request.pk).update(
+        status=RestoreRequest.Status.SUCCEEDED,
+        finished_at=timezone.now(),
+        timings={**result["timings"], "total": round(time.monotonic() - started, 3)},
+    )
