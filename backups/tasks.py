@@ -69,6 +69,18 @@ def verify_newest() -> int:
 
 
 @console_task
+def verify_one(backup_id: str) -> str:
+    from backups.models import Backup
+    from backups.pipeline import RestoreRefused, verify_backup
+
+    backup = Backup.objects.get(pk=backup_id)
+    with contextlib.suppress(RestoreRefused):
+        backup = verify_backup(backup)
+    backup.refresh_from_db()
+    return backup.status
+
+
+@console_task
 def prune() -> int:
     from backups import retention
 

@@ -1,0 +1,231 @@
+"""Backups in the admin: presents and asks; the pipeline and the models do the work."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from backups.models import (
+    Backup,
+    BackupKey,
+    BackupPolicy,
+    DatabaseTarget,
+    RestoreRequest,
+    StorageLocation,
+)
+from opsconsole.approvals import ApprovalAdminMixin
+from opsconsole.tasks import enqueue
+
+RUN = "opsconsole.run_jobs"
+
+
+def _queue(backup: Backup) -> None:
+    transaction.on_commit(lambda: enqueue("backups.tasks.run_backup", backup.pk))
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+class RunJobsMixin:
+    def has_run_permission(self, request):
+        return request.user.has_perm(RUN)
+
+
+@admin.register(DatabaseTarget)
+class DatabaseTargetAdmin(RunJobsMixin, admin.ModelAdmin):
+    list_display = ("name", "engine", "production", "newest_backup")
+    fields = (
+        "name",
+        "engine",
+        "dsn",
+        "production",
+        "exclude_table_data",
+        "required_tables",
+        "check_queries",
+    )
+    actions = ["back_up_now"]
+
+    @admin.display(description="Newest good backup")
+    def newest_backup(self, target):
+        newest = target.newest_good_backup()
+        if newest is None:
+            return format_html('<span class="state-bad">{}</span>', "none")
+        age = timezone.now() - newest.created_at
+        return f"{newest.id} ({int(age.total_seconds() // 3600)} h ago)"
+
+    @admin.action(description="Back up now", permissions=["run"])
+    def back_up_now(self, request, queryset):
+        for target in queryset:
+            backup = Backup.objects.create(
+                target=target, storage=StorageLocation.default(), requested_by=request.user
+            )
+            _queue(backup)
+            self.log_change(request, target, f"Queued {backup.id}")
+        self.message_user(
+            request, f"Queued {queryset.count()} backup(s); watch them under Backups."
+        )
+
+
+@admin.register(StorageLocation)
+class StorageLocationAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind")
+    fields = ("name", "kind", "config", "secret")
+
+
+@admin.register(BackupPolicy)
+class BackupPolicyAdmin(RunJobsMixin, admin.ModelAdmin):
+    list_display = (
+        "name",
+        "target",
+        "storage",
+        "kind",
+        "schedule",
+        "retention_days",
+        "verify_after",
+        "enabled",
+    )
+    list_filter = ("kind", "enabled", "target")
+    actions = ["back_up_now"]
+
+    @admin.action(description="Back up now", permissions=["run"])
+    def back_up_now(self, request, queryset):
+        for policy in queryset:
+            backup = policy.start(trigger=Backup.Trigger.MANUAL, user=request.user)
+            _queue(backup)
+            self.log_change(request, policy, f"Queued {backup.id}")
+        self.message_user(
+            request, f"Queued {queryset.count()} backup(s); watch them under Backups."
+        )
+
+
+@admin.register(Backup)
+class BackupAdmin(RunJobsMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "target",
+        "kind",
+        "trigger",
+        "status_badge",
+        "size",
+        "duration",
+        "created_at",
+    )
+    list_filter = ("status", "kind", "trigger", "target", "storage")
+    search_fields = ("id", "sha256")
+    date_hierarchy = "created_at"
+    actions = ["verify", "request_restore"]
+    readonly_fields = [f.name for f in Backup._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_request_restore_permission(self, request):
+        return request.user.has_perm(RestoreRequest.REQUEST_PERMISSION)
+
+    @admin.display(description="Status")
+    def status_badge(self, backup):
+        css = {"failed": "state-bad", "running": "state-warn", "queued": "state-warn"}.get(
+            backup.status, "state-ok"
+        )
+        label = backup.get_status_display()
+        if backup.status == Backup.Status.RUNNING:
+            label += f" ({human_bytes(backup.bytes_read)} so far)"
+        return format_html('<span class="{}" title="{}">{}</span>', css, backup.error[:300], label)
+
+    @admin.display(description="Stored")
+    def size(self, backup):
+        return human_bytes(backup.bytes_stored) if backup.bytes_stored else "—"
+
+    @admin.display(description="Duration")
+    def duration(self, backup):
+        return f"{backup.duration_seconds:.1f} s" if backup.duration_seconds is not None else "—"
+
+    @admin.action(description="Verify (read it back whole)", permissions=["run"])
+    def verify(self, request, queryset):
+        for backup in queryset.filter(status__in=Backup.GOOD):
+            transaction.on_commit(lambda pk=backup.pk: enqueue("backups.tasks.verify_one", pk))
+        self.message_user(request, "Verification queued.")
+
+    @admin.action(
+        description="Request a restore into a new database", permissions=["request_restore"]
+    )
+    def request_restore(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one backup to restore.", messages.ERROR)
+            return None
+        restore = RestoreRequest(backup=queryset.get(), requested_by=request.user)
+        try:
+            restore.full_clean()
+        except Exception as exc:
+            self.message_user(
+                request, "; ".join(getattr(exc, "messages", [str(exc)])), messages.ERROR
+            )
+            return None
+        restore.save()
+        self.log_addition(request, restore, "Requested")
+        self.message_user(
+            request, f"Restore requested into {restore.new_database}; an approver must approve it."
+        )
+        return HttpResponseRedirect(
+            reverse("admin:backups_restorerequest_change", args=[restore.pk])
+        )
+
+
+@admin.register(RestoreRequest)
+class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "status",
+        "new_database",
+        "requested_by",
+        "decided_by",
+        "requested_at",
+    )
+    list_filter = ("status", "mode")
+    fields = ("backup", "mode", "new_database", "reason", "status", "requested_by", "decided_by",
+              "decided_at", "safety_backup", "old_database", "timings", "error")  # fmt: skip
+    readonly_fields = ("status", "requested_by", "decided_by", "decided_at", "safety_backup",
+                       "old_database", "timings", "error")  # fmt: skip
+    raw_id_fields = ("backup",)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None:
+            return ("backup", "mode", "new_database", "reason", *self.readonly_fields)
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            RestoreRequest.check_can_request(request.user)
+            obj.requested_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def has_add_permission(self, request):
+        return request.user.has_perm(RestoreRequest.REQUEST_PERMISSION)
+
+
+@admin.register(BackupKey)
+class BackupKeyAdmin(admin.ModelAdmin):
+    """The public half only: the identity leaves the console through export_backup_identity."""
+
+    list_display = ("recipient", "active", "created_at", "exported_at")
+    fields = ("recipient", "active", "created_at", "exported_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
