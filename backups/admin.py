@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -125,6 +126,32 @@ class BackupAdmin(RunJobsMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["verify", "request_restore"]
     readonly_fields = [f.name for f in Backup._meta.fields]
+    change_list_template = "admin/backups/backup/change_list.html"
+
+    def get_urls(self):
+        from django.urls import path
+
+        view = self.admin_site.admin_view(self.retention_view)
+        return [path("retention/", view, name="backups_backup_retention"), *super().get_urls()]
+
+    def retention_view(self, request):
+        """What the next prune would delete, and why the rest stays."""
+        from django.template.response import TemplateResponse
+
+        from backups import retention
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Retention preview",
+            "opts": Backup._meta,
+            "doomed": retention.due_for_deletion(),
+            "protected": Backup.objects.filter(pk__in=retention.protected_ids()).select_related(
+                "target"
+            ),
+        }
+        return TemplateResponse(request, "admin/backups/backup/retention.html", context)
 
     def has_add_permission(self, request):
         return False

@@ -149,9 +149,22 @@ class BackupKey(models.Model):
 
     @classmethod
     def identities(cls) -> list:
+        """Every identity that may open a backup: the console's, then any from the environment."""
         import pyrage
 
-        return [pyrage.x25519.Identity.from_str(k.identity) for k in cls.objects.all()]
+        kept = [k.identity for k in cls.objects.all()]
+        return [
+            pyrage.x25519.Identity.from_str(i) for i in [*kept, *settings.BACKUPS_AGE_IDENTITIES]
+        ]
+
+    @classmethod
+    def rotate(cls) -> BackupKey:
+        """Make a new active key; the old ones stay, so older backups remain readable."""
+        from django.db import transaction
+
+        with transaction.atomic():
+            cls.objects.filter(active=True).update(active=False)
+            return cls.current()
 
 
 class BackupPolicy(models.Model):
@@ -167,6 +180,12 @@ class BackupPolicy(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DAILY)
     schedule = models.CharField(max_length=100, blank=True, help_text="Cron, e.g. 0 2 * * * (UTC).")
     retention_days = models.PositiveIntegerField(default=7)
+    recipient = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="An age public key (age1…) to encrypt to instead of the console's own key. "
+        "Its identity must then be in BACKUPS_AGE_IDENTITIES for verification and restores.",
+    )
     verify_after = models.BooleanField(default=True)
     enabled = models.BooleanField(default=True)
 
@@ -194,6 +213,13 @@ class BackupPolicy(models.Model):
         return super().delete(*args, **kwargs)
 
     def clean(self) -> None:
+        if self.recipient:
+            import pyrage
+
+            try:
+                pyrage.x25519.Recipient.from_str(self.recipient.strip())
+            except Exception:
+                raise ValidationError({"recipient": "Not an age public key (age1…)."}) from None
         if self.kind != self.Kind.MANUAL:
             from croniter import croniter
 

@@ -135,7 +135,10 @@ def run_backup(backup: Backup) -> Backup:
         backup.refresh_from_db()
         return backup
     started = time.monotonic()
-    target, key = backup.target, BackupKey.current()
+    target = backup.target
+    recipient = (
+        backup.policy.recipient.strip() if backup.policy else ""
+    ) or BackupKey.current().recipient
     storage_key = object_key(backup)
     writer = None
     stderr = ""
@@ -146,7 +149,7 @@ def run_backup(backup: Backup) -> Backup:
             client_version=client_version[:100],
             server_version=server_version[:100],
             storage_key=storage_key,
-            recipient=key.recipient,
+            recipient=recipient,
         )
         metadata = {
             "backup-id": backup.id,
@@ -156,9 +159,9 @@ def run_backup(backup: Backup) -> Backup:
         writer = backup.storage.backend.open_writer(storage_key, metadata)
         hashing = HashingWriter(writer)
         if isinstance(engine, PostgresEngine):
-            reader, stderr = _stream_pg_dump(engine, backup, hashing, key)
+            reader, stderr = _stream_pg_dump(engine, backup, hashing, recipient)
         elif isinstance(engine, SqliteEngine):
-            reader = _stream_sqlite(engine, backup, hashing, key)
+            reader = _stream_sqlite(engine, backup, hashing, recipient)
         else:  # pragma: no cover - the registry holds only these
             raise BackupError(f"no pipeline for {target.engine}")
         writer.commit()
@@ -193,7 +196,7 @@ def run_backup(backup: Backup) -> Backup:
     return backup
 
 
-def _stream_pg_dump(engine: PostgresEngine, backup: Backup, out: HashingWriter, key: BackupKey):
+def _stream_pg_dump(engine: PostgresEngine, backup: Backup, out: HashingWriter, recipient: str):
     with engine.tool_env() as (conn_args, env):
         argv = engine.dump_argv(conn_args, backup.target.exclude_table_data)
         process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret in it
@@ -206,7 +209,7 @@ def _stream_pg_dump(engine: PostgresEngine, backup: Backup, out: HashingWriter, 
             compressed = zstandard.ZstdCompressor(level=settings.BACKUPS_ZSTD_LEVEL).stream_reader(
                 reader
             )
-            pyrage.encrypt_io(compressed, out, [pyrage.x25519.Recipient.from_str(key.recipient)])
+            pyrage.encrypt_io(compressed, out, [pyrage.x25519.Recipient.from_str(recipient)])
             code = process.wait(timeout=60)
         except BaseException:
             process.kill()
@@ -222,7 +225,7 @@ def _stream_pg_dump(engine: PostgresEngine, backup: Backup, out: HashingWriter, 
         return reader, stderr
 
 
-def _stream_sqlite(engine: SqliteEngine, backup: Backup, out: HashingWriter, key: BackupKey):
+def _stream_sqlite(engine: SqliteEngine, backup: Backup, out: HashingWriter, recipient: str):
     with tempfile.TemporaryDirectory(prefix="opsconsole-sqlite-", dir=_tmp_dir()) as tmp:
         snapshot = Path(tmp) / "snapshot.sqlite3"
         engine.snapshot(snapshot)
@@ -231,7 +234,7 @@ def _stream_sqlite(engine: SqliteEngine, backup: Backup, out: HashingWriter, key
             compressed = zstandard.ZstdCompressor(level=settings.BACKUPS_ZSTD_LEVEL).stream_reader(
                 reader
             )
-            pyrage.encrypt_io(compressed, out, [pyrage.x25519.Recipient.from_str(key.recipient)])
+            pyrage.encrypt_io(compressed, out, [pyrage.x25519.Recipient.from_str(recipient)])
     return reader
 
 

@@ -249,6 +249,9 @@ BACKUPS_TIMEOUT_SECONDS = env.int("BACKUPS_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_ZSTD_LEVEL = env.int("BACKUPS_ZSTD_LEVEL", default=3)
 # A running backup with no progress for this long has lost its worker: the reaper fails it.
 BACKUPS_STALL_SECONDS = env.int("BACKUPS_STALL_SECONDS", default=600)
+# Extra age identities (AGE-SECRET-KEY-1…, comma-separated) for backups encrypted to keys
+# the console does not keep, e.g. a policy's own recipient.
+BACKUPS_AGE_IDENTITIES = env.list("BACKUPS_AGE_IDENTITIES", default=[])
 # Where pg_dump/pg_restore live (default: the newest /usr/lib/postgresql/*/bin).
 OPSCONSOLE_PG_BIN = env("OPSCONSOLE_PG_BIN", default="")
 

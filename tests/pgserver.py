@@ -58,6 +58,9 @@ def ensure_binaries() -> Path:
     )
 
 
+PASSWORD_ROLE = "pwcheck"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,8 +70,11 @@ def free_port() -> int:
 class PostgresServer:
     """Either an external server (TEST_DATABASE_URL) or a throwaway cluster."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, password_role: str | None = None):
         self.url = url
+        # A role the server really checks the password of (a throwaway cluster
+        # trusts everyone else); None on an external server.
+        self.password_role = password_role
         self._databases: list[str] = []
 
     def dsn(self, dbname: str) -> str:
@@ -104,7 +110,7 @@ def postgres_server():
             server.drop_databases()
         return
     with throwaway_cluster() as url:
-        yield PostgresServer(url)
+        yield PostgresServer(url, password_role=PASSWORD_ROLE)
 
 
 @contextlib.contextmanager
@@ -133,6 +139,8 @@ def throwaway_cluster():
              "--auth=trust", "-E", "UTF8", "--no-sync"],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
+        hba = data / "pg_hba.conf"
+        hba.write_text(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         process = subprocess.Popen(
             [*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
              "-k", str(sockets), "-c", "listen_addresses=127.0.0.1",

@@ -236,3 +236,50 @@ def test_sqlite_targets_use_the_online_backup_api(db, local_storage, tmp_path):
     pipeline.extract(backup, out)
     with sqlite3.connect(out) as conn:
         assert conn.execute("SELECT count(*), sum(x) FROM t").fetchone() == (1000, sum(range(1000)))
+
+
+def test_after_a_key_rotation_old_backups_still_restore(pg, target, local_storage):
+    old_key = BackupKey.current()
+    before = run_backup(new_backup(target, local_storage))
+    new_key = BackupKey.rotate()
+    after = run_backup(new_backup(target, local_storage))
+    assert (before.recipient, after.recipient) == (old_key.recipient, new_key.recipient)
+    assert new_key.recipient != old_key.recipient
+    assert verify_backup(before).status == "verified"
+    assert verify_backup(after).status == "verified"
+
+
+def test_a_policy_can_encrypt_to_a_key_the_console_does_not_keep(
+    pg, target, local_storage, settings
+):
+    import pyrage
+
+    vault = pyrage.x25519.Identity.generate()
+    policy = target.policies.get(kind="daily")
+    policy.storage, policy.recipient = local_storage, str(vault.to_public())
+    policy.full_clean()
+    policy.save()
+    backup = run_backup(policy.start())
+    assert backup.recipient == str(vault.to_public())
+    with pytest.raises(RestoreRefused, match="wrong key"):
+        verify_backup(backup)
+    settings.BACKUPS_AGE_IDENTITIES = [str(vault)]
+    assert verify_backup(Backup.objects.get(pk=backup.pk)).status == "verified"
+
+
+def test_a_wrong_password_fails_the_backup_with_the_reason(db, pg, local_storage):
+    if pg.password_role is None:
+        pytest.skip(
+            "TEST_DATABASE_URL names a server whose authentication the tests do not control"
+        )
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {pg.password_role}")
+        conn.execute(f"CREATE ROLE {pg.password_role} LOGIN PASSWORD 'right-password'")
+    name = pg.create_database("pwcheck_db")
+    dsn = pg.dsn(name).replace("postgres@", f"{pg.password_role}:wrong-password@")
+    target = DatabaseTarget.objects.create(name="wrong pw", engine="postgresql", dsn=dsn)
+    backup = run_backup(new_backup(target, local_storage))
+    assert backup.status == "failed"
+    assert "password authentication failed" in backup.stderr_tail
+    assert "wrong-password" not in backup.error + backup.stderr_tail
+    assert Incident.objects.filter(fingerprint=f"backup:{target.pk}").exists()

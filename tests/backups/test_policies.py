@@ -125,3 +125,21 @@ def test_metrics_give_the_live_rpo_for_alert_rules(sqlite_target):
 
     expected = (timezone.now() - b.created_at).total_seconds()
     assert values["backups.newest_good_age_seconds"] == pytest.approx(expected, abs=60)
+
+
+def test_the_admin_previews_the_next_prune(client, carol, sqlite_target):
+    from tests.conftest import login
+
+    daily = sqlite_target.policies.get(kind="daily")
+    from django.utils import timezone
+
+    old = Backup.objects.create(target=sqlite_target, storage=daily.storage, policy=daily, kind="daily",
+                                status="verified", created_at=timezone.now() - timedelta(days=20))  # fmt: skip
+    newest = Backup.objects.create(target=sqlite_target, storage=daily.storage, policy=daily, kind="daily",
+                                   status="verified", created_at=timezone.now())  # fmt: skip
+    page = login(client, carol).get("/admin/backups/backup/retention/").content.decode()
+    doomed = page.split('id="retention-doomed"')[1].split("</table>")[0]
+    assert old.id in doomed and newest.id not in doomed
+    assert (
+        "Retention preview" in login(client, carol).get("/admin/backups/backup/").content.decode()
+    )

@@ -1,0 +1,76 @@
+"""A process killed in the middle of streaming a backup to S3: the reaper cleans up after it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import psycopg
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from backups.models import Backup, DatabaseTarget
+from tests.helpers import ROOT
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def console_database_url() -> str:
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+def test_kill_mid_stream_then_the_reaper_fails_it_and_aborts_the_upload(
+    pg, s3_storage, bucket, settings
+):
+    client, name = bucket
+    big = pg.create_database("big")
+    with psycopg.connect(pg.dsn(big), autocommit=True) as conn:
+        # Incompressible enough that the dump takes a few seconds to stream.
+        conn.execute("CREATE TABLE blob AS SELECT g, md5(g::text) || md5((g * 7)::text) AS x "
+                     "FROM generate_series(1, 1500000) g")  # fmt: skip
+    target = DatabaseTarget.objects.create(
+        name="big", engine="postgresql", dsn=pg.dsn(big), exclude_table_data=[]
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "opsconsole.settings",
+        "DATABASE_URL": console_database_url(),
+        "OPSCONSOLE_ENV_FILE": os.devnull,
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "backup", "big", "--storage", s3_storage.name],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = Backup.objects.filter(target=target, status="running").first()
+            if (
+                running and client.list_multipart_uploads(Bucket=name).get("Uploads")
+            ) or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert running and process.poll() is None, "the backup was not caught mid-stream"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert Backup.objects.get(pk=running.pk).status == "running", "nobody is left to finish it"
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads"), "the upload was left open"
+
+    from backups.tasks import reap_stalled
+
+    settings.BACKUPS_STALL_SECONDS = 60
+    Backup.objects.filter(pk=running.pk).update(progress_at=timezone.now() - timedelta(minutes=2))
+    assert reap_stalled() == 1
+    reaped = Backup.objects.get(pk=running.pk)
+    assert reaped.status == "failed" and "reaper" in reaped.error
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0
