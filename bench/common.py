@@ -57,7 +57,7 @@ def console_database():
 
         call_command("migrate", verbosity=0)
         try:
-            yield {**os.environ, **env}
+            yield {**os.environ, **env, "BENCH_PG_ADMIN_URL": server.admin_dsn}
         finally:
             from django.db import connections
 

@@ -1,0 +1,53 @@
+"""Run one console backup or restore in this process and report its own peak RSS and disk writes.
+
+Used by backups_pipeline.py so the numbers belong to the process doing the work.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def io_write_bytes() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    from backups.models import Backup, DatabaseTarget, StorageLocation
+    from backups.pipeline import restore_into, run_backup
+
+    action, name = sys.argv[1], sys.argv[2]
+    writes_before = io_write_bytes()
+    started = time.perf_counter()
+    if action == "backup":
+        target = DatabaseTarget.objects.get(name=name)
+        backup = run_backup(
+            Backup.objects.create(target=target, storage=StorageLocation.objects.get(name=sys.argv[3]))
+        )
+        result = {"status": backup.status, "id": backup.id, "bytes_read": backup.bytes_read,
+                  "bytes_stored": backup.bytes_stored, "error": backup.error}
+    else:
+        backup = Backup.objects.get(pk=name)
+        result = restore_into(backup, sys.argv[3])
+    result.update(
+        seconds=time.perf_counter() - started,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        disk_written_mb=(io_write_bytes() - writes_before) / 2**20,
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsconsole.settings")
+    main()
