@@ -222,11 +222,36 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         "requested_at",
     )
     list_filter = ("status", "mode")
-    fields = ("backup", "mode", "new_database", "reason", "status", "requested_by", "decided_by",
-              "decided_at", "safety_backup", "old_database", "timings", "error")  # fmt: skip
-    readonly_fields = ("status", "requested_by", "decided_by", "decided_at", "safety_backup",
-                       "old_database", "timings", "error")  # fmt: skip
+    readonly_fields = (
+        "status",
+        "requested_by",
+        "decided_by",
+        "decided_at",
+        "safety_backup",
+        "old_database",
+        "old_database_dropped_at",
+        "timings",
+        "error",
+    )
+    fields = ("backup", "mode", "new_database", "reason", *readonly_fields)
     raw_id_fields = ("backup",)
+    actions = ["drop_old_database"]
+
+    def has_approve_permission(self, request):
+        return request.user.has_perm(RestoreRequest.APPROVE_PERMISSION)
+
+    @admin.action(description="Drop the database kept after a replace", permissions=["approve"])
+    def drop_old_database(self, request, queryset):
+        from django.core.exceptions import ValidationError
+
+        for restore in queryset:
+            try:
+                restore.drop_old_database(request.user)
+            except ValidationError as exc:
+                self.message_user(request, f"{restore}: {exc.messages[0]}", messages.WARNING)
+                continue
+            self.log_change(request, restore, f"Dropped {restore.old_database}")
+            self.message_user(request, f"Dropped {restore.old_database}.")
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None:

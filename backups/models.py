@@ -461,6 +461,20 @@ class RestoreRequest(ApprovalRequest):
 
         transaction.on_commit(lambda: enqueue("backups.tasks.run_restore", self.pk))
 
+    def drop_old_database(self, user) -> None:
+        """After a replace, the kept database goes only when an approver says so."""
+        from django.core.exceptions import PermissionDenied
+
+        if not user.has_perm(self.APPROVE_PERMISSION):
+            raise PermissionDenied("Only an approver may drop the kept database.")
+        if not self.old_database or self.old_database_dropped_at:
+            raise ValidationError("There is no kept database to drop.")
+        self.backup.target.db.drop_database(self.old_database)
+        self.old_database_dropped_at = timezone.now()
+        RestoreRequest.objects.filter(pk=self.pk).update(
+            old_database_dropped_at=self.old_database_dropped_at
+        )
+
     def claim(self) -> bool:
         claimed = RestoreRequest.objects.filter(pk=self.pk, status=self.Status.APPROVED).update(
             status=self.Status.RUNNING, started_at=timezone.now()

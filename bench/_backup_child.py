@@ -5,7 +5,6 @@ Used by backups_pipeline.py so the numbers belong to the process doing the work.
 
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,14 @@ def io_write_bytes() -> int:
         if line.startswith("write_bytes:"):
             return int(line.split()[1])
     return 0
+
+
+def peak_rss_mb() -> float:
+    """VmHWM: this process's own peak since exec (ru_maxrss would include the parent's at fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> None:
@@ -33,16 +40,23 @@ def main() -> None:
     if action == "backup":
         target = DatabaseTarget.objects.get(name=name)
         backup = run_backup(
-            Backup.objects.create(target=target, storage=StorageLocation.objects.get(name=sys.argv[3]))
+            Backup.objects.create(
+                target=target, storage=StorageLocation.objects.get(name=sys.argv[3])
+            )
         )
-        result = {"status": backup.status, "id": backup.id, "bytes_read": backup.bytes_read,
-                  "bytes_stored": backup.bytes_stored, "error": backup.error}
+        result = {
+            "status": backup.status,
+            "id": backup.id,
+            "bytes_read": backup.bytes_read,
+            "bytes_stored": backup.bytes_stored,
+            "error": backup.error,
+        }
     else:
         backup = Backup.objects.get(pk=name)
         result = restore_into(backup, sys.argv[3])
     result.update(
         seconds=time.perf_counter() - started,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=peak_rss_mb(),
         disk_written_mb=(io_write_bytes() - writes_before) / 2**20,
     )
     print(json.dumps(result))

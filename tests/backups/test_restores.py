@@ -76,6 +76,11 @@ def test_a_replace_keeps_the_old_database_and_takes_a_safety_backup(
         )
     safety = request.safety_backup
     assert (safety.trigger, safety.status) == ("pre-restore", "succeeded")
+    with pytest.raises(PermissionDenied):
+        request.drop_old_database(alice)
+    request.drop_old_database(bob)
+    assert request.old_database not in databases(pg)
+    assert live in databases(pg)
 
 
 def test_a_failed_restore_leaves_the_target_untouched(
