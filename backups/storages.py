@@ -127,13 +127,18 @@ class _S3Writer(Writer):
         self.buffer = bytearray()
 
     def write(self, data: bytes) -> int:
-        self.buffer += data
-        while len(self.buffer) >= PART_SIZE:
-            self._upload(bytes(self.buffer[:PART_SIZE]))
-            del self.buffer[:PART_SIZE]
+        view = memoryview(data)
+        while view:
+            room = PART_SIZE - len(self.buffer)
+            self.buffer += view[:room]
+            view = view[room:]
+            if len(self.buffer) >= PART_SIZE:
+                # Hand the full buffer over and start a new one: no copy of a part.
+                part, self.buffer = self.buffer, bytearray()
+                self._upload(part)
         return len(data)
 
-    def _upload(self, chunk: bytes) -> None:
+    def _upload(self, chunk: bytes | bytearray) -> None:
         number = len(self.parts) + 1
         etag = self.client.upload_part(
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
@@ -142,8 +147,8 @@ class _S3Writer(Writer):
 
     def commit(self) -> None:
         if self.buffer or not self.parts:
-            self._upload(bytes(self.buffer))
-            self.buffer.clear()
+            part, self.buffer = self.buffer, bytearray()
+            self._upload(part)
         self.client.complete_multipart_upload(
             Bucket=self.bucket,
             Key=self.key,

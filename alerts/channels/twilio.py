@@ -7,19 +7,20 @@ OPSCONSOLE_TWILIO_BASE_URL is set, to that host instead of api.twilio.com.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 from django.conf import settings
-from twilio.base.exceptions import TwilioRestException
-from twilio.http import HttpClient
-from twilio.http.response import Response
-from twilio.rest import Client
 
 from alerts.channels.base import Delivery, Message, Transport, TransportError, string_list
 from opsconsole import http
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
 
 E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 # Twilio error codes that no retry can fix: invalid/unreachable "To", not SMS-capable,
@@ -71,21 +72,31 @@ def sms_text(text: str) -> str:
     return cut.rstrip(" ,;:-") + "..."
 
 
-class ConsoleTwilioHttpClient(HttpClient):
-    def __init__(self, timeout: float = 15.0):
-        super().__init__(logging.getLogger("opsconsole.twilio"), is_async=False, timeout=timeout)
+@functools.cache
+def console_http_client_class():
+    """Twilio's client is imported on first use: it is large, and most processes never page."""
+    from twilio.http import HttpClient
+    from twilio.http.response import Response
 
-    def request(self, method, uri, params=None, data=None, headers=None, auth=None, timeout=None,
-                allow_redirects=False):  # fmt: skip
-        base = getattr(settings, "OPSCONSOLE_TWILIO_BASE_URL", "")
-        if base:
-            target, original = urlsplit(base), urlsplit(uri)
-            uri = urlunsplit((target.scheme, target.netloc, original.path, original.query, ""))
-        response = http.request(
-            method, uri, params=params, data=data, headers=headers, auth=auth,
-            timeout=timeout or self.timeout, raise_for_status=False,
-        )  # fmt: skip
-        return Response(response.status_code, response.text, response.headers)
+    class ConsoleTwilioHttpClient(HttpClient):
+        def __init__(self, timeout: float = 15.0):
+            super().__init__(
+                logging.getLogger("opsconsole.twilio"), is_async=False, timeout=timeout
+            )
+
+        def request(self, method, uri, params=None, data=None, headers=None, auth=None,
+                    timeout=None, allow_redirects=False):  # fmt: skip
+            base = getattr(settings, "OPSCONSOLE_TWILIO_BASE_URL", "")
+            if base:
+                target, original = urlsplit(base), urlsplit(uri)
+                uri = urlunsplit((target.scheme, target.netloc, original.path, original.query, ""))
+            response = http.request(
+                method, uri, params=params, data=data, headers=headers, auth=auth,
+                timeout=timeout or self.timeout, raise_for_status=False,
+            )  # fmt: skip
+            return Response(response.status_code, response.text, response.headers)
+
+    return ConsoleTwilioHttpClient
 
 
 class _TwilioChannel(Transport):
@@ -109,11 +120,15 @@ class _TwilioChannel(Transport):
         return {**config, "to_numbers": string_list(config, "to_numbers")}
 
     def client(self) -> Client:
+        from twilio.rest import Client
+
         return Client(
-            self.config["account_sid"], self.secret, http_client=ConsoleTwilioHttpClient()
+            self.config["account_sid"], self.secret, http_client=console_http_client_class()()
         )
 
     def send(self, message: Message) -> Delivery:
+        from twilio.base.exceptions import TwilioRestException
+
         client, sids = self.client(), []
         for number in self.config["to_numbers"]:
             try:
