@@ -129,6 +129,25 @@ def object_key(backup: Backup) -> str:
     return f"{slug}/{backup.id}.dump.zst.age"
 
 
+def back_up(backup: Backup) -> Backup:
+    """The whole job: run, read back (unless the policy says not to), metrics, retention."""
+    from backups import retention
+    from backups.metrics import record_metrics
+
+    backup = run_backup(backup)
+    if backup.status == Backup.Status.SUCCEEDED and (
+        backup.policy is None or backup.policy.verify_after
+    ):
+        try:
+            backup = verify_backup(backup)
+        except RestoreRefused:
+            backup.refresh_from_db()
+    record_metrics(backup.target_id)
+    if backup.is_good:
+        retention.prune()
+    return backup
+
+
 def run_backup(backup: Backup) -> Backup:
     """Execute a queued backup record. Idempotent: a second call does nothing."""
     if not backup.claim():

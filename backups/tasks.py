@@ -9,27 +9,10 @@ from opsconsole.tasks import console_task
 
 @console_task
 def run_backup(backup_id: str) -> str:
-    return _run_and_follow_up(backup_id)
-
-
-def _run_and_follow_up(backup_id: str) -> str:
-    """Run a queued backup, verify it when its policy says so, then apply retention."""
-    from backups import retention
     from backups.models import Backup
-    from backups.pipeline import RestoreRefused, run_backup, verify_backup
+    from backups.pipeline import back_up
 
-    backup = run_backup(Backup.objects.get(pk=backup_id))
-    if backup.status == Backup.Status.SUCCEEDED and (
-        backup.policy is None or backup.policy.verify_after
-    ):
-        try:
-            backup = verify_backup(backup)
-        except RestoreRefused:
-            backup.refresh_from_db()
-    record_metrics(backup.target_id)
-    if backup.is_good:
-        retention.prune()
-    return backup.status
+    return back_up(Backup.objects.get(pk=backup_id)).status
 
 
 @console_task
@@ -40,7 +23,9 @@ def run_policy(policy_id: int) -> str | None:
     policy = BackupPolicy.objects.filter(pk=policy_id, enabled=True).first()
     if policy is None:
         return None
-    return _run_and_follow_up(policy.start().pk)
+    from backups.pipeline import back_up
+
+    return back_up(policy.start()).status
 
 
 @console_task
@@ -89,34 +74,13 @@ def prune() -> int:
 
 @console_task
 def record_all_metrics() -> int:
+    from backups.metrics import record_metrics
     from backups.models import DatabaseTarget
 
     ids = list(DatabaseTarget.objects.values_list("pk", flat=True))
     for pk in ids:
         record_metrics(pk)
     return len(ids)
-
-
-def record_metrics(target_id: int) -> None:
-    """Samples for alert rules: live RPO (age of the newest good backup), last size and duration."""
-    from django.utils import timezone
-
-    from alerts.models import MetricSample
-    from backups.models import DatabaseTarget
-
-    target = DatabaseTarget.objects.get(pk=target_id)
-    now = timezone.now()
-    labels = {"target": target.name}
-    newest = target.newest_good_backup()
-    samples = []
-    if newest is not None:
-        samples += [
-            ("backups.newest_good_age_seconds", (now - newest.created_at).total_seconds()),
-            ("backups.last_size_bytes", float(newest.bytes_stored)),
-            ("backups.last_duration_seconds", float(newest.duration_seconds or 0)),
-        ]
-    for key, value in samples:
-        MetricSample.objects.create(key=key, value=value, labels=labels, observed_at=now)
 
 
 @console_task

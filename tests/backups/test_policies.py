@@ -112,7 +112,7 @@ def test_prune_deletes_the_object_and_records_it(sqlite_target, tmp_path):
 
 def test_metrics_give_the_live_rpo_for_alert_rules(sqlite_target):
     from alerts.models import MetricSample
-    from backups.tasks import record_metrics
+    from backups.metrics import record_metrics
 
     daily = sqlite_target.policies.get(kind="daily")
     b = make(sqlite_target, daily, 2, status="verified")

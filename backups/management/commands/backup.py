@@ -3,7 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from backups.models import Backup, DatabaseTarget, StorageLocation
-from backups.pipeline import run_backup
+from backups.pipeline import back_up
 
 
 class Command(BaseCommand):
@@ -46,7 +46,7 @@ class Command(BaseCommand):
         )
         if location is None:
             raise CommandError(f"no storage location named {storage!r}")
-        backup = run_backup(
+        backup = back_up(
             Backup.objects.create(target=row, storage=location, trigger=Backup.Trigger.MANUAL)
         )
         if json:
