@@ -31,6 +31,10 @@ def psql_bin() -> str:
     return pg_tool("psql")
 
 
+def flat(values: list[float], tolerance_mb: float = 15) -> bool:
+    return max(values) - min(values) <= tolerance_mb
+
+
 def child(env, *args) -> dict:
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "_backup_child.py"), *args],
@@ -156,8 +160,9 @@ def main() -> None:
             f"{'PASS' if local['seconds'] <= 1.25 * shell else 'FAIL'}"
         )
         print(
-            f"  peak RSS <= 150 MB and flat: {', '.join(f'{x:.0f}' for x in rss)} MB "
-            f"{'PASS' if max(rss) <= 150 and max(rss) - min(rss) <= 15 else 'FAIL'}"
+            f"  peak RSS <= 150 MB and flat (local small/large, S3 small/large): "
+            f"{', '.join(f'{x:.0f}' for x in rss)} MB "
+            f"{'PASS' if max(rss) <= 150 and flat(rss[:2]) and flat(rss[2:]) else 'FAIL'}"
         )
         s3_disk = max(results[r][4]["disk_written_mb"] for r in results)
         print(

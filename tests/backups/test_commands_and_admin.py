@@ -29,7 +29,9 @@ def queued() -> list[tuple[str, tuple]]:
 
 def test_backup_by_dsn_prints_json_then_restore_verify_and_list(db, pg, source_db, local_storage):
     data = json.loads(run("backup", "--dsn", source_db, "--storage", local_storage.name, "--json"))
-    assert data["status"] == "verified" and data["storage"] == local_storage.name, "read back after it was made"
+    assert data["status"] == "verified" and data["storage"] == local_storage.name, (
+        "read back after it was made"
+    )
     assert data["toc_summary"]["TABLE"] == 4
     assert data["bytes_stored"] > 0 and len(data["sha256"]) == 64
     assert "verified" in run("verify_backup", data["id"])
