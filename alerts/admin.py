@@ -442,6 +442,7 @@ class SilenceAdmin(admin.ModelAdmin):
         "starts_at",
         "ends_at",
         "reason",
+        "freeze_deploys",
         "created_by",
     )
 

@@ -455,6 +455,9 @@ class Silence(models.Model):
     starts_at = models.DateTimeField(default=timezone.now)
     ends_at = models.DateTimeField()
     reason = models.CharField(max_length=300)
+    freeze_deploys = models.BooleanField(
+        default=False, help_text="Also a deploy freeze: deployment preflight fails while it runs."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -478,7 +481,9 @@ class Silence(models.Model):
                     f"{settings.ALERTS_MAX_SILENCE_HOURS} hours."
                 }
             )
-        if not (self.component or self.rule_id or self.priority or self.labels):
+        if not (
+            self.component or self.rule_id or self.priority or self.labels or self.freeze_deploys
+        ):
             raise ValidationError("Say what to silence: a component, a rule, a priority or labels.")
 
     def matches(self, incident: Incident) -> bool:

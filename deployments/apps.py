@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class DeploymentsConfig(AppConfig):
     name = "deployments"
     verbose_name = "Deployments"
+
+    def ready(self) -> None:
+        from opsconsole import roles, routes, schedules
+
+        routes.register("", "deployments.urls")
+        schedules.register("deployments.watch", "deployments.tasks.watch", cron="* * * * * */30")
+        roles.grant(
+            roles.OPERATOR, "deployments.add_rollbackrequest", "deployments.change_rollbackrequest"
+        )
+        roles.grant(roles.APPROVER, "deployments.add_environment", "deployments.change_environment")

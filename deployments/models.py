@@ -1,1 +1,307 @@
-"""Models of the deployments app."""
+"""Environments, deployments and their checks and health samples, rollback requests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Avg, Max, Q
+from django.utils import timezone
+
+from deployments.providers import PROVIDERS
+from opsconsole.fields import EncryptedTextField
+from opsconsole.models import ApprovalRequest
+
+
+def default_endpoints() -> list[dict]:
+    # What the original checked after a deploy; protected endpoints may answer 401.
+    return [
+        {"path": "/health", "ok": [200]},
+        {"path": "/api/videos/trending", "ok": [200]},
+        {"path": "/api/auth/status", "ok": [200, 401]},
+        {"path": "/metrics", "ok": [200, 401]},
+    ]
+
+
+class Environment(models.Model):
+    class Mode(models.TextChoices):
+        AUTOMATIC = "automatic", "Roll back automatically"
+        ASK = "ask", "Ask for approval"
+
+    name = models.CharField(max_length=50, unique=True)
+    provider = models.CharField(max_length=20, choices=[(k, c.label) for k, c in PROVIDERS.items()])
+    provider_config = models.JSONField(default=dict, blank=True)
+    provider_secret = EncryptedTextField(
+        blank=True, default="", help_text="API token of the provider."
+    )
+    base_url = models.URLField(
+        blank=True, help_text="Where the service answers, e.g. https://api.example.com"
+    )
+    health_path = models.CharField(max_length=200, default="/health")
+    endpoints = models.JSONField(
+        default=default_endpoints,
+        blank=True,
+        help_text='[{"path": "/api/x", "ok": [200, 401]}, ...]',
+    )
+    smoke_urls = models.JSONField(
+        default=list, blank=True, help_text="Extra full URLs that must answer 2xx."
+    )
+    two_person_rule = models.BooleanField(default=True)
+    webhook_secret = EncryptedTextField(
+        blank=True, default="", help_text="Signs deploy webhooks; empty: OPSCONSOLE_WEBHOOK_SECRET."
+    )
+    required_variables = models.JSONField(default=list, blank=True)
+    # The rollback policy.
+    max_error_rate = models.FloatField(default=5.0, help_text="Percent.")
+    max_avg_response_ms = models.FloatField(default=2000.0)
+    min_availability = models.FloatField(default=99.0, help_text="Percent.")
+    watch_minutes = models.PositiveIntegerField(default=10)
+    rollback_mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.ASK)
+    stable_minutes = models.PositiveIntegerField(
+        default=60, help_text="A rollback target must have run this long..."
+    )
+    stable_max_error_rate = models.FloatField(
+        default=1.0, help_text="...with an error rate under this (%)."
+    )
+    probe_requests = models.PositiveIntegerField(
+        default=5, help_text="Probe requests per endpoint per tick."
+    )
+    probe_timeout_seconds = models.FloatField(default=5.0)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.provider:
+            try:
+                self.provider_config = PROVIDERS[self.provider].validate(
+                    self.provider_config or {}, self.provider_secret or ""
+                )
+            except ValueError as exc:
+                raise ValidationError({"provider_config": str(exc)}) from None
+        if not isinstance(self.endpoints, list) or not all(
+            isinstance(e, dict) and str(e.get("path", "")).startswith("/") for e in self.endpoints
+        ):
+            raise ValidationError({"endpoints": 'A list like [{"path": "/health", "ok": [200]}].'})
+
+    @property
+    def backend(self):
+        return PROVIDERS[self.provider](self)
+
+    def signing_secrets(self) -> list[str]:
+        return [s for s in (self.webhook_secret, settings.OPSCONSOLE_WEBHOOK_SECRET) if s][:1]
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    def probe_targets(self) -> list[tuple[str, list[int]]]:
+        targets = [(self.url(self.health_path), [200])]
+        targets += [
+            (self.url(e["path"]), list(e.get("ok") or [200]))
+            for e in self.endpoints
+            if e["path"] != self.health_path
+        ]
+        return targets
+
+    def breach_of(self, sample: HealthSample) -> str | None:
+        """Why a sample breaks the rollback policy, or None."""
+        if sample.error_rate > self.max_error_rate:
+            return f"error rate {sample.error_rate:.1f} % above {self.max_error_rate:g} %"
+        if sample.avg_ms > self.max_avg_response_ms:
+            return f"average response {sample.avg_ms:.0f} ms above {self.max_avg_response_ms:g} ms"
+        if sample.availability < self.min_availability:
+            return f"availability {sample.availability:.1f} % below {self.min_availability:g} %"
+        return None
+
+    def stable_target(self, before: Deployment | None = None) -> Deployment | None:
+        """The newest earlier deployment that ran long enough with a low error rate."""
+        candidates = self.deployments.filter(status=Deployment.Status.SUCCEEDED)
+        if before is not None:
+            candidates = candidates.filter(received_at__lt=before.received_at).exclude(pk=before.pk)
+        for candidate in candidates.order_by("-received_at"):
+            if candidate.ran_for() >= timedelta(minutes=self.stable_minutes) and (
+                candidate.worst_error_rate() is None
+                or candidate.worst_error_rate() < self.stable_max_error_rate
+            ):
+                return candidate
+        return None
+
+
+class Deployment(models.Model):
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PREFLIGHT = "preflight", "Preflight"
+        DEPLOYING = "deploying", "Deploying"
+        VERIFYING = "verifying", "Verifying"
+        WATCHING = "watching", "Watching"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+        SUPERSEDED = "superseded", "Superseded"
+
+    ACTIVE = ("received", "preflight", "deploying", "verifying", "watching")
+
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="deployments"
+    )
+    external_id = models.CharField(max_length=200, help_text="The provider's or CI's id.")
+    version = models.CharField(max_length=200)
+    commit = models.CharField(max_length=64, blank=True)
+    started_by = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=15, choices=Status.choices, default=Status.RECEIVED, db_index=True
+    )
+    url = models.URLField(blank=True, max_length=500)
+    received_at = models.DateTimeField(default=timezone.now)
+    live_at = models.DateTimeField(null=True, blank=True, help_text="When it started serving.")
+    watch_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next one replaced it."
+    )
+    notes = models.TextField(blank=True)
+    migrations = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "external_id"], name="one_deployment_per_external_id"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment} {self.version} ({self.external_id})"
+
+    def ran_for(self, now: datetime | None = None) -> timedelta:
+        start = self.live_at or self.received_at
+        return (self.ended_at or now or timezone.now()) - start
+
+    def worst_error_rate(self) -> float | None:
+        return self.samples.aggregate(m=Max("error_rate"))["m"]
+
+    def average_error_rate(self) -> float | None:
+        return self.samples.aggregate(a=Avg("error_rate"))["a"]
+
+    def record_check(
+        self, phase: str, name: str, passed: bool, detail: str = "", duration_ms: float = 0
+    ) -> DeploymentCheck:
+        return DeploymentCheck.objects.create(
+            deployment=self,
+            phase=phase,
+            name=name,
+            passed=passed,
+            detail=detail[:2000],
+            duration_ms=duration_ms,
+        )
+
+    def irreversible_migrations_since(self, target: Deployment) -> list[str]:
+        """Migrations this deployment applied that the target did not have and cannot be undone."""
+        theirs = {m.get("name") for m in target.migrations if isinstance(m, dict)}
+        return [
+            m.get("name", "?")
+            for m in self.migrations
+            if isinstance(m, dict) and m.get("irreversible") and m.get("name") not in theirs
+        ]
+
+
+class DeploymentCheck(models.Model):
+    class Phase(models.TextChoices):
+        CI = "ci", "CI"
+        PREFLIGHT = "preflight", "Preflight"
+        POST_DEPLOY = "post_deploy", "Post-deploy"
+        ROLLBACK = "rollback", "Rollback verification"
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="checks")
+    phase = models.CharField(max_length=15, choices=Phase.choices)
+    name = models.CharField(max_length=200)
+    passed = models.BooleanField()
+    detail = models.TextField(blank=True)
+    duration_ms = models.FloatField(default=0)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.phase} {self.name}: {'ok' if self.passed else 'failed'}"
+
+
+class HealthSample(models.Model):
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField(default=timezone.now)
+    requests = models.PositiveIntegerField(default=0)
+    error_rate = models.FloatField(help_text="Percent.")
+    avg_ms = models.FloatField()
+    p95_ms = models.FloatField()
+    availability = models.FloatField(help_text="Percent of probes answered as expected.")
+    passed = models.BooleanField()
+    breach = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%H:%M:%S} err {self.error_rate:.1f}% avg {self.avg_ms:.0f}ms"
+
+
+class RollbackRequest(ApprovalRequest):
+    REQUEST_PERMISSION = "opsconsole.request_rollback"
+    APPROVE_PERMISSION = "opsconsole.approve_rollback"
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        APPROVED = "approved", "Approved"
+        EXECUTING = "executing", "Executing"
+        VERIFYING = "verifying", "Verifying"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = ("requested", "approved", "executing", "verifying")
+
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.REQUESTED, db_index=True
+    )
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="rollbacks")
+    from_deployment = models.ForeignKey(
+        Deployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="rollbacks_from"
+    )
+    target_deployment = models.ForeignKey(
+        Deployment, on_delete=models.PROTECT, related_name="rollbacks_to"
+    )
+    automatic = models.BooleanField(default=False)
+    provider_response = models.JSONField(default=dict, blank=True)
+    warnings = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment"],
+                condition=Q(status__in=["requested", "approved", "executing", "verifying"]),
+                name="one_active_rollback_per_environment",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"rollback {self.environment} to {self.target_deployment.version}"
+
+    def requires_two_people(self) -> bool:
+        return self.environment.two_person_rule
+
+    def confirmation_phrase(self) -> str:
+        return self.environment.name
+
+    def approve(self, user, *, confirmation: str, note: str = "") -> None:
+        super().approve(user, confirmation=confirmation, note=note)
+        from django.db import transaction
+
+        from opsconsole.tasks import enqueue
+
+        transaction.on_commit(lambda: enqueue("deployments.tasks.execute_rollback", self.pk))

@@ -244,6 +244,9 @@ OPSCONSOLE_PAGERDUTY_EVENTS_URL = env(
 # Another Twilio API host (an egress proxy; the tests' local server). Empty: api.twilio.com.
 OPSCONSOLE_TWILIO_BASE_URL = env("OPSCONSOLE_TWILIO_BASE_URL", default="")
 
+# Signs deploy webhooks for environments without their own secret.
+OPSCONSOLE_WEBHOOK_SECRET = env("OPSCONSOLE_WEBHOOK_SECRET", default="")
+
 # Backups.
 BACKUPS_TIMEOUT_SECONDS = env.int("BACKUPS_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_ZSTD_LEVEL = env.int("BACKUPS_ZSTD_LEVEL", default=3)

@@ -1,0 +1,166 @@
+"""Deployments in the admin: presents and asks; the loop and the models decide."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils.html import format_html
+
+from deployments import loop
+from deployments.models import (
+    Deployment,
+    DeploymentCheck,
+    Environment,
+    HealthSample,
+    RollbackRequest,
+)
+from opsconsole.approvals import ApprovalAdminMixin
+
+BADGES = {
+    "succeeded": "state-ok",
+    "watching": "state-warn",
+    "verifying": "state-warn",
+    "failed": "state-bad",
+    "rolled_back": "state-bad",
+}
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = ("name", "provider", "base_url", "rollback_mode", "two_person_rule")
+    fieldsets = (
+        (None, {"fields": ("name", "provider", "provider_config", "provider_secret", "base_url")}),
+        ("Checks", {"fields": ("health_path", "endpoints", "smoke_urls", "required_variables")}),
+        ("Webhooks and approval", {"fields": ("webhook_secret", "two_person_rule")}),
+        (
+            "Rollback policy",
+            {
+                "fields": (
+                    "rollback_mode",
+                    "watch_minutes",
+                    "max_error_rate",
+                    "max_avg_response_ms",
+                    "min_availability",
+                    "stable_minutes",
+                    "stable_max_error_rate",
+                    "probe_requests",
+                    "probe_timeout_seconds",
+                )
+            },
+        ),
+    )
+    formfield_overrides = {
+        Environment._meta.get_field("base_url").__class__: {"assume_scheme": "https"}
+    }
+
+
+class ChecksInline(admin.TabularInline):
+    model = DeploymentCheck
+    extra = 0
+    can_delete = False
+    fields = ("at", "phase", "name", "passed", "detail", "duration_ms")
+    readonly_fields = fields
+    verbose_name_plural = "Timeline of checks"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class SamplesInline(admin.TabularInline):
+    model = HealthSample
+    extra = 0
+    can_delete = False
+    fields = (
+        "at",
+        "requests",
+        "error_rate",
+        "avg_ms",
+        "p95_ms",
+        "availability",
+        "passed",
+        "breach",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = (
+        "version",
+        "environment",
+        "status_badge",
+        "external_id",
+        "started_by",
+        "received_at",
+    )
+    list_filter = ("environment", "status")
+    search_fields = ("version", "external_id", "commit")
+    inlines = [ChecksInline, SamplesInline]
+    actions = ["request_rollback"]
+    readonly_fields = [f.name for f in Deployment._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_request_rollback_permission(self, request):
+        return request.user.has_perm(RollbackRequest.REQUEST_PERMISSION)
+
+    @admin.display(description="Status")
+    def status_badge(self, deployment):
+        css = BADGES.get(deployment.status, "")
+        return format_html('<span class="{}">{}</span>', css, deployment.get_status_display())
+
+    @admin.action(
+        description="Request a rollback of its environment", permissions=["request_rollback"]
+    )
+    def request_rollback(self, request, queryset):
+        for deployment in queryset:
+            try:
+                rollback = loop.request_rollback(
+                    deployment.environment,
+                    request.user,
+                    reason=f"requested by {request.user}",
+                    from_deployment=deployment,
+                )
+            except (ValidationError, PermissionDenied) as exc:
+                self.message_user(request, getattr(exc, "messages", [str(exc)])[0], messages.ERROR)
+                continue
+            self.log_addition(request, rollback, "Requested")
+            self.message_user(
+                request,
+                f"Rollback of {deployment.environment} to "
+                f"{rollback.target_deployment.version} requested.",
+            )
+
+
+@admin.register(RollbackRequest)
+class RollbackRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
+    list_display = ("__str__", "status", "automatic", "requested_by", "decided_by", "requested_at")
+    list_filter = ("status", "environment", "automatic")
+    readonly_fields = (
+        "environment",
+        "from_deployment",
+        "target_deployment",
+        "reason",
+        "automatic",
+        "status",
+        "requested_by",
+        "requested_at",
+        "decided_by",
+        "decided_at",
+        "decision_note",
+        "warnings",
+        "provider_response",
+        "error",
+        "finished_at",
+    )
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,446 @@
+"""The deployment loop: receive → preflight → verify → watch → succeeded, or roll back.
+
+Probes are concurrent and each bounded by its timeout, so one hanging endpoint
+never delays the others, and one tick can watch many deployments.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connections, transaction
+from django.utils import timezone
+
+from alerts.incidents import raise_incident, resolve_incident
+from deployments.models import (
+    Deployment,
+    DeploymentCheck,
+    Environment,
+    HealthSample,
+    RollbackRequest,
+)
+from deployments.providers import ProviderError
+from opsconsole import http
+
+log = logging.getLogger("opsconsole.deployments")
+Phase = DeploymentCheck.Phase
+Status = Deployment.Status
+LIVE_STATUSES = {"succeeded", "success", "deployed", "live"}
+
+
+# --- receiving -------------------------------------------------------------------------
+
+
+def receive(environment: Environment, payload: dict[str, Any]) -> tuple[Deployment, bool]:
+    """Record a webhook; idempotent on (environment, deployment_id)."""
+    with transaction.atomic():
+        deployment, created = Deployment.objects.select_for_update().get_or_create(
+            environment=environment,
+            external_id=str(payload["deployment_id"]),
+            defaults={
+                "version": str(payload["version"]),
+                "commit": str(payload.get("commit") or "")[:64],
+                "url": str(payload.get("url") or "")[:500],
+                "started_by": str(payload.get("started_by") or payload.get("actor") or "")[:200],
+                "migrations": payload.get("migrations") or [],
+            },
+        )
+        for check in payload.get("checks") or []:
+            deployment.record_check(
+                Phase.CI,
+                str(check["name"])[:200],
+                bool(check["passed"]),
+                str(check.get("detail", "")),
+            )
+        reported = str(payload.get("status") or "").lower()
+        if reported == "failed" and deployment.status in Deployment.ACTIVE:
+            _finish(deployment, Status.FAILED, "the pipeline reported the deploy failed")
+            transaction.on_commit(lambda: _deploy_failed_incident(deployment))
+        elif created:
+            # Anything still active in this environment is replaced by this one.
+            previous = environment.deployments.exclude(pk=deployment.pk)
+            previous.filter(status__in=Deployment.ACTIVE).update(
+                status=Status.SUPERSEDED, finished_at=timezone.now()
+            )
+            previous.filter(ended_at__isnull=True).update(ended_at=timezone.now())
+        if reported in LIVE_STATUSES and deployment.status in (
+            "received",
+            "preflight",
+            "deploying",
+        ):
+            Deployment.objects.filter(pk=deployment.pk).update(
+                status=Status.VERIFYING, live_at=timezone.now()
+            )
+            deployment.refresh_from_db()
+        elif reported in ("started", "deploying") and deployment.status == Status.RECEIVED:
+            Deployment.objects.filter(pk=deployment.pk).update(status=Status.PREFLIGHT)
+            deployment.refresh_from_db()
+    return deployment, created
+
+
+def _deploy_failed_incident(deployment: Deployment) -> None:
+    raise_incident(
+        source="deployments",
+        fingerprint=f"deploy:{deployment.environment_id}",
+        title=f"Deploy of {deployment.version} to {deployment.environment} failed",
+        priority="high",
+        component=deployment.environment.name,
+        details={"deployment": deployment.external_id},
+    )
+
+
+# --- preflight ---------------------------------------------------------------------------
+
+
+def preflight(deployment: Deployment) -> bool:
+    """Recorded checks before (or as) a deploy goes out; False when one failed."""
+    env = deployment.environment
+    results = []
+
+    def record(name: str, passed: bool, detail: str) -> None:
+        deployment.record_check(Phase.PREFLIGHT, name, passed, detail)
+        results.append(passed)
+
+    if env.required_variables:
+        try:
+            names = env.backend.variable_names()
+        except ProviderError as exc:
+            record("required variables", False, f"cannot list them: {exc.message}")
+        else:
+            if names is None:
+                record(
+                    "required variables", True, "the provider cannot list variables; not checked"
+                )
+            else:
+                missing = sorted(set(env.required_variables) - names)
+                record(
+                    "required variables",
+                    not missing,
+                    f"missing: {', '.join(missing)}" if missing else "all set",
+                )
+    busy = env.deployments.filter(status__in=Deployment.ACTIVE).exclude(pk=deployment.pk).exists()
+    rolling = RollbackRequest.objects.filter(
+        environment=env, status__in=RollbackRequest.ACTIVE
+    ).exists()
+    record(
+        "nothing else in progress",
+        not (busy or rolling),
+        "another deploy is in progress"
+        if busy
+        else "a rollback is in progress"
+        if rolling
+        else "clear",
+    )
+    from alerts.models import Silence
+
+    now = timezone.now()
+    freeze = Silence.objects.filter(
+        freeze_deploys=True, starts_at__lte=now, ends_at__gt=now
+    ).first()
+    record(
+        "no deploy freeze",
+        freeze is None,
+        f"frozen: {freeze.reason}" if freeze else "no freeze window",
+    )
+    return all(results)
+
+
+# --- probing -----------------------------------------------------------------------------
+
+
+def _probe_once(url: str, ok: list[int], timeout: float) -> tuple[bool, bool, float]:
+    """(answered as expected, server error or no answer, milliseconds)."""
+    started = time.monotonic()
+    try:
+        response = http.request("GET", url, timeout=timeout, raise_for_status=False)
+    except http.HttpError:
+        return False, True, (time.monotonic() - started) * 1000
+    elapsed = (time.monotonic() - started) * 1000
+    return response.status_code in ok, response.status_code >= 500, elapsed
+
+
+def probe(environment: Environment, pool: ThreadPoolExecutor) -> dict[str, Any]:
+    """A few concurrent requests to each endpoint: error rate, timings, availability."""
+    jobs = [
+        pool.submit(_probe_once, url, ok, environment.probe_timeout_seconds)
+        for url, ok in environment.probe_targets()
+        for _ in range(environment.probe_requests)
+    ]
+    results = [job.result() for job in jobs]
+    times = sorted(r[2] for r in results)
+    count = len(results) or 1
+    return {
+        "requests": len(results),
+        "error_rate": 100.0 * sum(1 for r in results if r[1]) / count,
+        "availability": 100.0 * sum(1 for r in results if r[0]) / count,
+        "avg_ms": sum(times) / count if times else 0.0,
+        "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))] if times else 0.0,
+    }
+
+
+def verify(deployment: Deployment, phase: str = Phase.POST_DEPLOY) -> bool:
+    """Health URL, endpoints and smoke URLs, one request each, recorded as checks."""
+    env = deployment.environment
+    targets = [*env.probe_targets(), *((u, [200, 201, 202, 204]) for u in env.smoke_urls)]
+    passed = True
+    with ThreadPoolExecutor(max_workers=min(16, len(targets) or 1)) as pool:
+        outcomes = list(
+            pool.map(lambda t: (t, _probe_once(t[0], t[1], env.probe_timeout_seconds)), targets)
+        )
+    for (url, ok), (good, _, ms) in outcomes:
+        deployment.record_check(
+            phase, url, good, "" if good else f"expected {ok}", duration_ms=round(ms, 1)
+        )
+        passed &= good
+    return passed
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+def process(deployment: Deployment) -> None:
+    """After the webhook: preflight, and once the deploy is live, verify and start the watch."""
+    deployment.refresh_from_db()
+    if deployment.status == Status.PREFLIGHT:
+        preflight(deployment)
+        return
+    if deployment.status != Status.VERIFYING:
+        return
+    if not deployment.checks.filter(phase=Phase.PREFLIGHT).exists():
+        preflight(deployment)
+    if verify(deployment):
+        env = deployment.environment
+        Deployment.objects.filter(pk=deployment.pk, status=Status.VERIFYING).update(
+            status=Status.WATCHING,
+            watch_until=timezone.now() + timedelta(minutes=env.watch_minutes),
+        )
+    else:
+        breach(deployment, "post-deploy verification failed")
+
+
+def watch_tick(now: datetime | None = None) -> int:
+    """Scheduled each tick: one probe round for every deployment being watched, concurrently."""
+    now = now or timezone.now()
+    watching = list(Deployment.objects.filter(status=Status.WATCHING).select_related("environment"))
+    if not watching:
+        return 0
+
+    def sample(deployment: Deployment) -> tuple[Deployment, dict]:
+        with ThreadPoolExecutor(max_workers=16) as inner:
+            return deployment, probe(deployment.environment, inner)
+
+    with ThreadPoolExecutor(max_workers=min(32, len(watching))) as pool:
+        results = list(pool.map(sample, watching))
+    connections.close_all()  # the pool threads opened none, but be sure nothing leaks
+    for deployment, values in results:
+        row = HealthSample(deployment=deployment, at=now, **values, passed=True)
+        reason = deployment.environment.breach_of(row)
+        row.passed, row.breach = reason is None, reason or ""
+        row.save()
+        if reason:
+            breach(deployment, reason)
+        elif deployment.watch_until and now >= deployment.watch_until:
+            _succeeded(deployment)
+    return len(results)
+
+
+def _succeeded(deployment: Deployment) -> None:
+    if Deployment.objects.filter(pk=deployment.pk, status=Status.WATCHING).update(
+        status=Status.SUCCEEDED, finished_at=timezone.now()
+    ):
+        resolve_incident(
+            f"deploy:{deployment.environment_id}", reason=f"{deployment.version} is healthy"
+        )
+        log.info("deployment %s of %s succeeded", deployment.version, deployment.environment)
+
+
+def _finish(deployment: Deployment, status: str, note: str) -> None:
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status=status, finished_at=timezone.now(), notes=(deployment.notes + "\n" + note).strip()
+    )
+
+
+def breach(deployment: Deployment, reason: str) -> RollbackRequest | None:
+    """A bad deploy: an incident, then a rollback (automatic) or a request for one (ask)."""
+    env = deployment.environment
+    raise_incident(
+        source="deployments",
+        fingerprint=f"deploy:{env.pk}",
+        title=f"{env} {deployment.version} is unhealthy: {reason}",
+        priority="critical",
+        component=env.name,
+        details={"deployment": deployment.external_id, "reason": reason},
+    )
+    _finish(deployment, Status.FAILED, reason)
+    try:
+        return request_rollback(
+            env,
+            None,
+            reason=reason,
+            from_deployment=deployment,
+            automatic=env.rollback_mode == Environment.Mode.AUTOMATIC,
+        )
+    except ValidationError as exc:
+        log.warning("no rollback for %s: %s", env, exc.messages[0])
+        return None
+
+
+def request_rollback(
+    env: Environment,
+    user,
+    *,
+    reason: str,
+    target: Deployment | None = None,
+    target_version: str | None = None,
+    from_deployment: Deployment | None = None,
+    automatic: bool = False,
+) -> RollbackRequest:
+    """File a rollback request (automatic ones are approved by the policy and run at once)."""
+    if user is not None:
+        RollbackRequest.check_can_request(user)
+    current = (
+        from_deployment
+        or env.deployments.exclude(status=Status.SUPERSEDED).order_by("-received_at").first()
+    )
+    if target is None and target_version:
+        target = env.deployments.filter(version=target_version).order_by("-received_at").first()
+        if target is None:
+            raise ValidationError(f"{env} has no deployment of version {target_version!r}.")
+    target = target or env.stable_target(before=current)
+    if target is None:
+        raise_incident(
+            source="deployments",
+            fingerprint=f"no-rollback-target:{env.pk}",
+            title=f"No stable deployment of {env} to roll back to: manual intervention required",
+            priority="critical",
+            component=env.name,
+            details={
+                "rule": f"ran {env.stable_minutes} min, error rate < {env.stable_max_error_rate} %"
+            },
+        )
+        raise ValidationError(
+            f"No earlier deployment of {env} ran {env.stable_minutes} minutes with an error rate "
+            f"under {env.stable_max_error_rate:g} %: roll back by hand."
+        )
+    warnings = ""
+    if current is not None:
+        crossed = current.irreversible_migrations_since(target)
+        if crossed:
+            warnings = f"crosses irreversible migrations: {', '.join(crossed)}"
+    try:
+        with transaction.atomic():
+            request = RollbackRequest.objects.create(
+                environment=env,
+                from_deployment=current,
+                target_deployment=target,
+                reason=reason,
+                automatic=automatic,
+                requested_by=user,
+                warnings=warnings,
+                status=RollbackRequest.Status.APPROVED
+                if automatic
+                else RollbackRequest.Status.REQUESTED,
+                decided_at=timezone.now() if automatic else None,
+                decision_note="approved by the environment's automatic rollback policy"
+                if automatic
+                else "",
+            )
+    except IntegrityError:
+        active = RollbackRequest.objects.filter(
+            environment=env, status__in=RollbackRequest.ACTIVE
+        ).first()
+        raise ValidationError(
+            f"A rollback of {env} is already {active.get_status_display().lower() if active else 'active'}"
+            f"{f' (#{active.pk}, to {active.target_deployment.version})' if active else ''}."
+        ) from None
+    if automatic:
+        from opsconsole.tasks import enqueue
+
+        transaction.on_commit(lambda: enqueue("deployments.tasks.execute_rollback", request.pk))
+    return request
+
+
+def execute_rollback(request: RollbackRequest) -> RollbackRequest:
+    """Approved → executing → verifying → succeeded (or failed, with an incident)."""
+    claimed = RollbackRequest.objects.filter(
+        pk=request.pk, status=RollbackRequest.Status.APPROVED
+    ).update(status=RollbackRequest.Status.EXECUTING)
+    request.refresh_from_db()
+    if not claimed:
+        return request
+    env, target = request.environment, request.target_deployment
+    fingerprint = f"rollback:{request.pk}"
+    raise_incident(
+        source="deployments",
+        fingerprint=fingerprint,
+        title=f"Rolling back {env} to {target.version}",
+        priority="high",
+        component=env.name,
+        details={
+            "from": request.from_deployment.version if request.from_deployment else None,
+            "to": target.version,
+            "reason": request.reason,
+            "warnings": request.warnings,
+        },
+    )
+    try:
+        response = env.backend.rollback(target)
+        RollbackRequest.objects.filter(pk=request.pk).update(
+            status=RollbackRequest.Status.VERIFYING, provider_response=response
+        )
+        problem = _verify_rollback(request, target)
+        if problem:
+            raise ProviderError(problem)
+    except ProviderError as exc:
+        RollbackRequest.objects.filter(pk=request.pk).update(
+            status=RollbackRequest.Status.FAILED,
+            error=exc.message[:4000],
+            finished_at=timezone.now(),
+            provider_response=exc.response or request.provider_response,
+        )
+        raise_incident(
+            source="deployments",
+            fingerprint=f"rollback-failed:{env.pk}",
+            title=f"Rollback of {env} to {target.version} failed: manual intervention required",
+            priority="critical",
+            component=env.name,
+            details={"error": exc.message[:500]},
+        )
+        request.refresh_from_db()
+        return request
+    RollbackRequest.objects.filter(pk=request.pk).update(
+        status=RollbackRequest.Status.SUCCEEDED, finished_at=timezone.now()
+    )
+    if request.from_deployment_id:
+        Deployment.objects.filter(pk=request.from_deployment_id).update(status=Status.ROLLED_BACK)
+    resolve_incident(fingerprint, reason=f"{env} is back on {target.version}")
+    resolve_incident(f"deploy:{env.pk}", reason=f"rolled back to {target.version}")
+    request.refresh_from_db()
+    return request
+
+
+def _verify_rollback(request: RollbackRequest, target: Deployment) -> str | None:
+    env = request.environment
+    live = env.backend.live_version()
+    check = target.record_check
+    if live is not None:
+        check(Phase.ROLLBACK, "live version", live == target.version, f"live: {live}")
+        if live != target.version:
+            return f"the live version is {live}, not {target.version}"
+    if not verify(target, phase=Phase.ROLLBACK):
+        return "health or endpoints failed after the rollback"
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        values = probe(env, pool)
+    ok = values["availability"] >= env.min_availability
+    check(
+        Phase.ROLLBACK,
+        "availability",
+        ok,
+        f"{values['availability']:.1f} % over {values['requests']} requests",
+    )
+    return None if ok else f"availability {values['availability']:.1f} % after the rollback"

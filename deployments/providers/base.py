@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ProviderError(Exception):
+    """The provider refused or failed; the message goes on the record."""
+
+    def __init__(self, message: str, response: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.response = response or {}
+
+
+class Provider:
+    kind: ClassVar[str]
+    label: ClassVar[str]
+
+    def __init__(self, environment):
+        self.environment = environment
+        self.config: dict[str, Any] = environment.provider_config or {}
+        self.secret: str = environment.provider_secret or ""
+
+    @classmethod
+    def validate(cls, config: dict[str, Any], secret: str) -> dict[str, Any]:
+        if not isinstance(config, dict):
+            raise ValueError("The configuration must be a JSON object.")
+        return config
+
+    def rollback(self, target) -> dict[str, Any]:
+        """Make `target` (a Deployment) live again; return the provider's response."""
+        raise ProviderError(f"{self.label} cannot roll back")
+
+    def live_version(self) -> str | None:
+        """The version serving now, when the provider can tell."""
+        return None
+
+    def variable_names(self) -> set[str] | None:
+        """Names of the variables set on the provider, or None when it cannot tell."""
+        return None

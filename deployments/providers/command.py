@@ -1,0 +1,72 @@
+"""Any tool with a command line (Docker, kubectl, Helm ...): argv templates, no shell."""
+
+from __future__ import annotations
+
+import subprocess
+
+from deployments.providers.base import Provider, ProviderError
+
+PLACEHOLDERS = ("{version}", "{deployment_id}", "{environment}")
+
+
+class CommandProvider(Provider):
+    kind = "command"
+    label = "Command"
+
+    @classmethod
+    def validate(cls, config, secret):
+        config = super().validate(config, secret)
+        for key in ("rollback", "status"):
+            value = config.get(key)
+            if value is None:
+                continue
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(a, str) for a in value)
+            ):
+                raise ValueError(
+                    f'\'{key}\' is an argv list of strings, e.g. ["kubectl", "rollout", "undo"].'
+                )
+        if "rollback" not in config:
+            raise ValueError("Set 'rollback' to the command that makes {version} live.")
+        timeout = config.get("timeout_seconds", 300)
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise ValueError("timeout_seconds must be a positive number.")
+        return config
+
+    def _run(self, key: str, target=None) -> subprocess.CompletedProcess:
+        values = {
+            "{version}": target.version if target else "",
+            "{deployment_id}": target.external_id if target else "",
+            "{environment}": self.environment.name,
+        }
+        argv = [values.get(arg, arg) for arg in self.config[key]]
+        timeout = float(self.config.get("timeout_seconds", 300))
+        try:
+            result = subprocess.run(  # noqa: S603 - argv list from the environment's config, no shell
+                argv, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise ProviderError(f"{argv[0]} timed out after {timeout:g} s") from None
+        except FileNotFoundError:
+            raise ProviderError(f"{argv[0]}: command not found") from None
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip()[-500:]
+            raise ProviderError(
+                f"{argv[0]} exited with code {result.returncode}: {tail}",
+                {"stdout": result.stdout[-2000:], "stderr": result.stderr[-2000:]},
+            )
+        return result
+
+    def rollback(self, target) -> dict:
+        result = self._run("rollback", target)
+        return {"stdout": result.stdout[-2000:], "stderr": result.stderr[-2000:]}
+
+    def live_version(self) -> str | None:
+        if not self.config.get("status"):
+            return None
+        try:
+            return self._run("status").stdout.strip() or None
+        except ProviderError:
+            return None
