@@ -354,10 +354,12 @@ def request_rollback(
         active = RollbackRequest.objects.filter(
             environment=env, status__in=RollbackRequest.ACTIVE
         ).first()
-        raise ValidationError(
-            f"A rollback of {env} is already {active.get_status_display().lower() if active else 'active'}"
-            f"{f' (#{active.pk}, to {active.target_deployment.version})' if active else ''}."
-        ) from None
+        what = (
+            f"{active.get_status_display().lower()} (#{active.pk}, to {active.target_deployment.version})"
+            if active
+            else "active"
+        )
+        raise ValidationError(f"A rollback of {env} is already {what}.") from None
     if automatic:
         from opsconsole.tasks import enqueue
 

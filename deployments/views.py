@@ -1,4 +1,4 @@
-"""Deploy webhooks and the rollback API: signed or token-authenticated, 4xx with JSON on bad input."""
+"""Deploy webhooks and the rollback API: signed or token-authenticated, JSON 4xx on bad input."""
 
 from __future__ import annotations
 
