@@ -355,7 +355,8 @@ def request_rollback(
             environment=env, status__in=RollbackRequest.ACTIVE
         ).first()
         what = (
-            f"{active.get_status_display().lower()} (#{active.pk}, to {active.target_deployment.version})"
+            f"{active.get_status_display().lower()} "
+            f"(#{active.pk}, to {active.target_deployment.version})"
             if active
             else "active"
         )
