@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
@@ -236,7 +236,6 @@ def watch_tick(now: datetime | None = None) -> int:
 
     with ThreadPoolExecutor(max_workers=min(32, len(watching))) as pool:
         results = list(pool.map(sample, watching))
-    connections.close_all()  # the pool threads opened none, but be sure nothing leaks
     for deployment, values in results:
         row = HealthSample(deployment=deployment, at=now, **values, passed=True)
         reason = deployment.environment.breach_of(row)

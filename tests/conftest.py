@@ -33,6 +33,14 @@ def carol(db, django_user_model):
     return _user(django_user_model, "carol", "Viewer")
 
 
+@pytest.fixture
+def api_token(db):
+    from opsconsole.models import ApiToken
+
+    _, token = ApiToken.issue("tests")
+    return token
+
+
 def login(client, user):
     client.force_login(user)
     return client

@@ -21,6 +21,17 @@ from deployments.providers.base import Provider, ProviderError
 from opsconsole import http
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a child of another worker is never reaped by us)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
 class LocalProvider(Provider):
     kind = "local"
     label = "Local sample service"
@@ -48,8 +59,11 @@ class LocalProvider(Provider):
             pid = int(self.pidfile.read_text())
             os.killpg(pid, signal.SIGTERM)
             for _ in range(50):
-                os.killpg(pid, 0)
+                if not _running(pid):
+                    break
                 time.sleep(0.1)
+            else:
+                os.killpg(pid, signal.SIGKILL)
         self.pidfile.unlink(missing_ok=True)
 
     def deploy(self, version: str) -> dict:

@@ -4,15 +4,8 @@ import pytest
 
 from alerts.models import Channel, EscalationLevel, EscalationPolicy, Notification
 from alerts.notify import deliver
-from opsconsole.models import ApiToken
 
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def api_token(db):
-    _, token = ApiToken.issue("tests")
-    return token
 
 
 def deliver_all(now) -> list[str]:

@@ -1,0 +1,180 @@
+"""The loop with the local provider: real sample services on loopback, real probes."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
+
+from alerts.models import Incident, Notification
+from deployments import loop
+from deployments.models import Deployment, RollbackRequest
+from tests.deployments.conftest import post_webhook
+
+
+def deploy(client, env, version, deployment_id, captured):
+    """What a pipeline does: put the version live, then tell the console."""
+    env.backend.deploy(version)
+    with captured(execute=False):
+        response = post_webhook(client, {"deployment_id": deployment_id, "environment": env.name,
+                                         "version": version, "status": "succeeded", "started_by": "ci"})  # fmt: skip
+    assert response.status_code == 201, response.json()
+    deployment = Deployment.objects.get(pk=response.json()["deployment"])
+    loop.process(deployment)
+    deployment.refresh_from_db()
+    return deployment
+
+
+def settle(deployment, env, minutes_ago=120):
+    """Make a deployment an old, healthy one (a rollback target must have run an hour)."""
+    start = timezone.now() - timedelta(minutes=minutes_ago)
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status="succeeded",
+        received_at=start,
+        live_at=start,
+        finished_at=start + timedelta(minutes=10),
+    )
+
+
+def test_a_healthy_deploy_is_watched_then_succeeds(
+    client, local_env, django_capture_on_commit_callbacks
+):
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    assert v1.status == "watching"
+    assert v1.checks.filter(phase="post_deploy", passed=True).count() == 4
+    loop.watch_tick()
+    sample = v1.samples.get()
+    assert sample.passed and sample.error_rate == 0 and sample.availability == 100
+    loop.watch_tick(timezone.now() + timedelta(minutes=11))
+    v1.refresh_from_db()
+    assert v1.status == "succeeded"
+
+
+def test_a_faulty_deploy_is_rolled_back_automatically(
+    client, local_env, django_capture_on_commit_callbacks
+):
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    settle(v1, local_env)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        v2 = deploy(client, local_env, "v2-faulty", "d2", django_capture_on_commit_callbacks)
+        if v2.status == "watching":  # verification can pass by luck; the watch will not
+            for _ in range(5):
+                loop.watch_tick()
+                v2.refresh_from_db()
+                if v2.status != "watching":
+                    break
+    v2.refresh_from_db()
+    assert v2.status == "failed"
+    request = RollbackRequest.objects.get()
+    assert (request.status, request.automatic, request.target_deployment) == (
+        "approved",
+        True,
+        Deployment.objects.get(pk=v1.pk),
+    )
+    assert queued, "the rollback was queued for a worker"
+    request = loop.execute_rollback(request)
+    assert request.status == "succeeded", request.error
+    assert local_env.backend.live_version() == "v1"
+    v2.refresh_from_db()
+    assert v2.status == "rolled_back"
+    assert v1.checks.filter(phase="rollback", name="live version", passed=True).exists()
+    breach = Incident.objects.get(fingerprint=f"deploy:{local_env.pk}")
+    assert breach.priority == "critical" and breach.status == "resolved"
+    rollback_incident = Incident.objects.get(fingerprint=f"rollback:{request.pk}")
+    assert rollback_incident.status == "resolved"
+    events = set(
+        Notification.objects.filter(incident=rollback_incident).values_list("event", flat=True)
+    )
+    assert events == {"firing", "resolved"}, "start and end were announced on the channels"
+
+
+def test_ask_mode_alice_requests_only_bob_approves(
+    client, local_env, alice, bob, django_capture_on_commit_callbacks
+):
+    local_env.rollback_mode = "ask"
+    local_env.save()
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    settle(v1, local_env)
+    deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
+    request = loop.request_rollback(local_env, alice, reason="users report errors")
+    assert request.status == "requested" and request.requested_by == alice
+    with pytest.raises(PermissionDenied):
+        request.approve(alice, confirmation="production")
+    with pytest.raises(ValidationError, match="Type 'production'"):
+        request.approve(bob, confirmation="prod")
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        request.approve(bob, confirmation="production")
+    assert queued
+    assert loop.execute_rollback(RollbackRequest.objects.get(pk=request.pk)).status == "succeeded"
+    assert local_env.backend.live_version() == "v1"
+
+
+def test_without_a_stable_target_the_rollback_is_refused_with_an_incident(
+    client, local_env, alice, django_capture_on_commit_callbacks
+):
+    deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)  # still young
+    with pytest.raises(ValidationError, match="roll back by hand"):
+        loop.request_rollback(local_env, alice, reason="x")
+    assert (
+        Incident.objects.get(fingerprint=f"no-rollback-target:{local_env.pk}").priority
+        == "critical"
+    )
+    assert not RollbackRequest.objects.exists()
+
+
+def test_a_second_rollback_request_is_refused_naming_the_first(
+    client, local_env, alice, bob, django_capture_on_commit_callbacks
+):
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    settle(v1, local_env)
+    deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
+    first = loop.request_rollback(local_env, alice, reason="one")
+    with pytest.raises(ValidationError, match=f"already requested \\(#{first.pk}, to v1\\)"):
+        loop.request_rollback(local_env, bob, reason="two")
+
+
+def test_carol_may_not_request(local_env, carol):
+    with pytest.raises(PermissionDenied):
+        loop.request_rollback(local_env, carol, reason="x")
+
+
+def test_a_rollback_warns_when_it_crosses_an_irreversible_migration(
+    client, local_env, alice, django_capture_on_commit_callbacks
+):
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    settle(v1, local_env)
+    v2 = deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
+    Deployment.objects.filter(pk=v2.pk).update(
+        migrations=[{"name": "0042_drop_legacy", "irreversible": True}]
+    )
+    request = loop.request_rollback(local_env, alice, reason="x")
+    assert "0042_drop_legacy" in request.warnings
+
+
+def test_the_rollback_api_files_a_request_and_never_bypasses_approval(
+    client, local_env, api_token, django_capture_on_commit_callbacks
+):
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    settle(v1, local_env)
+    deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
+    response = client.post("/api/rollback", {"environment": "production", "reason": "bad"},
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {api_token}")  # fmt: skip
+    assert response.status_code == 201, response.json()
+    assert response.json()["status"] == "requested" and response.json()["target_version"] == "v1"
+    again = client.post("/api/rollback", {"environment": "production", "reason": "bad"},
+                        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {api_token}")  # fmt: skip
+    assert again.status_code == 409 and "already requested" in again.json()["error"]
+    assert client.post("/api/rollback", {}, content_type="application/json").status_code == 401
+    bad = client.post("/api/rollback", {"environment": "production"}, content_type="application/json",
+                      HTTP_AUTHORIZATION=f"Bearer {api_token}")  # fmt: skip
+    assert bad.status_code == 400 and bad.json()["missing"] == ["reason"]
+
+
+def test_a_deploy_freeze_fails_preflight(client, local_env, django_capture_on_commit_callbacks):
+    from alerts.models import Silence
+
+    Silence.objects.create(freeze_deploys=True, starts_at=timezone.now() - timedelta(minutes=1),
+                           ends_at=timezone.now() + timedelta(hours=1), reason="Black Friday")  # fmt: skip
+    d = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    check = d.checks.get(phase="preflight", name="no deploy freeze")
+    assert not check.passed and "Black Friday" in check.detail

@@ -1,0 +1,189 @@
+"""Railway against a local GraphQL server; the command provider with real processes."""
+
+import json
+import sys
+
+import pytest
+from werkzeug import Response
+
+from deployments.models import Deployment, Environment
+from deployments.providers import ProviderError
+from deployments.providers.railway import DEPLOYMENT, LATEST, ROLLBACK, VARIABLES
+
+IDS = {"project_id": "proj-1", "environment_id": "env-1", "service_id": "svc-1"}
+
+
+@pytest.fixture
+def railway(db, httpserver):
+    env = Environment(name="production", provider="railway", provider_secret="rw-token",
+                      provider_config={**IDS, "endpoint": httpserver.url_for("/graphql/v2"),
+                                       "poll_interval_seconds": 0.05, "poll_timeout_seconds": 2})  # fmt: skip
+    env.full_clean()
+    env.save()
+    return env
+
+
+def target(env, external_id="dep-good"):
+    return Deployment.objects.create(environment=env, external_id=external_id, version="v1")
+
+
+def graphql_server(httpserver, statuses, *, can_rollback=True, seen=None):
+    """Answers like Railway: deployment lookup, the rollback mutation, then the statuses in turn."""
+    statuses = list(statuses)
+
+    def handler(request):
+        body = json.loads(request.data)
+        if seen is not None:
+            seen.append((body, dict(request.headers)))
+        query = body["query"]
+        if query == DEPLOYMENT:
+            data = {
+                "deployment": {
+                    "id": body["variables"]["id"],
+                    "status": "REMOVED",
+                    "canRollback": can_rollback,
+                }
+            }
+        elif query == ROLLBACK:
+            data = {"deploymentRollback": True}
+        elif query == LATEST:
+            status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+            data = {"deployments": {"edges": [{"node": {"id": "dep-new", "status": status}}]}}
+        elif query == VARIABLES:
+            data = {"variables": {"DATABASE_URL": "x", "REDIS_URL": "y"}}
+        else:
+            return Response(json.dumps({"errors": [{"message": "unknown query"}]}), status=400)
+        return Response(json.dumps({"data": data}), content_type="application/json")
+
+    httpserver.expect_request("/graphql/v2", method="POST").respond_with_handler(handler)
+
+
+def test_railway_rollback_sends_the_exact_queries_with_the_token(railway, httpserver):
+    seen = []
+    graphql_server(httpserver, ["DEPLOYING", "DEPLOYING", "SUCCESS"], seen=seen)
+    response = railway.backend.rollback(target(railway))
+    assert response == {"rollback_of": "dep-good", "final": {"id": "dep-new", "status": "SUCCESS"}}
+    queries = [b["query"] for b, _ in seen]
+    assert queries[:2] == [DEPLOYMENT, ROLLBACK] and set(queries[2:]) == {LATEST}
+    assert seen[1][0]["variables"] == {"id": "dep-good"}
+    assert seen[2][0]["variables"] == {
+        "input": {"projectId": "proj-1", "environmentId": "env-1", "serviceId": "svc-1"}
+    }
+    assert all(h["Authorization"] == "Bearer rw-token" for _, h in seen)
+
+
+def test_railway_project_tokens_use_their_own_header(railway, httpserver):
+    railway.provider_config["token_type"] = "project"
+    railway.save()
+    seen = []
+    graphql_server(httpserver, ["SUCCESS"], seen=seen)
+    assert railway.backend.variable_names() == {"DATABASE_URL", "REDIS_URL"}
+    headers = seen[0][1]
+    assert headers["Project-Access-Token"] == "rw-token" and "Authorization" not in headers
+
+
+def test_railway_failed_deployment_is_a_provider_error(railway, httpserver):
+    graphql_server(httpserver, ["DEPLOYING", "FAILED"])
+    with pytest.raises(ProviderError, match="ended FAILED"):
+        railway.backend.rollback(target(railway))
+
+
+def test_railway_refuses_what_it_cannot_roll_back_to(railway, httpserver):
+    graphql_server(httpserver, ["SUCCESS"], can_rollback=False)
+    with pytest.raises(ProviderError, match="cannot be rolled back to"):
+        railway.backend.rollback(target(railway))
+
+
+def test_railway_http_500_is_a_provider_error_without_the_token(railway, httpserver):
+    httpserver.expect_request("/graphql/v2").respond_with_data("upstream broke", status=500)
+    with pytest.raises(ProviderError) as caught:
+        railway.backend.rollback(target(railway))
+    assert "HTTP 500" in caught.value.message and "rw-token" not in caught.value.message
+
+
+def test_railway_graphql_errors_are_reported(railway, httpserver):
+    httpserver.expect_request("/graphql/v2").respond_with_json(
+        {"errors": [{"message": "Not Authorized"}]}
+    )
+    with pytest.raises(ProviderError, match="Not Authorized"):
+        railway.backend.variable_names()
+
+
+def test_a_failed_provider_call_fails_the_request_and_asks_for_a_human(
+    railway, httpserver, alice, bob
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from alerts.models import Incident
+    from deployments import loop
+
+    httpserver.expect_request("/graphql/v2").respond_with_data("down", status=500)
+    old = target(railway)
+    Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=3),
+                                                live_at=timezone.now() - timedelta(hours=3))  # fmt: skip
+    Deployment.objects.create(
+        environment=railway, external_id="dep-bad", version="v2", status="failed"
+    )
+    request = loop.request_rollback(railway, alice, reason="bad")
+    request.approve(bob, confirmation="production")
+    request = loop.execute_rollback(request)
+    assert request.status == "failed" and "HTTP 500" in request.error
+    assert Incident.objects.get(fingerprint=f"rollback-failed:{railway.pk}").priority == "critical"
+
+
+def command_env(db, **config):
+    env = Environment(
+        name="staging", provider="command", provider_config=config, two_person_rule=False
+    )
+    env.full_clean()
+    env.save()
+    return env
+
+
+def test_the_command_provider_fills_the_template_and_captures_output(db):
+    env = command_env(
+        db,
+        rollback=[sys.executable, "-c", "import sys; print('rolled to', sys.argv[1])", "{version}"],
+    )
+    out = env.backend.rollback(target(env))
+    assert out["stdout"].strip() == "rolled to v1"
+
+
+def test_the_command_provider_reports_a_non_zero_exit(db):
+    env = command_env(
+        db,
+        rollback=[
+            sys.executable,
+            "-c",
+            "import sys; sys.stderr.write('no such release'); sys.exit(3)",
+        ],
+    )
+    with pytest.raises(ProviderError, match="exited with code 3: no such release"):
+        env.backend.rollback(target(env))
+
+
+def test_the_command_provider_times_out(db):
+    env = command_env(
+        db, rollback=[sys.executable, "-c", "import time; time.sleep(10)"], timeout_seconds=0.5
+    )
+    with pytest.raises(ProviderError, match=r"timed out after 0\.5 s"):
+        env.backend.rollback(target(env))
+
+
+@pytest.mark.parametrize(
+    ("provider", "config", "message"),
+    [
+        ("railway", {"project_id": "p"}, "Missing configuration: environment_id, service_id"),
+        ("command", {"rollback": "kubectl rollout undo"}, "argv list"),
+        ("local", {"port": 80}, r"between 1024"),
+    ],
+)
+def test_provider_config_is_validated_on_save(db, provider, config, message):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        Environment(
+            name="x", provider=provider, provider_config=config, provider_secret="t"
+        ).full_clean()
