@@ -109,6 +109,43 @@ def resolve_incident(
     return incident
 
 
+def announce(
+    source: str,
+    title: str,
+    *,
+    component: str = "",
+    details: dict[str, Any] | None = None,
+    priority: str = Priority.LOW,
+    url: str = "",
+) -> list[Notification]:
+    """Good news through the same channels (a deploy went well): no incident, no escalation.
+
+    Goes to the channels of the default policy's first level that take `priority`.
+    """
+    policy = EscalationPolicy.default()
+    first = policy.levels.order_by("position").first() if policy else None
+    channels = first.channels.all() if first else Channel.objects.all()
+    payload = {
+        "title": title,
+        "component": component,
+        "details": details or {},
+        "priority": priority,
+        "url": url,
+        "source": source,
+    }
+    rows = Notification.objects.bulk_create(
+        [
+            Notification(channel=c, event=Notification.Event.ANNOUNCE, payload=payload)
+            for c in channels
+            if c.receives(priority)
+        ]
+    )
+    from alerts import notify
+
+    notify.enqueue_after_commit([n.pk for n in rows])
+    return rows
+
+
 def acknowledge(incident: Incident, user, now: datetime | None = None) -> bool:
     """Stop escalation and repeats. Returns False when it was not in the triggered state."""
     now = now or timezone.now()

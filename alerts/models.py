@@ -628,6 +628,7 @@ class Notification(models.Model):
         ACKNOWLEDGED = "acknowledged", "Acknowledged"
         RESOLVED = "resolved", "Resolved"
         TEST = "test", "Test"
+        ANNOUNCE = "announce", "Announcement"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -655,6 +656,7 @@ class Notification(models.Model):
         max_length=255, blank=True, help_text="Error code or message ids."
     )
     error = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True, help_text="What an announcement says.")
 
     class Meta:
         ordering = ["-created_at"]

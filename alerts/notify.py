@@ -59,6 +59,18 @@ def absolute(path: str) -> str:
 
 def build_message(notification: Notification) -> Message:
     incident = notification.incident
+    if notification.event == Notification.Event.ANNOUNCE:
+        p = notification.payload
+        return Message(
+            event=Notification.Event.ANNOUNCE,
+            title=p.get("title", ""),
+            priority=p.get("priority", Priority.LOW),
+            component=p.get("component", ""),
+            details=p.get("details", {}),
+            at=notification.created_at,
+            fingerprint=p.get("fingerprint", f"announce:{notification.pk}"),
+            incident_url=p.get("url", ""),
+        )
     if incident is None:  # a test notification
         return Message(
             event=Notification.Event.TEST,

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from alerts.incidents import raise_incident, resolve_incident
+from alerts.incidents import announce, raise_incident, resolve_incident
 from deployments.models import (
     Deployment,
     DeploymentCheck,
@@ -136,6 +136,8 @@ def preflight(deployment: Deployment) -> bool:
         if rolling
         else "clear",
     )
+    if env.backup_target_id:
+        record_backup_check(deployment, record)
     from alerts.models import Silence
 
     now = timezone.now()
@@ -148,6 +150,51 @@ def preflight(deployment: Deployment) -> bool:
         f"frozen: {freeze.reason}" if freeze else "no freeze window",
     )
     return all(results)
+
+
+def record_backup_check(deployment: Deployment, record) -> None:
+    env = deployment.environment
+    newest = env.backup_target.newest_good_backup()
+    age = timezone.now() - newest.created_at if newest else None
+    if age is not None and age <= timedelta(hours=env.backup_max_age_hours):
+        record("recent backup", True, f"{newest.id}, {age.total_seconds() / 3600:.1f} h old")
+        return
+    what = (
+        f"newest good backup is {age.total_seconds() / 3600:.0f} h old"
+        if age
+        else "no good backup yet"
+    )
+    if env.backup_before_deploy:
+        from backups.models import Backup, StorageLocation
+        from opsconsole.tasks import enqueue
+
+        backup = Backup.objects.create(
+            target=env.backup_target,
+            storage=StorageLocation.default(),
+            trigger=Backup.Trigger.PRE_DEPLOY,
+        )
+        transaction.on_commit(lambda: enqueue("backups.tasks.run_backup", backup.pk))
+        what += f"; taking one now: {backup.id}"
+    record("recent backup", False, what)
+
+
+def metric_error_rate(deployment: Deployment, now: datetime) -> float | None:
+    """The newest value of the environment's error-rate metric since the deploy went live."""
+    env = deployment.environment
+    if not env.error_rate_metric:
+        return None
+    from alerts.models import MetricSample
+
+    matchers = {f"labels__{k}": str(v) for k, v in (env.error_rate_labels or {}).items()}
+    since = max(deployment.live_at or deployment.received_at, now - timedelta(minutes=5))
+    return (
+        MetricSample.objects.filter(
+            key=env.error_rate_metric, observed_at__gte=since, observed_at__lte=now, **matchers
+        )
+        .order_by("-observed_at")
+        .values_list("value", flat=True)
+        .first()
+    )
 
 
 # --- probing -----------------------------------------------------------------------------
@@ -237,7 +284,13 @@ def watch_tick(now: datetime | None = None) -> int:
     with ThreadPoolExecutor(max_workers=min(32, len(watching))) as pool:
         results = list(pool.map(sample, watching))
     for deployment, values in results:
-        row = HealthSample(deployment=deployment, at=now, **values, passed=True)
+        row = HealthSample(
+            deployment=deployment,
+            at=now,
+            **values,
+            passed=True,
+            metric_error_rate=metric_error_rate(deployment, now),
+        )
         reason = deployment.environment.breach_of(row)
         row.passed, row.breach = reason is None, reason or ""
         row.save()
@@ -254,6 +307,19 @@ def _succeeded(deployment: Deployment) -> None:
     ):
         resolve_incident(
             f"deploy:{deployment.environment_id}", reason=f"{deployment.version} is healthy"
+        )
+        env = deployment.environment
+        announce(
+            "deployments",
+            f"{env} is on {deployment.version}: the watch ended clean",
+            component=env.name,
+            url=deployment.url or env.base_url,
+            details={
+                "environment": env.name,
+                "version": deployment.version,
+                "url": env.base_url,
+                "deployed_by": deployment.started_by or "unknown",
+            },
         )
         log.info("deployment %s of %s succeeded", deployment.version, deployment.environment)
 

@@ -69,6 +69,25 @@ class Environment(models.Model):
         default=5, help_text="Probe requests per endpoint per tick."
     )
     probe_timeout_seconds = models.FloatField(default=5.0)
+    error_rate_metric = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Also watch this metric (percent), e.g. api.error_rate from Alerts.",
+    )
+    error_rate_labels = models.JSONField(
+        default=dict, blank=True, help_text='e.g. {"environment": "production"}'
+    )
+    backup_target = models.ForeignKey(
+        "backups.DatabaseTarget",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="The environment's database: preflight wants a recent backup of it.",
+    )
+    backup_max_age_hours = models.PositiveIntegerField(default=24)
+    backup_before_deploy = models.BooleanField(
+        default=False, help_text="When the newest backup is too old, take one now (pre-deploy)."
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -109,6 +128,11 @@ class Environment(models.Model):
         """Why a sample breaks the rollback policy, or None."""
         if sample.error_rate > self.max_error_rate:
             return f"error rate {sample.error_rate:.1f} % above {self.max_error_rate:g} %"
+        if sample.metric_error_rate is not None and sample.metric_error_rate > self.max_error_rate:
+            return (
+                f"{self.error_rate_metric} at {sample.metric_error_rate:.1f} % "
+                f"above {self.max_error_rate:g} %"
+            )
         if sample.avg_ms > self.max_avg_response_ms:
             return f"average response {sample.avg_ms:.0f} ms above {self.max_avg_response_ms:g} ms"
         if sample.availability < self.min_availability:
@@ -237,6 +261,9 @@ class HealthSample(models.Model):
     avg_ms = models.FloatField()
     p95_ms = models.FloatField()
     availability = models.FloatField(help_text="Percent of probes answered as expected.")
+    metric_error_rate = models.FloatField(
+        null=True, blank=True, help_text="From the environment's metric, if configured."
+    )
     passed = models.BooleanField()
     breach = models.CharField(max_length=200, blank=True)
 

@@ -65,6 +65,7 @@ class Message:
             "acknowledged": "ACKNOWLEDGED",
             "resolved": "RESOLVED",
             "test": "TEST",
+            "announce": "INFO",
         }.get(self.event, self.event.upper())
         return f"[{prefix}] [{self.priority.upper()}] {self.title}"
 

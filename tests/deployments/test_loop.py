@@ -178,3 +178,58 @@ def test_a_deploy_freeze_fails_preflight(client, local_env, django_capture_on_co
     d = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
     check = d.checks.get(phase="preflight", name="no deploy freeze")
     assert not check.passed and "Black Friday" in check.detail
+
+
+def test_a_clean_watch_announces_the_deploy_on_the_channels(
+    client, local_env, django_capture_on_commit_callbacks
+):
+    from alerts.notify import build_message
+
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    Deployment.objects.filter(pk=v1.pk).update(started_by="octocat")
+    loop.watch_tick(timezone.now() + timedelta(minutes=11))
+    note = Notification.objects.get(event="announce")
+    assert note.incident is None
+    message = build_message(note)
+    assert message.title == "production is on v1: the watch ended clean"
+    assert (
+        message.details["deployed_by"] == "octocat" and message.details["url"] == local_env.base_url
+    )
+
+
+def test_the_error_rate_metric_can_trigger_the_rollback(
+    client, local_env, django_capture_on_commit_callbacks
+):
+    from alerts.models import MetricSample
+
+    local_env.error_rate_metric = "api.error_rate"
+    local_env.error_rate_labels = {"environment": "production"}
+    local_env.rollback_mode = "ask"
+    local_env.save()
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    settle(v1, local_env)
+    v2 = deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
+    MetricSample.objects.create(key="api.error_rate", value=12.5, labels={"environment": "production"},
+                                observed_at=timezone.now())  # fmt: skip
+    loop.watch_tick()
+    sample = v2.samples.get()
+    assert sample.metric_error_rate == 12.5 and not sample.passed
+    assert "api.error_rate at 12.5 %" in sample.breach
+    assert RollbackRequest.objects.get().status == "requested"
+
+
+def test_preflight_wants_a_recent_backup_and_can_take_one(
+    client, local_env, django_capture_on_commit_callbacks, tmp_path
+):
+    from backups.models import Backup, DatabaseTarget
+
+    db_target = DatabaseTarget.objects.create(
+        name="shorts db", engine="sqlite", dsn=f"sqlite:///{tmp_path}/x.db"
+    )
+    local_env.backup_target = db_target
+    local_env.backup_before_deploy = True
+    local_env.save()
+    d = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    check = d.checks.get(name="recent backup")
+    assert not check.passed and "no good backup yet; taking one now" in check.detail
+    assert Backup.objects.get(target=db_target).trigger == "pre-deploy"
