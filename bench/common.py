@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.pgserver import PostgresServer, postgres_server  # noqa: E402
 
+LAST_ADMIN = ""
+
 
 def machine() -> str:
     cpu = "unknown CPU"
@@ -56,6 +58,8 @@ def console_database():
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
+        global LAST_ADMIN
+        LAST_ADMIN = server.admin_dsn
         try:
             yield {**os.environ, **env, "BENCH_PG_ADMIN_URL": server.admin_dsn}
         finally:

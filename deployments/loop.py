@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -211,14 +211,23 @@ def _probe_once(url: str, ok: list[int], timeout: float) -> tuple[bool, bool, fl
     return response.status_code in ok, response.status_code >= 500, elapsed
 
 
-def probe(environment: Environment, pool: ThreadPoolExecutor) -> dict[str, Any]:
-    """A few concurrent requests to each endpoint: error rate, timings, availability."""
-    jobs = [
+PROBE_THREADS = 64
+
+
+def submit_probes(environment: Environment, pool: ThreadPoolExecutor) -> list[Future]:
+    return [
         pool.submit(_probe_once, url, ok, environment.probe_timeout_seconds)
         for url, ok in environment.probe_targets()
         for _ in range(environment.probe_requests)
     ]
-    results = [job.result() for job in jobs]
+
+
+def probe(environment: Environment, pool: ThreadPoolExecutor) -> dict[str, Any]:
+    """A few concurrent requests to each endpoint: error rate, timings, availability."""
+    return summarize([job.result() for job in submit_probes(environment, pool)])
+
+
+def summarize(results: list[tuple[bool, bool, float]]) -> dict[str, Any]:
     times = sorted(r[2] for r in results)
     count = len(results) or 1
     return {
@@ -277,12 +286,11 @@ def watch_tick(now: datetime | None = None) -> int:
     if not watching:
         return 0
 
-    def sample(deployment: Deployment) -> tuple[Deployment, dict]:
-        with ThreadPoolExecutor(max_workers=16) as inner:
-            return deployment, probe(deployment.environment, inner)
-
-    with ThreadPoolExecutor(max_workers=min(32, len(watching))) as pool:
-        results = list(pool.map(sample, watching))
+    # Every probe of every deployment goes into one bounded pool at once, so the
+    # tick lasts about as long as the slowest probe, not the sum of them.
+    with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
+        pending = [(d, submit_probes(d.environment, pool)) for d in watching]
+        results = [(d, summarize([job.result() for job in jobs])) for d, jobs in pending]
     for deployment, values in results:
         row = HealthSample(
             deployment=deployment,
