@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from alerts.incidents import announce, raise_incident, resolve_incident
@@ -38,18 +39,31 @@ LIVE_STATUSES = {"succeeded", "success", "deployed", "live"}
 
 def receive(environment: Environment, payload: dict[str, Any]) -> tuple[Deployment, bool]:
     """Record a webhook; idempotent on (environment, deployment_id)."""
+    external_id = str(payload["deployment_id"])
+    arrived = timezone.now()
+    # INSERT … ON CONFLICT DO NOTHING, then lock the row: two webhooks for one
+    # deployment arriving together (CI's "started" racing its "deployed") then
+    # queue on the row lock instead of racing two inserts.
+    Deployment.objects.bulk_create(
+        [
+            Deployment(
+                environment=environment,
+                external_id=external_id,
+                version=str(payload["version"]),
+                commit=str(payload.get("commit") or "")[:64],
+                url=str(payload.get("url") or "")[:500],
+                started_by=str(payload.get("started_by") or payload.get("actor") or "")[:200],
+                migrations=payload.get("migrations") or [],
+                received_at=arrived,
+            )
+        ],
+        ignore_conflicts=True,
+    )
     with transaction.atomic():
-        deployment, created = Deployment.objects.select_for_update().get_or_create(
-            environment=environment,
-            external_id=str(payload["deployment_id"]),
-            defaults={
-                "version": str(payload["version"]),
-                "commit": str(payload.get("commit") or "")[:64],
-                "url": str(payload.get("url") or "")[:500],
-                "started_by": str(payload.get("started_by") or payload.get("actor") or "")[:200],
-                "migrations": payload.get("migrations") or [],
-            },
+        deployment = Deployment.objects.select_for_update().get(
+            environment=environment, external_id=external_id
         )
+        created = deployment.received_at == arrived and not deployment.checks.exists()
         for check in payload.get("checks") or []:
             deployment.record_check(
                 Phase.CI,
@@ -62,12 +76,7 @@ def receive(environment: Environment, payload: dict[str, Any]) -> tuple[Deployme
             _finish(deployment, Status.FAILED, "the pipeline reported the deploy failed")
             transaction.on_commit(lambda: _deploy_failed_incident(deployment))
         elif created:
-            # Anything still active in this environment is replaced by this one.
-            previous = environment.deployments.exclude(pk=deployment.pk)
-            previous.filter(status__in=Deployment.ACTIVE).update(
-                status=Status.SUPERSEDED, finished_at=timezone.now()
-            )
-            previous.filter(ended_at__isnull=True).update(ended_at=timezone.now())
+            _supersede_older(deployment)
         if reported in LIVE_STATUSES and deployment.status in (
             "received",
             "preflight",
@@ -81,6 +90,27 @@ def receive(environment: Environment, payload: dict[str, Any]) -> tuple[Deployme
             Deployment.objects.filter(pk=deployment.pk).update(status=Status.PREFLIGHT)
             deployment.refresh_from_db()
     return deployment, created
+
+
+def _supersede_older(deployment: Deployment) -> None:
+    """Earlier deployments of the environment are replaced by this one.
+
+    Only older rows, and only those nobody holds: a webhook busy with its own
+    row keeps it, so two webhooks never wait on each other (no deadlock); the
+    next webhook supersedes what this one skipped.
+    """
+    older = deployment.environment.deployments.filter(received_at__lt=deployment.received_at)
+    now = timezone.now()
+    ids = list(
+        older.filter(Q(status__in=Deployment.ACTIVE) | Q(ended_at__isnull=True))
+        .select_for_update(skip_locked=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    Deployment.objects.filter(pk__in=ids, status__in=Deployment.ACTIVE).update(
+        status=Status.SUPERSEDED, finished_at=now
+    )
+    Deployment.objects.filter(pk__in=ids, ended_at__isnull=True).update(ended_at=now)
 
 
 def _deploy_failed_incident(deployment: Deployment) -> None:

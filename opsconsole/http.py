@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
-import ssl
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar

@@ -113,3 +113,46 @@ def test_a_reported_failure_fails_the_deployment_and_opens_an_incident(
         post_webhook(client, {**PAYLOAD, "status": "failed"})
     assert Deployment.objects.get().status == "failed"
     assert Incident.objects.get(fingerprint=f"deploy:{env.pk}").priority == "high"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_webhooks_for_the_same_deployments_neither_deadlock_nor_fail(live_server):
+    """CI's "started" racing its "deployed", across many deployments at once (found by the benchmark)."""
+    import threading
+
+    import httpx
+
+    from opsconsole.webhooks import sign_timestamped
+
+    Environment.objects.create(name="production", provider="local", provider_config={"port": 18082},
+                               webhook_secret=SECRET)  # fmt: skip
+    bodies = []
+    for i in range(60):
+        dep = i - i % 2
+        body = json.dumps({"deployment_id": f"ci-{dep}", "environment": "production", "version": f"v{dep}",
+                           "status": "deploying" if i % 2 == 0 else "started"}).encode()  # fmt: skip
+        bodies.append(
+            (body, {"Content-Type": "application/json", **sign_timestamped(SECRET, body)})
+        )
+    statuses = []
+
+    def client(part):
+        with httpx.Client(timeout=20) as http:
+            for body, headers in part:
+                statuses.append(
+                    http.post(
+                        f"{live_server.url}/webhooks/deploy", content=body, headers=headers
+                    ).status_code
+                )
+
+    threads = [threading.Thread(target=client, args=(bodies[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(set(statuses)) <= [200, 201] and len(statuses) == 60, statuses
+    assert Deployment.objects.count() == 30
+    newest = Deployment.objects.order_by("-received_at").first()
+    assert (
+        Deployment.objects.exclude(pk=newest.pk).filter(status__in=Deployment.ACTIVE).count() <= 3
+    )
