@@ -11,9 +11,12 @@ from deployments.models import (
     Deployment,
     DeploymentCheck,
     Environment,
+    EnvironmentVariable,
     HealthSample,
     RollbackRequest,
+    VariableSyncRequest,
 )
+from deployments.providers import ProviderError
 from opsconsole.approvals import ApprovalAdminMixin
 
 BADGES = {
@@ -25,9 +28,54 @@ BADGES = {
 }
 
 
+class VariablesInline(admin.TabularInline):
+    model = EnvironmentVariable
+    extra = 1
+    fields = ("name", "value")
+
+
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
     list_display = ("name", "provider", "base_url", "rollback_mode", "two_person_rule")
+    inlines = [VariablesInline]
+    actions = ["validate_variables", "sync_variables"]
+
+    @admin.action(description="Validate variables against the provider (names only)")
+    def validate_variables(self, request, queryset):
+        for env in queryset:
+            try:
+                diff = env.variable_diff()
+            except ProviderError as exc:
+                self.message_user(request, f"{env}: {exc.message}", messages.ERROR)
+                continue
+            if not any(diff.values()):
+                self.message_user(
+                    request, f"{env}: the provider has every variable, with the same values."
+                )
+                continue
+            parts = [f"{k}: {', '.join(v)}" for k, v in diff.items() if v]
+            self.message_user(request, f"{env}: " + "; ".join(parts), messages.WARNING)
+
+    def has_sync_permission(self, request):
+        return request.user.has_perm(VariableSyncRequest.REQUEST_PERMISSION)
+
+    @admin.action(description="Sync variables to the provider", permissions=["sync"])
+    def sync_variables(self, request, queryset):
+        for env in queryset:
+            try:
+                sync = env.request_variable_sync(request.user)
+            except (ProviderError, PermissionDenied) as exc:
+                self.message_user(request, f"{env}: {getattr(exc, 'message', exc)}", messages.ERROR)
+                continue
+            if sync.status == "requested":
+                self.message_user(
+                    request, f"{env}: sync requested; a second person must approve it."
+                )
+            else:
+                self.message_user(
+                    request, f"{env}: sync {sync.get_status_display().lower()}. {sync.error}"
+                )
+
     fieldsets = (
         (None, {"fields": ("name", "provider", "provider_config", "provider_secret", "base_url")}),
         ("Checks", {"fields": ("health_path", "endpoints", "smoke_urls", "required_variables")}),
@@ -159,6 +207,24 @@ class RollbackRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         "provider_response",
         "error",
         "finished_at",
+    )
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(VariableSyncRequest)
+class VariableSyncRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
+    list_display = ("__str__", "status", "requested_by", "decided_by", "requested_at")
+    readonly_fields = (
+        "environment",
+        "names",
+        "status",
+        "requested_by",
+        "decided_by",
+        "decided_at",
+        "error",
     )
     fields = readonly_fields
 

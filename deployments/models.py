@@ -139,6 +139,35 @@ class Environment(models.Model):
             return f"availability {sample.availability:.1f} % below {self.min_availability:g} %"
         return None
 
+    def variable_diff(self) -> dict[str, list[str]]:
+        """Names only: missing on the provider, extra there, or set to a different value."""
+        from deployments.providers import ProviderError
+
+        live = self.backend.variables()
+        if live is None:
+            raise ProviderError(f"{self.backend.label} cannot list variables")
+        wanted = {v.name: v.value for v in self.variables.all()}
+        return {
+            "missing": sorted(set(wanted) - set(live)),
+            "extra": sorted(set(live) - set(wanted)),
+            "different": sorted(n for n in set(wanted) & set(live) if wanted[n] != live[n]),
+        }
+
+    def request_variable_sync(self, user) -> VariableSyncRequest:
+        """Two-person environments file a request; others push at once."""
+        diff = self.variable_diff()
+        names = sorted(diff["missing"] + diff["different"])
+        VariableSyncRequest.check_can_request(user)
+        request = VariableSyncRequest.objects.create(
+            environment=self, requested_by=user, names=names
+        )
+        if not self.two_person_rule:
+            request.execute()
+        return request
+
+    def push_variables(self) -> None:
+        self.backend.set_variables({v.name: v.value for v in self.variables.all()})
+
     def stable_target(self, before: Deployment | None = None) -> Deployment | None:
         """The newest earlier deployment that ran long enough with a low error rate."""
         candidates = self.deployments.filter(status=Deployment.Status.SUCCEEDED)
@@ -332,3 +361,68 @@ class RollbackRequest(ApprovalRequest):
         from opsconsole.tasks import enqueue
 
         transaction.on_commit(lambda: enqueue("deployments.tasks.execute_rollback", self.pk))
+
+
+class EnvironmentVariable(models.Model):
+    """A variable the environment's service should have; the value is encrypted and never shown."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="variables")
+    name = models.CharField(max_length=200)
+    value = EncryptedTextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "name"], name="one_variable_per_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class VariableSyncRequest(ApprovalRequest):
+    """Pushing the console's variables to the provider (approved first where two are needed)."""
+
+    REQUEST_PERMISSION = "opsconsole.run_jobs"
+    APPROVE_PERMISSION = "opsconsole.approve_rollback"
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        APPROVED = "approved", "Approved"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="variable_syncs"
+    )
+    names = models.JSONField(default=list, help_text="What will change (names only).")
+    error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"sync variables of {self.environment}"
+
+    def requires_two_people(self) -> bool:
+        return self.environment.two_person_rule
+
+    def confirmation_phrase(self) -> str:
+        return self.environment.name
+
+    def approve(self, user, *, confirmation: str, note: str = "") -> None:
+        super().approve(user, confirmation=confirmation, note=note)
+        self.execute()
+
+    def execute(self) -> None:
+        from deployments.providers import ProviderError
+
+        try:
+            self.environment.push_variables()
+        except ProviderError as exc:
+            VariableSyncRequest.objects.filter(pk=self.pk).update(
+                status=self.Status.FAILED, error=exc.message
+            )
+        else:
+            VariableSyncRequest.objects.filter(pk=self.pk).update(status=self.Status.SUCCEEDED)
+        self.refresh_from_db()

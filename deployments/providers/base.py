@@ -35,6 +35,14 @@ class Provider:
         """The version serving now, when the provider can tell."""
         return None
 
+    def variables(self) -> dict[str, str] | None:
+        """The variables set on the provider (for comparing; never displayed), or None."""
+        return None
+
     def variable_names(self) -> set[str] | None:
         """Names of the variables set on the provider, or None when it cannot tell."""
-        return None
+        found = self.variables()
+        return None if found is None else set(found)
+
+    def set_variables(self, values: dict[str, str]) -> None:
+        raise ProviderError(f"{self.label} cannot set variables")

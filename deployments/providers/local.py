@@ -68,11 +68,7 @@ class LocalProvider(Provider):
 
     def deploy(self, version: str) -> dict:
         self.stop()
-        env = {
-            **os.environ,
-            "VERSION": version,
-            **{k: str(v) for k, v in self.config.get("env", {}).items()},
-        }
+        env = {**os.environ, **self.variables(), "VERSION": version}
         process = subprocess.Popen(  # noqa: S603 - our own module, argv list
             [sys.executable, "-m", "deployments.sample_service", str(self.config["port"])],
             cwd=settings.BASE_DIR,
@@ -90,6 +86,26 @@ class LocalProvider(Provider):
                 raise ProviderError(f"the sample service exited with code {process.returncode}")
             time.sleep(0.1)
         raise ProviderError(f"version {version} did not start within 15 s")
+
+    @property
+    def varsfile(self) -> Path:
+        return self.pidfile.with_suffix(".vars.json")
+
+    def variables(self) -> dict[str, str]:
+        import json
+
+        try:
+            return json.loads(self.varsfile.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def set_variables(self, values: dict[str, str]) -> None:
+        """Kept beside the process; the next deploy or rollback starts with them."""
+        import json
+
+        fd = os.open(self.varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({**self.variables(), **values}, fh)
 
     def rollback(self, target) -> dict:
         return self.deploy(target.version)

@@ -18,6 +18,10 @@ LATEST = (
     "query deployments($input: DeploymentListInput!) { deployments(input: $input, first: 1) "
     "{ edges { node { id status } } } }"
 )
+UPSERT = (
+    "mutation variableCollectionUpsert($input: VariableCollectionUpsertInput!) "
+    "{ variableCollectionUpsert(input: $input) }"
+)
 VARIABLES = (
     "query variables($projectId: String!, $environmentId: String!, $serviceId: String) "
     "{ variables(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) }"
@@ -99,7 +103,20 @@ class RailwayProvider(Provider):
                 raise ProviderError(f"Railway deployment still {status} after {timeout:.0f} s")
             time.sleep(interval)
 
-    def variable_names(self) -> set[str]:
+    def set_variables(self, values: dict[str, str]) -> None:
+        self.graphql(
+            UPSERT,
+            {
+                "input": {
+                    **self._input(),
+                    "variables": values,
+                    "replace": False,
+                    "skipDeploys": True,
+                }
+            },
+        )
+
+    def variables(self) -> dict[str, str]:
         data = self.graphql(
             VARIABLES,
             {
@@ -108,4 +125,4 @@ class RailwayProvider(Provider):
                 "serviceId": self.config["service_id"],
             },
         )
-        return set((data.get("variables") or {}).keys())
+        return dict(data.get("variables") or {})

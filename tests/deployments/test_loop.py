@@ -233,3 +233,19 @@ def test_preflight_wants_a_recent_backup_and_can_take_one(
     check = d.checks.get(name="recent backup")
     assert not check.passed and "no good backup yet; taking one now" in check.detail
     assert Backup.objects.get(target=db_target).trigger == "pre-deploy"
+
+
+def test_local_variables_sync_at_once_without_the_two_person_rule(local_env, alice):
+    import os
+
+    from deployments.models import EnvironmentVariable
+
+    local_env.two_person_rule = False
+    local_env.save()
+    EnvironmentVariable.objects.create(environment=local_env, name="READ_ONLY", value="true")
+    assert local_env.variable_diff()["missing"] == ["READ_ONLY"]
+    sync = local_env.request_variable_sync(alice)
+    assert sync.status == "succeeded"
+    assert local_env.backend.variables() == {"READ_ONLY": "true"}
+    assert oct(os.stat(local_env.backend.varsfile).st_mode & 0o777) == "0o600"
+    assert not any(local_env.variable_diff().values())

@@ -187,3 +187,62 @@ def test_provider_config_is_validated_on_save(db, provider, config, message):
         Environment(
             name="x", provider=provider, provider_config=config, provider_secret="t"
         ).full_clean()
+
+
+def test_railway_variables_validate_by_name_and_sync_with_skip_deploys(
+    railway, httpserver, alice, bob
+):
+    from deployments.models import EnvironmentVariable
+    from deployments.providers.railway import UPSERT
+
+    seen = []
+    graphql_server(httpserver, ["SUCCESS"], seen=seen)
+    httpserver.clear_assertions()
+    for name, value in (
+        ("DATABASE_URL", "x"),
+        ("REDIS_URL", "changed"),
+        ("SENTRY_DSN", "https://k@s/1"),
+    ):
+        EnvironmentVariable.objects.create(environment=railway, name=name, value=value)
+    assert railway.variable_diff() == {
+        "missing": ["SENTRY_DSN"],
+        "extra": [],
+        "different": ["REDIS_URL"],
+    }
+    sync = railway.request_variable_sync(alice)
+    assert sync.status == "requested" and sync.names == ["REDIS_URL", "SENTRY_DSN"]
+    assert not any(b["query"] == UPSERT for b, _ in seen), "nothing pushed before approval"
+
+    def upsert(request):
+        body = json.loads(request.data)
+        seen.append((body, dict(request.headers)))
+        return Response(
+            json.dumps({"data": {"variableCollectionUpsert": True}}),
+            content_type="application/json",
+        )
+
+    httpserver.clear()
+    httpserver.expect_request("/graphql/v2").respond_with_handler(upsert)
+    sync.approve(bob, confirmation="production")
+    assert sync.status == "succeeded"
+    body = seen[-1][0]
+    assert body["query"] == UPSERT
+    assert body["variables"]["input"] == {
+        "projectId": "proj-1", "environmentId": "env-1", "serviceId": "svc-1",
+        "variables": {"DATABASE_URL": "x", "REDIS_URL": "changed", "SENTRY_DSN": "https://k@s/1"},
+        "replace": False, "skipDeploys": True,
+    }  # fmt: skip
+
+
+def test_the_admin_validate_action_shows_names_never_values(admin_client, railway, httpserver):
+    from deployments.models import EnvironmentVariable
+
+    graphql_server(httpserver, ["SUCCESS"])
+    EnvironmentVariable.objects.create(
+        environment=railway, name="REDIS_URL", value="redis://:topsecret@h/0"
+    )
+    response = admin_client.post("/admin/deployments/environment/",
+                                 {"action": "validate_variables", "_selected_action": [railway.pk]}, follow=True)  # fmt: skip
+    page = response.content.decode()
+    assert "different: REDIS_URL" in page and "extra: DATABASE_URL" in page
+    assert "topsecret" not in page and "redis://" not in page
