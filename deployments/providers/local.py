@@ -103,9 +103,10 @@ class LocalProvider(Provider):
         """Kept beside the process; the next deploy or rollback starts with them."""
         import json
 
+        merged = {**self.variables(), **values}
         fd = os.open(self.varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({**self.variables(), **values}, fh)
+            json.dump(merged, fh)
 
     def rollback(self, target) -> dict:
         return self.deploy(target.version)
