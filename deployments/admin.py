@@ -18,6 +18,7 @@ from deployments.models import (
 )
 from deployments.providers import ProviderError
 from opsconsole.approvals import ApprovalAdminMixin
+from opsconsole.charts import sparkline
 
 BADGES = {
     "succeeded": "state-ok",
@@ -148,7 +149,21 @@ class DeploymentAdmin(admin.ModelAdmin):
     search_fields = ("version", "external_id", "commit")
     inlines = [ChecksInline, SamplesInline]
     actions = ["request_rollback"]
-    readonly_fields = [f.name for f in Deployment._meta.fields]
+    readonly_fields = [*(f.name for f in Deployment._meta.fields), "health_chart"]
+
+    @admin.display(description="Watch")
+    def health_chart(self, deployment):
+        samples = list(deployment.samples.order_by("at"))
+        env = deployment.environment
+        return format_html(
+            "<div>error rate (%) {}</div><div>average response (ms) {}</div>",
+            sparkline(
+                [s.error_rate for s in samples], label="error rate", limit=env.max_error_rate
+            ),
+            sparkline(
+                [s.avg_ms for s in samples], label="average ms", limit=env.max_avg_response_ms
+            ),
+        )
 
     def has_add_permission(self, request):
         return False

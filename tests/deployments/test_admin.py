@@ -74,7 +74,28 @@ def test_the_deployment_page_shows_its_timeline(client, carol, db):
         login(client, carol).get(f"/admin/deployments/deployment/{new.pk}/change/").content.decode()
     )
     assert "Timeline of checks" in page and "expected [200]" in page
+    assert "no samples yet" in page
     assert (
         "request_rollback"
         not in login(client, carol).get("/admin/deployments/deployment/").content.decode()
     )
+
+
+def test_the_watch_is_drawn_as_svg_without_any_script(client, carol, db):
+    from deployments.models import HealthSample
+
+    *_, new = setup_env(db)
+    for rate in (0.0, 1.5, 9.0):
+        HealthSample.objects.create(
+            deployment=new,
+            error_rate=rate,
+            avg_ms=120,
+            p95_ms=200,
+            availability=100,
+            passed=rate < 5,
+        )
+    page = (
+        login(client, carol).get(f"/admin/deployments/deployment/{new.pk}/change/").content.decode()
+    )
+    chart = page.split('<svg class="sparkline"')[1].split("</svg>")[0]
+    assert "<polyline points=" in chart and 'class="limit"' in chart and "last 9, max 9" in chart
