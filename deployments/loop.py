@@ -495,7 +495,10 @@ def execute_rollback(request: RollbackRequest) -> RollbackRequest:
         },
     )
     try:
-        response = env.backend.rollback(target)
+        if env.gradual_rollback and env.backend.supports_weights:
+            response = _gradual(request, target)
+        else:
+            response = env.backend.rollback(target)
         RollbackRequest.objects.filter(pk=request.pk).update(
             status=RollbackRequest.Status.VERIFYING, provider_response=response
         )
@@ -528,6 +531,34 @@ def execute_rollback(request: RollbackRequest) -> RollbackRequest:
     resolve_incident(f"deploy:{env.pk}", reason=f"rolled back to {target.version}")
     request.refresh_from_db()
     return request
+
+
+def _gradual(request: RollbackRequest, target: Deployment) -> dict[str, Any]:
+    """Shift traffic to the target in steps, watching each; back out on a breach."""
+    env = request.environment
+    backend = env.backend
+    slot = backend.begin_gradual(target)
+    for percent in env.gradual_steps or [10, 50, 100]:
+        backend.set_share(slot, percent)
+        deadline = time.monotonic() + env.gradual_step_seconds
+        while True:
+            with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
+                values = probe(env, pool)
+            sample = HealthSample(deployment=target, **values, passed=True)
+            reason = env.breach_of(sample)
+            if reason or time.monotonic() >= deadline:
+                break
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        target.record_check(
+            Phase.ROLLBACK,
+            f"{percent} % of traffic",
+            reason is None,
+            reason or f"{values['error_rate']:.1f} % errors",
+        )
+        if reason:
+            backend.abort(slot)
+            raise ProviderError(f"gradual rollback stopped at {percent} %: {reason}")
+    return {"gradual": env.gradual_steps or [10, 50, 100], **backend.complete(slot)}
 
 
 def _verify_rollback(request: RollbackRequest, target: Deployment) -> str | None:

@@ -85,6 +85,16 @@ class Environment(models.Model):
         help_text="The environment's database: preflight wants a recent backup of it.",
     )
     backup_max_age_hours = models.PositiveIntegerField(default=24)
+    gradual_rollback = models.BooleanField(
+        default=False,
+        help_text="Shift traffic back in steps, watching each (providers with weights).",
+    )
+    gradual_steps = models.JSONField(
+        default=list, blank=True, help_text="Percentages, e.g. [10, 50, 100]."
+    )
+    gradual_step_seconds = models.PositiveIntegerField(
+        default=30, help_text="How long each step is watched."
+    )
     backup_before_deploy = models.BooleanField(
         default=False, help_text="When the newest backup is too old, take one now (pre-deploy)."
     )
@@ -100,6 +110,23 @@ class Environment(models.Model):
                 )
             except ValueError as exc:
                 raise ValidationError({"provider_config": str(exc)}) from None
+        if (
+            self.gradual_rollback
+            and self.provider
+            and not PROVIDERS[self.provider].supports_weights
+        ):
+            raise ValidationError(
+                {"gradual_rollback": f"{PROVIDERS[self.provider].label} has no traffic weights."}
+            )
+        steps = self.gradual_steps or []
+        if (
+            not isinstance(steps, list)
+            or not all(isinstance(x, int) and 0 < x <= 100 for x in steps)
+            or (steps and (steps != sorted(steps) or steps[-1] != 100))
+        ):
+            raise ValidationError(
+                {"gradual_steps": "Rising percentages ending at 100, e.g. [10, 50, 100]."}
+            )
         if not isinstance(self.endpoints, list) or not all(
             isinstance(e, dict) and str(e.get("path", "")).startswith("/") for e in self.endpoints
         ):

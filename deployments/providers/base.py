@@ -15,6 +15,9 @@ class ProviderError(Exception):
 class Provider:
     kind: ClassVar[str]
     label: ClassVar[str]
+    # Traffic weights make a gradual rollback possible: begin_gradual, set_share,
+    # complete, abort. Providers without them do not offer it at all.
+    supports_weights: ClassVar[bool] = False
 
     def __init__(self, environment):
         self.environment = environment

@@ -249,3 +249,71 @@ def test_local_variables_sync_at_once_without_the_two_person_rule(local_env, ali
     assert local_env.backend.variables() == {"READ_ONLY": "true"}
     assert oct(os.stat(local_env.backend.varsfile).st_mode & 0o777) == "0o600"
     assert not any(local_env.variable_diff().values())
+
+
+def rollback_ready(client, local_env, captured, bad_version):
+    v1 = deploy(client, local_env, "v1", "d1", captured)
+    settle(v1, local_env)
+    deploy(client, local_env, bad_version, "d2", captured)
+    return v1
+
+
+def test_a_gradual_rollback_shifts_traffic_in_steps_watching_each(
+    client, local_env, alice, bob, django_capture_on_commit_callbacks
+):
+    local_env.gradual_rollback, local_env.gradual_steps, local_env.gradual_step_seconds = (
+        True,
+        [10, 50, 100],
+        0,
+    )
+    local_env.full_clean()
+    local_env.save()
+    v1 = rollback_ready(client, local_env, django_capture_on_commit_callbacks, "v2")
+    request = loop.request_rollback(local_env, alice, reason="slow")
+    request.approve(bob, confirmation="production")
+    request = loop.execute_rollback(RollbackRequest.objects.get(pk=request.pk))
+    assert request.status == "succeeded", request.error
+    steps = list(
+        v1.checks.filter(phase="rollback", name__endswith="% of traffic").values_list(
+            "name", "passed"
+        )
+    )
+    assert steps == [
+        ("10 % of traffic", True),
+        ("50 % of traffic", True),
+        ("100 % of traffic", True),
+    ]
+    assert request.provider_response["gradual"] == [10, 50, 100]
+    assert local_env.backend.live_version() == "v1"
+
+
+def test_a_gradual_rollback_backs_out_when_a_step_breaches(
+    client, local_env, alice, bob, django_capture_on_commit_callbacks
+):
+    local_env.gradual_rollback, local_env.gradual_steps, local_env.gradual_step_seconds = (
+        True,
+        [50, 100],
+        0,
+    )
+    local_env.save()
+    v1 = rollback_ready(client, local_env, django_capture_on_commit_callbacks, "v2")
+    # The "good" old version turns out broken too: the first step must catch it.
+    Deployment.objects.filter(pk=v1.pk).update(version="v1-faulty")
+    request = loop.request_rollback(local_env, alice, reason="x")
+    request.approve(bob, confirmation="production")
+    request = loop.execute_rollback(RollbackRequest.objects.get(pk=request.pk))
+    assert request.status == "failed" and "stopped at 50 %" in request.error
+    assert local_env.backend.live_version() == "v2", "traffic went back to what was live"
+
+
+def test_gradual_rollback_is_refused_where_the_provider_has_no_weights(db):
+    from deployments.models import Environment
+
+    env = Environment(
+        name="k8s",
+        provider="command",
+        provider_config={"rollback": ["true"]},
+        gradual_rollback=True,
+    )
+    with pytest.raises(ValidationError, match="has no traffic weights"):
+        env.full_clean()
