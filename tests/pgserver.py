@@ -61,6 +61,27 @@ def ensure_binaries() -> Path:
 PASSWORD_ROLE = "pwcheck"
 
 
+def free_port_block(count: int) -> int:
+    """A port such that it and the next count-1 ports are free now."""
+    for _ in range(100):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                sockets.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no block of free ports found")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -143,7 +143,9 @@ class LocalProvider(Provider):
             if self._version_at(self.slot_port(slot)) == version:
                 return slot
             if not _running(pid):
-                raise ProviderError(f"version {version} exited while starting")
+                raise ProviderError(
+                    f"version {version} exited while starting (is port {self.slot_port(slot)} free?)"
+                )
             time.sleep(0.1)
         raise ProviderError(f"version {version} did not start within 15 s")
 

@@ -5,14 +5,14 @@ import pytest
 
 from deployments.models import Environment
 from opsconsole.webhooks import sign_timestamped
-from tests.pgserver import free_port
+from tests.pgserver import free_port_block
 
 SECRET = "deploy-signing-secret"
 
 
 @pytest.fixture
 def local_env(db):
-    port = free_port()
+    port = free_port_block(3)  # the router, and two slots for versions
     env = Environment(
         name="production", provider="local", provider_config={"port": port},
         base_url=f"http://127.0.0.1:{port}", webhook_secret=SECRET, rollback_mode="automatic",
