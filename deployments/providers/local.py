@@ -144,7 +144,8 @@ class LocalProvider(Provider):
                 return slot
             if not _running(pid):
                 raise ProviderError(
-                    f"version {version} exited while starting (is port {self.slot_port(slot)} free?)"
+                    f"version {version} exited while starting "
+                    f"(is port {self.slot_port(slot)} free?)"
                 )
             time.sleep(0.1)
         raise ProviderError(f"version {version} did not start within 15 s")
