@@ -294,6 +294,10 @@ def process(deployment: Deployment) -> None:
     deployment.refresh_from_db()
     if deployment.status == Status.PREFLIGHT:
         preflight(deployment)
+        # The pipeline goes on deploying; its "succeeded" webhook starts verification.
+        Deployment.objects.filter(pk=deployment.pk, status=Status.PREFLIGHT).update(
+            status=Status.DEPLOYING
+        )
         return
     if deployment.status != Status.VERIFYING:
         return
