@@ -47,6 +47,14 @@ def test_a_signed_webhook_records_the_deployment_once(client, env):
         ("audit", False),
         ("tests", True),
     ]
+    from deployments import loop
+
+    loop.process(deployment)
+    deployment.refresh_from_db()
+    assert deployment.status == "deploying"
+    assert deployment.checks.filter(
+        phase="preflight", name="nothing else in progress", passed=True
+    ).exists()
 
 
 def test_a_stale_timestamp_is_401(client, env):
