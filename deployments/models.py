@@ -110,13 +110,9 @@ class Environment(models.Model):
                 )
             except ValueError as exc:
                 raise ValidationError({"provider_config": str(exc)}) from None
-        if (
-            self.gradual_rollback
-            and self.provider
-            and not PROVIDERS[self.provider].supports_weights
-        ):
+        if self.gradual_rollback and self.provider and not self.backend.supports_weights:
             raise ValidationError(
-                {"gradual_rollback": f"{PROVIDERS[self.provider].label} has no traffic weights."}
+                {"gradual_rollback": f"{self.backend.label} has no traffic weights (set_weights)."}
             )
         steps = self.gradual_steps or []
         if (

@@ -6,7 +6,8 @@ import subprocess
 
 from deployments.providers.base import Provider, ProviderError
 
-PLACEHOLDERS = ("{version}", "{deployment_id}", "{environment}")
+PLACEHOLDERS = ("{version}", "{deployment_id}", "{environment}", "{percent}")
+TEMPLATES = ("deploy", "rollback", "status", "set_weights")
 
 
 class CommandProvider(Provider):
@@ -16,7 +17,7 @@ class CommandProvider(Provider):
     @classmethod
     def validate(cls, config, secret):
         config = super().validate(config, secret)
-        for key in ("rollback", "status"):
+        for key in TEMPLATES:
             value = config.get(key)
             if value is None:
                 continue
@@ -35,11 +36,19 @@ class CommandProvider(Provider):
             raise ValueError("timeout_seconds must be a positive number.")
         return config
 
-    def _run(self, key: str, target=None) -> subprocess.CompletedProcess:
+    @property
+    def supports_weights(self) -> bool:  # type: ignore[override]
+        """Only with a set_weights template: a gradual rollback is never faked."""
+        return bool(self.config.get("set_weights"))
+
+    def _run(
+        self, key: str, target=None, percent: int | None = None
+    ) -> subprocess.CompletedProcess:
         values = {
             "{version}": target.version if target else "",
             "{deployment_id}": target.external_id if target else "",
             "{environment}": self.environment.name,
+            "{percent}": "" if percent is None else str(percent),
         }
         argv = [values.get(arg, arg) for arg in self.config[key]]
         timeout = float(self.config.get("timeout_seconds", 300))
@@ -62,6 +71,20 @@ class CommandProvider(Provider):
     def rollback(self, target) -> dict:
         result = self._run("rollback", target)
         return {"stdout": result.stdout[-2000:], "stderr": result.stderr[-2000:]}
+
+    def begin_gradual(self, target):
+        if self.config.get("deploy"):
+            self._run("deploy", target)  # start the target beside what is live
+        return target
+
+    def set_share(self, target, percent: int) -> None:
+        self._run("set_weights", target, percent)
+
+    def complete(self, target) -> dict:
+        return {"stdout": self._run("set_weights", target, 100).stdout[-2000:]}
+
+    def abort(self, target) -> None:
+        self._run("set_weights", target, 0)
 
     def live_version(self) -> str | None:
         if not self.config.get("status"):

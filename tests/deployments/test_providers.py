@@ -246,3 +246,39 @@ def test_the_admin_validate_action_shows_names_never_values(admin_client, railwa
     page = response.content.decode()
     assert "different: REDIS_URL" in page and "extra: DATABASE_URL" in page
     assert "topsecret" not in page and "redis://" not in page
+
+
+def test_the_command_provider_rolls_back_gradually_through_set_weights(db, alice, bob, tmp_path):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deployments import loop
+
+    log = tmp_path / "weights.log"
+    script = f"import sys; open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + chr(10))"
+    env = command_env(db, rollback=["true"], deploy=[sys.executable, "-c", script, "deploy", "{version}"],
+                      set_weights=[sys.executable, "-c", script, "weights", "{version}", "{percent}"])  # fmt: skip
+    env.gradual_rollback, env.gradual_steps, env.gradual_step_seconds = True, [25, 100], 0
+    env.base_url, env.endpoints, env.probe_requests = "http://127.0.0.1:9", [], 1
+    env.full_clean()
+    env.save()
+    old = target(env)
+    Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=2),
+                                                live_at=timezone.now() - timedelta(hours=2))  # fmt: skip
+    Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed")
+    request = loop.request_rollback(env, alice, reason="x")
+    request.approve(bob, confirmation="staging")
+    loop.execute_rollback(request)
+    # Nothing answers on the health URL here, so the first step breaches and backs out.
+    assert log.read_text().splitlines() == ["deploy v1", "weights v1 25", "weights v1 0"]
+
+
+def test_without_set_weights_the_command_provider_offers_no_gradual_rollback(db):
+    from django.core.exceptions import ValidationError
+
+    env = Environment(
+        name="x", provider="command", provider_config={"rollback": ["true"]}, gradual_rollback=True
+    )
+    with pytest.raises(ValidationError, match="set_weights"):
+        env.full_clean()
