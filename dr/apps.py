@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class DrConfig(AppConfig):
     name = "dr"
     verbose_name = "Disaster recovery"
+
+    def ready(self) -> None:
+        from opsconsole import roles, schedules
+
+        schedules.register("dr.run_checks", "dr.tasks.run_checks", cron="* * * * * */30")
+        schedules.register("dr.prune_results", "dr.tasks.prune_results", cron="40 4 * * *")
+        roles.grant(roles.APPROVER, "dr.add_servicecheck", "dr.change_servicecheck")

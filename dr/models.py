@@ -1,1 +1,140 @@
-"""Models of the dr app."""
+"""Service health checks and their history."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from dr.checks import CHECK_KINDS
+from opsconsole.fields import EncryptedTextField
+
+
+class ServiceCheck(models.Model):
+    class State(models.TextChoices):
+        UNKNOWN = "unknown", "Unknown"
+        HEALTHY = "healthy", "Healthy"
+        DEGRADED = "degraded", "Degraded"
+        UNHEALTHY = "unhealthy", "Unhealthy"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=[(k, c.label) for k, c in CHECK_KINDS.items()])
+    config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='http: {"url", "expected_status", "keyword", "json_path", "json_value"} · '
+        'tcp: {"host", "port"} · postgres: {"max_lag_seconds"} · redis: {}',
+    )
+    secret = EncryptedTextField(
+        blank=True,
+        default="",
+        help_text="postgres / redis: the connection URL; http: an Authorization header.",
+    )
+    interval_seconds = models.PositiveIntegerField(default=30)
+    timeout_seconds = models.FloatField(default=5.0)
+    retries = models.PositiveIntegerField(
+        default=3, help_text="Consecutive failures before unhealthy."
+    )
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+        help_text="When the parent is unhealthy this check opens no incident of its own.",
+    )
+    runbook_url = models.URLField(blank=True)
+    enabled = models.BooleanField(default=True)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.UNKNOWN, editable=False
+    )
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    consecutive_successes = models.PositiveIntegerField(default=0, editable=False)
+    last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_latency_ms = models.FloatField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    next_due_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if not self.kind:
+            return
+        cls = CHECK_KINDS[self.kind]
+        try:
+            self.config = cls.validate(self.config or {}, self.secret or "")
+        except ValueError as exc:
+            raise ValidationError({"config": str(exc)}) from None
+        if self.enabled and not cls.configured(self.config, self.secret or ""):
+            raise ValidationError(
+                "Configure what to check before enabling it (a URL, host and port, or DSN)."
+            )
+        if self.timeout_seconds <= 0 or self.timeout_seconds > self.interval_seconds:
+            raise ValidationError({"timeout_seconds": "Positive, and no longer than the interval."})
+        ancestor, seen = self.parent, {self.pk}
+        while ancestor is not None:
+            if ancestor.pk in seen:
+                raise ValidationError({"parent": "A check cannot be its own ancestor."})
+            seen.add(ancestor.pk)
+            ancestor = ancestor.parent
+
+    @property
+    def runner(self):
+        return CHECK_KINDS[self.kind](self)
+
+    def record(self, ok: bool, latency_ms: float, note: str, now: datetime) -> tuple[str, str]:
+        """Apply one result to the state machine; returns (before, after)."""
+        before = self.state
+        if ok:
+            self.consecutive_successes += 1
+            self.consecutive_failures = 0
+            self.state = self.State.HEALTHY
+            self.last_error = ""
+        else:
+            self.consecutive_failures += 1
+            self.consecutive_successes = 0
+            self.last_error = note[:2000]
+            self.state = (
+                self.State.UNHEALTHY
+                if self.consecutive_failures >= self.retries
+                else self.State.DEGRADED
+            )
+        self.last_checked_at = now
+        self.last_latency_ms = round(latency_ms, 1)
+        self.next_due_at = now + timedelta(seconds=self.interval_seconds)
+        return before, self.state
+
+    def parent_unhealthy(self) -> ServiceCheck | None:
+        ancestor = self.parent
+        while ancestor is not None:
+            if ancestor.state == self.State.UNHEALTHY:
+                return ancestor
+            ancestor = ancestor.parent
+        return None
+
+
+class CheckResult(models.Model):
+    service_check = models.ForeignKey(
+        ServiceCheck, on_delete=models.CASCADE, related_name="results"
+    )
+    at = models.DateTimeField(db_index=True)
+    ok = models.BooleanField()
+    latency_ms = models.FloatField()
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["service_check", "at"], name="check_result_series")]
+
+    def __str__(self) -> str:
+        return f"{self.service_check} {'ok' if self.ok else 'failed'} at {self.at:%H:%M:%S}"
+
+    @classmethod
+    def prune(cls, older_than: timedelta = timedelta(days=90)) -> int:
+        return cls.objects.filter(at__lt=timezone.now() - older_than).delete()[0]

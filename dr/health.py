@@ -1,0 +1,96 @@
+"""Running due health checks: all at once, each bounded by its own timeout."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from alerts.incidents import raise_incident, resolve_incident
+from dr.checks import timed
+from dr.models import CheckResult, ServiceCheck
+
+log = logging.getLogger("opsconsole.dr.health")
+POOL = 64
+STATE_FIELDS = [
+    "state",
+    "consecutive_failures",
+    "consecutive_successes",
+    "last_checked_at",
+    "last_latency_ms",
+    "last_error",
+    "next_due_at",
+]
+
+
+def run_due(now: datetime | None = None) -> int:
+    """One scheduler tick: every due check concurrently, results saved in bulk."""
+    now = now or timezone.now()
+    due = list(
+        ServiceCheck.objects.filter(enabled=True, next_due_at__lte=now).select_related("parent")
+    )
+    if not due:
+        return 0
+    # A hanging target holds one thread for its own timeout, never the others.
+    with ThreadPoolExecutor(max_workers=min(POOL, len(due))) as pool:
+        outcomes = list(pool.map(lambda c: timed(c.runner), due))
+    finished = timezone.now()
+    changes = []
+    for check, (ok, latency, note) in zip(due, outcomes, strict=True):
+        changes.append((check, *check.record(ok, latency, note, finished)))
+    with transaction.atomic():
+        CheckResult.objects.bulk_create(
+            [
+                CheckResult(
+                    service_check=c, at=finished, ok=ok, latency_ms=round(lat, 1), detail=note[:500]
+                )
+                for c, (ok, lat, note) in zip(due, outcomes, strict=True)
+            ]
+        )
+        ServiceCheck.objects.bulk_update(due, STATE_FIELDS)
+    # Parents first, so a child sees its parent's new state.
+    by_pk = {c.pk: c for c in due}
+    for check, before, after in sorted(changes, key=lambda item: _depth(item[0])):
+        if check.parent_id in by_pk:
+            check.parent = by_pk[check.parent_id]
+        _door(check, before, after)
+    return len(due)
+
+
+def _depth(check: ServiceCheck) -> int:
+    depth, ancestor = 0, check.parent
+    while ancestor is not None and depth < 20:
+        depth, ancestor = depth + 1, ancestor.parent
+    return depth
+
+
+def _door(check: ServiceCheck, before: str, after: str) -> None:
+    fingerprint = f"check:{check.pk}"
+    if after == ServiceCheck.State.UNHEALTHY and before != after:
+        cause = check.parent_unhealthy()
+        if cause is not None:
+            # The stop to alert storms: the parent's incident covers its children.
+            log.warning("%s is unhealthy, caused by %s", check, cause, extra={"check": check.name})
+            return
+        raise_incident(
+            source="health",
+            fingerprint=fingerprint,
+            title=f"{check.name} is unhealthy: {check.last_error}",
+            priority="critical",
+            component=check.name,
+            details={
+                "check": check.name,
+                "kind": check.kind,
+                "error": check.last_error,
+                "failures": check.consecutive_failures,
+                "runbook": check.runbook_url,
+            },
+        )
+    elif after == ServiceCheck.State.HEALTHY and before in (
+        ServiceCheck.State.UNHEALTHY,
+        ServiceCheck.State.DEGRADED,
+    ):
+        resolve_incident(fingerprint, reason=f"{check.name} is healthy again")
