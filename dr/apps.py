@@ -10,4 +10,6 @@ class DrConfig(AppConfig):
 
         schedules.register("dr.run_checks", "dr.tasks.run_checks", cron="* * * * * */30")
         schedules.register("dr.prune_results", "dr.tasks.prune_results", cron="40 4 * * *")
+        schedules.register("dr.check_objectives", "dr.tasks.check_objectives", cron="5 * * * *")
+        schedules.register("dr.monthly_drills", "dr.tasks.monthly_drills", cron="0 5 1 * *")
         roles.grant(roles.APPROVER, "dr.add_servicecheck", "dr.change_servicecheck")

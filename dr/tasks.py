@@ -15,3 +15,17 @@ def prune_results() -> int:
     from dr.models import CheckResult
 
     return CheckResult.prune()
+
+
+@console_task
+def check_objectives() -> int:
+    from dr.drills import check_objectives
+
+    return check_objectives()
+
+
+@console_task
+def monthly_drills() -> int:
+    from dr.drills import drill_all
+
+    return drill_all()
