@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
-from dr.models import ServiceCheck
+from dr.models import RecoveryDrill, RecoveryObjective, ServiceCheck
 
 CSS = {"healthy": "state-ok", "degraded": "state-warn", "unhealthy": "state-bad"}
 
@@ -46,3 +46,65 @@ class ServiceCheckAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="{}">{}</span>', CSS.get(check.state, ""), check.get_state_display()
         )
+
+
+@admin.register(RecoveryObjective)
+class RecoveryObjectiveAdmin(admin.ModelAdmin):
+    list_display = ("target", "rpo", "rto", "drill_every_days")
+    actions = ["drill_now"]
+
+    @admin.display(description="Live RPO / target")
+    def rpo(self, objective):
+        live = objective.live_rpo()
+        if live is None:
+            return format_html('<span class="state-bad">{}</span>', "no backup")
+        minutes = live.total_seconds() / 60
+        css = "state-ok" if minutes <= objective.rpo_target_minutes else "state-bad"
+        return format_html(
+            '<span class="{}">{} / {} min</span>',
+            css,
+            f"{minutes:.0f}",
+            objective.rpo_target_minutes,
+        )
+
+    @admin.display(description="Measured RTO / target")
+    def rto(self, objective):
+        measured = objective.measured_rto()
+        if measured is None:
+            return format_html('<span class="state-warn">{}</span>', "no drill yet")
+        minutes = measured.total_seconds() / 60
+        css = "state-ok" if minutes <= objective.rto_target_minutes else "state-bad"
+        return format_html(
+            '<span class="{}">{} / {} min</span>',
+            css,
+            f"{minutes:.1f}",
+            objective.rto_target_minutes,
+        )
+
+    def has_drill_permission(self, request):
+        return request.user.has_perm("opsconsole.run_jobs")
+
+    @admin.action(description="Run a recovery drill now", permissions=["drill"])
+    def drill_now(self, request, queryset):
+        from django.db import transaction
+
+        from opsconsole.tasks import enqueue
+
+        for objective in queryset:
+            transaction.on_commit(
+                lambda pk=objective.target_id: enqueue("dr.tasks.drill_target", pk)
+            )
+        self.message_user(request, f"Queued {queryset.count()} drill(s).")
+
+
+@admin.register(RecoveryDrill)
+class RecoveryDrillAdmin(admin.ModelAdmin):
+    list_display = ("target", "status", "started_at", "duration_seconds", "rto_met")
+    list_filter = ("status", "target")
+    readonly_fields = [f.name for f in RecoveryDrill._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -6,10 +6,13 @@ class DrConfig(AppConfig):
     verbose_name = "Disaster recovery"
 
     def ready(self) -> None:
-        from opsconsole import roles, schedules
+        from opsconsole import roles, routes, schedules
+
+        routes.register("", "dr.urls")
 
         schedules.register("dr.run_checks", "dr.tasks.run_checks", cron="* * * * * */30")
         schedules.register("dr.prune_results", "dr.tasks.prune_results", cron="40 4 * * *")
         schedules.register("dr.check_objectives", "dr.tasks.check_objectives", cron="5 * * * *")
         schedules.register("dr.monthly_drills", "dr.tasks.monthly_drills", cron="0 5 1 * *")
+        roles.grant(roles.OPERATOR, "dr.add_recoveryobjective", "dr.change_recoveryobjective")
         roles.grant(roles.APPROVER, "dr.add_servicecheck", "dr.change_servicecheck")

@@ -29,3 +29,11 @@ def monthly_drills() -> int:
     from dr.drills import drill_all
 
     return drill_all()
+
+
+@console_task
+def drill_target(target_id: int) -> str:
+    from backups.models import DatabaseTarget
+    from dr.drills import run_drill
+
+    return run_drill(DatabaseTarget.objects.get(pk=target_id)).status
