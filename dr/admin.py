@@ -1,7 +1,15 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
-from dr.models import RecoveryDrill, RecoveryObjective, ServiceCheck
+from dr.models import (
+    RecoveryDrill,
+    RecoveryObjective,
+    Runbook,
+    RunbookExecution,
+    RunbookStep,
+    ServiceCheck,
+    StepRecord,
+)
 
 CSS = {"healthy": "state-ok", "degraded": "state-warn", "unhealthy": "state-bad"}
 
@@ -107,4 +115,51 @@ class RecoveryDrillAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+class StepsInline(admin.TabularInline):
+    model = RunbookStep
+    extra = 1
+
+
+@admin.register(Runbook)
+class RunbookAdmin(admin.ModelAdmin):
+    list_display = ("scenario", "owner", "step_count")
+    inlines = [StepsInline]
+    actions = ["start_execution"]
+
+    @admin.display(description="Steps")
+    def step_count(self, runbook):
+        return runbook.steps.count()
+
+    def has_start_permission(self, request):
+        return request.user.has_perm("opsconsole.acknowledge_incident")
+
+    @admin.action(description="Start working this runbook", permissions=["start"])
+    def start_execution(self, request, queryset):
+        for runbook in queryset:
+            execution = runbook.start(request.user)
+            self.log_addition(request, execution, "Started")
+        self.message_user(request, "Started; check the steps off under Runbook executions.")
+
+
+class RecordsInline(admin.TabularInline):
+    model = StepRecord
+    extra = 0
+    fields = ("step", "done_by", "done_at", "notes")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RunbookExecution)
+class RunbookExecutionAdmin(admin.ModelAdmin):
+    list_display = ("runbook", "incident", "started_by", "started_at", "finished_at")
+    readonly_fields = ("runbook", "incident", "started_by", "started_at", "finished_at")
+    inlines = [RecordsInline]
+
+    def has_add_permission(self, request):
         return False

@@ -14,5 +14,13 @@ class DrConfig(AppConfig):
         schedules.register("dr.prune_results", "dr.tasks.prune_results", cron="40 4 * * *")
         schedules.register("dr.check_objectives", "dr.tasks.check_objectives", cron="5 * * * *")
         schedules.register("dr.monthly_drills", "dr.tasks.monthly_drills", cron="0 5 1 * *")
-        roles.grant(roles.OPERATOR, "dr.add_recoveryobjective", "dr.change_recoveryobjective")
+        roles.grant(
+            roles.OPERATOR,
+            "dr.add_recoveryobjective",
+            "dr.change_recoveryobjective",
+            "dr.add_runbook",
+            "dr.change_runbook",
+            "dr.add_runbookstep",
+            "dr.change_runbookstep",
+        )
         roles.grant(roles.APPROVER, "dr.add_servicecheck", "dr.change_servicecheck")

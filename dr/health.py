@@ -86,7 +86,7 @@ def _door(check: ServiceCheck, before: str, after: str) -> None:
                 "kind": check.kind,
                 "error": check.last_error,
                 "failures": check.consecutive_failures,
-                "runbook": check.runbook_url,
+                "runbook": check.runbook.scenario if check.runbook_id else check.runbook_url,
             },
         )
     elif after == ServiceCheck.State.HEALTHY and before in (

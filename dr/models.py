@@ -46,6 +46,9 @@ class ServiceCheck(models.Model):
         help_text="When the parent is unhealthy this check opens no incident of its own.",
     )
     runbook_url = models.URLField(blank=True)
+    runbook = models.ForeignKey(
+        "Runbook", null=True, blank=True, on_delete=models.SET_NULL, related_name="checks"
+    )
     enabled = models.BooleanField(default=True)
     state = models.CharField(
         max_length=10, choices=State.choices, default=State.UNKNOWN, editable=False
@@ -218,3 +221,96 @@ class RecoveryDrill(models.Model):
 
     def __str__(self) -> str:
         return f"drill of {self.target} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class Runbook(models.Model):
+    scenario = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["scenario"]
+
+    def __str__(self) -> str:
+        return self.scenario
+
+    def start(self, user, incident=None) -> RunbookExecution:
+        return RunbookExecution.objects.create(runbook=self, started_by=user, incident=incident)
+
+
+class RunbookStep(models.Model):
+    runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["runbook", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["runbook", "position"], name="runbook_step_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.text[:60]}"
+
+
+class RunbookExecution(models.Model):
+    runbook = models.ForeignKey(Runbook, on_delete=models.PROTECT, related_name="executions")
+    incident = models.ForeignKey(
+        "alerts.Incident", null=True, blank=True, on_delete=models.SET_NULL
+    )
+    started_by = models.ForeignKey(
+        "auth.User", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.runbook} started {self.started_at:%Y-%m-%d %H:%M}"
+
+    def check_off(self, step: RunbookStep, user, notes: str = "") -> StepRecord:
+        """Who did which step, when, with what notes; the last step finishes the execution."""
+        from django.core.exceptions import PermissionDenied
+
+        if not user.has_perm("opsconsole.acknowledge_incident"):
+            raise PermissionDenied("You may not work runbooks.")
+        if step.runbook_id != self.runbook_id:
+            raise ValidationError("That step belongs to another runbook.")
+        record, _ = StepRecord.objects.update_or_create(
+            execution=self,
+            step=step,
+            defaults={"done_by": user, "done_at": timezone.now(), "notes": notes},
+        )
+        if self.records.count() == self.runbook.steps.count():
+            RunbookExecution.objects.filter(pk=self.pk).update(finished_at=timezone.now())
+            self.refresh_from_db()
+        if self.incident_id:
+            self.incident.log(
+                "note",
+                f"runbook {self.runbook}: step {step.position} done. {notes}".strip(),
+                user=user,
+            )
+        return record
+
+
+class StepRecord(models.Model):
+    execution = models.ForeignKey(
+        RunbookExecution, on_delete=models.CASCADE, related_name="records"
+    )
+    step = models.ForeignKey(RunbookStep, on_delete=models.PROTECT)
+    done_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    done_at = models.DateTimeField()
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["step__position"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "step"], name="one_record_per_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"step {self.step.position} by {self.done_by}"
