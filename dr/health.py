@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -15,6 +15,7 @@ from dr.models import CheckResult, ServiceCheck
 
 log = logging.getLogger("opsconsole.dr.health")
 POOL = 64
+TICK_GRACE_SECONDS = 3
 STATE_FIELDS = [
     "state",
     "consecutive_failures",
@@ -29,15 +30,17 @@ STATE_FIELDS = [
 def run_due(now: datetime | None = None) -> int:
     """One scheduler tick: every due check concurrently, results saved in bulk."""
     now = now or timezone.now()
+    # A tick that comes a moment early still serves the checks due in that moment.
+    horizon = now + timedelta(seconds=TICK_GRACE_SECONDS)
     due = list(
-        ServiceCheck.objects.filter(enabled=True, next_due_at__lte=now).select_related("parent")
+        ServiceCheck.objects.filter(enabled=True, next_due_at__lte=horizon).select_related("parent")
     )
     if not due:
         return 0
     # A hanging target holds one thread for its own timeout, never the others.
     with ThreadPoolExecutor(max_workers=min(POOL, len(due))) as pool:
         outcomes = list(pool.map(lambda c: timed(c.runner), due))
-    finished = timezone.now()
+    finished = max(timezone.now(), now)
     changes = []
     for check, (ok, latency, note) in zip(due, outcomes, strict=True):
         changes.append((check, *check.record(ok, latency, note, finished)))

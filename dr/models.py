@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
@@ -110,7 +111,11 @@ class ServiceCheck(models.Model):
             )
         self.last_checked_at = now
         self.last_latency_ms = round(latency_ms, 1)
-        self.next_due_at = now + timedelta(seconds=self.interval_seconds)
+        # Keep to the schedule, not to when the run happened to finish: the next
+        # slot after the one just served (skipping slots missed while no worker ran).
+        interval = timedelta(seconds=self.interval_seconds)
+        slots = max(1, math.ceil((now - self.next_due_at) / interval))
+        self.next_due_at = self.next_due_at + slots * interval
         return before, self.state
 
     def parent_unhealthy(self) -> ServiceCheck | None:

@@ -203,3 +203,17 @@ def test_validation_messages(db):
             timeout_seconds=60,
             interval_seconds=30,
         ).full_clean()
+
+
+def test_checks_keep_to_their_schedule_not_to_when_a_run_finished(db, httpserver):
+    httpserver.expect_request("/health").respond_with_data("ok")
+    check = http_check(httpserver, "api", "/health")
+    first_due = check.next_due_at
+    tick()
+    check.refresh_from_db()
+    assert check.next_due_at == first_due + timedelta(seconds=30)
+    # A worker that was gone for five minutes skips the missed slots instead of bursting.
+    tick(300)
+    check.refresh_from_db()
+    assert check.next_due_at > timezone.now() + timedelta(seconds=300 - 31)
+    assert (check.next_due_at - first_due).total_seconds() % 30 == 0
