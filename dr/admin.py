@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from dr.models import (
+    FailoverAction,
+    FailoverRun,
     RecoveryDrill,
     RecoveryObjective,
     Runbook,
@@ -10,6 +12,7 @@ from dr.models import (
     ServiceCheck,
     StepRecord,
 )
+from opsconsole.approvals import ApprovalAdminMixin
 
 CSS = {"healthy": "state-ok", "degraded": "state-warn", "unhealthy": "state-bad"}
 
@@ -160,6 +163,42 @@ class RunbookExecutionAdmin(admin.ModelAdmin):
     list_display = ("runbook", "incident", "started_by", "started_at", "finished_at")
     readonly_fields = ("runbook", "incident", "started_by", "started_at", "finished_at")
     inlines = [RecordsInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(FailoverAction)
+class FailoverActionAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "automatic")
+    fields = ("name", "kind", "config", "secret", "automatic")
+    actions = ["request_run"]
+
+    def has_request_permission(self, request):
+        return request.user.has_perm(FailoverRun.REQUEST_PERMISSION)
+
+    @admin.action(description="Request to run it", permissions=["request"])
+    def request_run(self, request, queryset):
+        for action in queryset:
+            run = action.request(request.user, reason=f"requested by {request.user}")
+            self.log_addition(request, run, "Requested")
+            self.message_user(request, f"{action}: {run.get_status_display().lower()}")
+
+
+@admin.register(FailoverRun)
+class FailoverRunAdmin(ApprovalAdminMixin, admin.ModelAdmin):
+    list_display = ("__str__", "status", "requested_by", "decided_by", "requested_at")
+    readonly_fields = (
+        "action",
+        "reason",
+        "status",
+        "requested_by",
+        "decided_by",
+        "decided_at",
+        "result",
+        "error",
+    )
+    fields = readonly_fields
 
     def has_add_permission(self, request):
         return False

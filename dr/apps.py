@@ -23,4 +23,10 @@ class DrConfig(AppConfig):
             "dr.add_runbookstep",
             "dr.change_runbookstep",
         )
-        roles.grant(roles.APPROVER, "dr.add_servicecheck", "dr.change_servicecheck")
+        roles.grant(
+            roles.APPROVER,
+            "dr.add_servicecheck",
+            "dr.change_servicecheck",
+            "dr.add_failoveraction",
+            "dr.change_failoveraction",
+        )

@@ -10,7 +10,9 @@ from django.db import models
 from django.utils import timezone
 
 from dr.checks import CHECK_KINDS
+from dr.failover import ACTION_KINDS as FAILOVER_KINDS
 from opsconsole.fields import EncryptedTextField
+from opsconsole.models import ApprovalRequest
 
 
 class ServiceCheck(models.Model):
@@ -319,3 +321,104 @@ class StepRecord(models.Model):
 
     def __str__(self) -> str:
         return f"step {self.step.position} by {self.done_by}"
+
+
+class FailoverAction(models.Model):
+    """A prepared step for a bad day: run on approval, or at once when marked automatic."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(
+        max_length=20, choices=[(k, c.label) for k, c in FAILOVER_KINDS.items()]
+    )
+    config = models.JSONField(default=dict, blank=True)
+    secret = EncryptedTextField(
+        blank=True, default="", help_text="A token or connection URL the action needs."
+    )
+    automatic = models.BooleanField(
+        default=False, help_text="Runs without approval when requested."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.kind:
+            try:
+                self.config = FAILOVER_KINDS[self.kind].validate(
+                    self.config or {}, self.secret or ""
+                )
+            except ValueError as exc:
+                raise ValidationError({"config": str(exc)}) from None
+
+    def request(self, user, reason: str = "") -> FailoverRun:
+        FailoverRun.check_can_request(user)
+        run = FailoverRun.objects.create(action=self, requested_by=user, reason=reason)
+        if self.automatic:
+            FailoverRun.objects.filter(pk=run.pk).update(
+                status=FailoverRun.Status.APPROVED, decision_note="automatic action"
+            )
+            run.refresh_from_db()
+            run.execute()
+        return run
+
+
+class FailoverRun(ApprovalRequest):
+    REQUEST_PERMISSION = "opsconsole.request_failover"
+    APPROVE_PERMISSION = "opsconsole.approve_failover"
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        APPROVED = "approved", "Approved"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
+    action = models.ForeignKey(FailoverAction, on_delete=models.PROTECT, related_name="runs")
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} ({self.get_status_display().lower()})"
+
+    def confirmation_phrase(self) -> str:
+        return self.action.name
+
+    def approve(self, user, *, confirmation: str, note: str = "") -> None:
+        super().approve(user, confirmation=confirmation, note=note)
+        self.execute()
+
+    def execute(self) -> None:
+        from dr.failover import FailoverError
+
+        if not FailoverRun.objects.filter(pk=self.pk, status=self.Status.APPROVED).exists():
+            return
+        try:
+            result = FAILOVER_KINDS[self.action.kind](self.action).run()
+        except FailoverError as exc:
+            FailoverRun.objects.filter(pk=self.pk).update(
+                status=self.Status.FAILED, error=str(exc)[:4000], finished_at=timezone.now()
+            )
+            from alerts.incidents import raise_incident
+
+            raise_incident(
+                source="dr",
+                fingerprint=f"failover:{self.action_id}",
+                title=f"Failover action {self.action} failed",
+                priority="critical",
+                component="dr",
+                details={"error": str(exc)[:500]},
+            )
+        else:
+            FailoverRun.objects.filter(pk=self.pk).update(
+                status=self.Status.SUCCEEDED, result=result, finished_at=timezone.now()
+            )
+        self.refresh_from_db()
