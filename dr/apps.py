@@ -6,7 +6,14 @@ class DrConfig(AppConfig):
     verbose_name = "Disaster recovery"
 
     def ready(self) -> None:
-        from opsconsole import roles, routes, schedules
+        from dr.panels import recovery_panel
+        from opsconsole import dashboard, roles, routes, schedules
+
+        dashboard.register(
+            dashboard.Panel(
+                "recovery", "Service health and recovery", "dr/panel.html", recovery_panel, order=20
+            )
+        )
 
         routes.register("", "dr.urls")
 

@@ -96,3 +96,13 @@ def test_measured_rto_is_the_median_of_recent_drills(db, target):
         RecoveryDrill.objects.create(target=target, status="succeeded", duration_seconds=seconds)
     RecoveryDrill.objects.create(target=target, status="failed", duration_seconds=5)
     assert objective.measured_rto() == timedelta(seconds=200)
+
+
+def test_the_dashboard_shows_rpo_and_rto_against_targets_in_colour(client, carol, target):
+    from tests.conftest import login
+
+    RecoveryObjective.objects.create(target=target, rpo_target_minutes=60, rto_target_minutes=240)
+    page = login(client, carol).get("/admin/").content.decode()
+    panel = page.split('id="panel-recovery"')[1].split("</section>")[0]
+    assert "drilled" in panel and "/ 60 min" in panel and "no drill" in panel
+    assert 'class="state-ok">0 / 60 min' in panel and 'class="state-bad">never' in panel
