@@ -91,7 +91,7 @@ def standby(pg):
         run_as = ["runuser", "-u", "postgres", "--"]
     primary = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
     subprocess.run([*run_as, str(bindir / "pg_basebackup"), "-h", primary["host"], "-p", str(primary["port"]),
-                    "-U", "postgres", "-D", str(data), "-R", "-X", "stream"], check=True, timeout=120,
+                    "-U", "postgres", "-D", str(data), "-R", "-X", "stream", "--checkpoint=fast"], check=True, timeout=120,
                    capture_output=True)  # fmt: skip
     port = free_port()
     process = subprocess.Popen([*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sock),
