@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from deployments.providers import PROVIDERS
 from opsconsole.fields import EncryptedTextField
-from opsconsole.models import ApprovalRequest
+from opsconsole.models import ApprovalRequest, RunStatus
 
 
 def default_endpoints() -> list[dict]:
@@ -409,13 +409,7 @@ class VariableSyncRequest(ApprovalRequest):
     REQUEST_PERMISSION = "opsconsole.run_jobs"
     APPROVE_PERMISSION = "opsconsole.approve_rollback"
 
-    class Status(models.TextChoices):
-        REQUESTED = "requested", "Requested"
-        APPROVED = "approved", "Approved"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        REJECTED = "rejected", "Rejected"
-        CANCELLED = "cancelled", "Cancelled"
+    Status = RunStatus
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
     environment = models.ForeignKey(

@@ -12,7 +12,7 @@ from django.utils import timezone
 from dr.checks import CHECK_KINDS
 from dr.failover import ACTION_KINDS as FAILOVER_KINDS
 from opsconsole.fields import EncryptedTextField
-from opsconsole.models import ApprovalRequest
+from opsconsole.models import ApprovalRequest, RunStatus
 
 
 class ServiceCheck(models.Model):
@@ -369,13 +369,7 @@ class FailoverRun(ApprovalRequest):
     REQUEST_PERMISSION = "opsconsole.request_failover"
     APPROVE_PERMISSION = "opsconsole.approve_failover"
 
-    class Status(models.TextChoices):
-        REQUESTED = "requested", "Requested"
-        APPROVED = "approved", "Approved"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        REJECTED = "rejected", "Rejected"
-        CANCELLED = "cancelled", "Cancelled"
+    Status = RunStatus
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
     action = models.ForeignKey(FailoverAction, on_delete=models.PROTECT, related_name="runs")

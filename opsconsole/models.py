@@ -71,6 +71,17 @@ class ApprovalStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class RunStatus(models.TextChoices):
+    """For requests that, once approved, simply run: a sync, a failover action."""
+
+    REQUESTED = "requested", "Requested"
+    APPROVED = "approved", "Approved"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
 class ApprovalRequest(models.Model):
     """Request → approve → execute, with the two-person rule enforced here, not in the UI.
 
