@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import random
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from common import console_database, machine, start, stop
+from common import console_database, gunicorn, machine
 
 BATCH = 1000
 BATCHES = int(sys.argv[1]) if len(sys.argv) > 1 else 500
@@ -43,8 +41,6 @@ def batches(count: int) -> list[list[dict]]:
 def main() -> None:
     import httpx
 
-    from tests.pgserver import free_port
-
     with console_database() as env:
         from django.utils import timezone
 
@@ -63,32 +59,8 @@ def main() -> None:
         MetricSample.objects.all().delete()
 
         _, token = ApiToken.issue("bench")
-        port = free_port()
-        log = Path(tempfile.mkdtemp()) / "gunicorn.log"
-        web = start(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "opsconsole.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--timeout",
-                "120",
-            ],
-            env,
-            log,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}/api/metrics"
-            for _ in range(100):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        with gunicorn(env) as base:
+            url = f"{base}/api/metrics"
             bodies = [json.dumps(b).encode() for b in work]
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
             statuses: list[int] = []
@@ -111,8 +83,6 @@ def main() -> None:
             for t in threads:
                 t.join()
             elapsed = time.perf_counter() - started
-        finally:
-            stop(web)
         accepted = sum(1 for s in statuses if s == 202)
         rate = accepted * BATCH / elapsed
         stored = MetricSample.objects.count()

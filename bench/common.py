@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,41 @@ def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], workers: int = 2):
+    """The console under gunicorn on a free port; yields its base URL once /health answers."""
+    import httpx
+
+    from tests.pgserver import free_port
+
+    port = free_port()
+    log = Path(tempfile.mkdtemp()) / "gunicorn.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "opsconsole.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--timeout",
+        "120",
+    ]
+    web = start(argv, env, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        stop(web)
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import console_database, machine, percentile, start, stop
+from common import console_database, gunicorn, machine, percentile
 
 REQUESTS = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 CLIENTS = 4
@@ -58,9 +57,6 @@ def hammer(
 
 
 def main() -> None:
-    import httpx
-
-    from tests.pgserver import free_port
 
     with console_database() as env:
         from deployments.models import Deployment, Environment
@@ -72,32 +68,7 @@ def main() -> None:
             provider_config={"port": 18999},
             webhook_secret=SECRET,
         )
-        port = free_port()
-        log = Path(tempfile.mkdtemp()) / "gunicorn.log"
-        web = start(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "opsconsole.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--timeout",
-                "60",
-            ],
-            env,
-            log,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    httpx.get(f"{base}/health", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        with gunicorn(env) as base:
             bodies = []
             for i in range(REQUESTS):
                 # Half new deployments, half status updates of earlier ones (the idempotent path).
@@ -117,8 +88,6 @@ def main() -> None:
                 f"{base}/health", [(None, {})] * REQUESTS, CLIENTS
             )
             elapsed, lat, statuses = hammer(f"{base}/webhooks/deploy", bodies, CLIENTS)
-        finally:
-            stop(web)
         ok = sum(1 for s in statuses if s in (200, 201))
         from collections import Counter
 

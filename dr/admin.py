@@ -66,30 +66,16 @@ class RecoveryObjectiveAdmin(admin.ModelAdmin):
 
     @admin.display(description="Live RPO / target")
     def rpo(self, objective):
-        live = objective.live_rpo()
-        if live is None:
-            return format_html('<span class="state-bad">{}</span>', "no backup")
-        minutes = live.total_seconds() / 60
-        css = "state-ok" if minutes <= objective.rpo_target_minutes else "state-bad"
+        o = objective.summary()
         return format_html(
-            '<span class="{}">{} / {} min</span>',
-            css,
-            f"{minutes:.0f}",
-            objective.rpo_target_minutes,
+            '<span class="{}">{} / {} min</span>', o["rpo_css"], o["rpo"], o["rpo_target"]
         )
 
     @admin.display(description="Measured RTO / target")
     def rto(self, objective):
-        measured = objective.measured_rto()
-        if measured is None:
-            return format_html('<span class="state-warn">{}</span>', "no drill yet")
-        minutes = measured.total_seconds() / 60
-        css = "state-ok" if minutes <= objective.rto_target_minutes else "state-bad"
+        o = objective.summary()
         return format_html(
-            '<span class="{}">{} / {} min</span>',
-            css,
-            f"{minutes:.1f}",
-            objective.rto_target_minutes,
+            '<span class="{}">{} / {} min</span>', o["rto_css"], o["rto"], o["rto_target"]
         )
 
     def has_drill_permission(self, request):

@@ -180,6 +180,36 @@ class RecoveryObjective(models.Model):
         )
         return timedelta(seconds=statistics.median(durations)) if durations else None
 
+    def summary(self, now: datetime | None = None) -> dict:
+        """What the dashboard and the admin show: live RPO, measured RTO, last drill, in colour."""
+        now = now or timezone.now()
+        rpo, rto = self.live_rpo(now), self.measured_rto()
+        drill = (
+            self.target.drills.filter(status=RecoveryDrill.Status.SUCCEEDED)
+            .order_by("-started_at")
+            .first()
+        )
+        drill_ok = drill is not None and now - drill.started_at <= timedelta(
+            days=self.drill_every_days
+        )
+        rpo_ok = rpo is not None and rpo <= timedelta(minutes=self.rpo_target_minutes)
+        rto_css = (
+            "state-warn"
+            if rto is None
+            else ("state-ok" if rto <= timedelta(minutes=self.rto_target_minutes) else "state-bad")
+        )
+        return {
+            "target": self.target.name,
+            "rpo": "none" if rpo is None else f"{rpo.total_seconds() / 60:.0f}",
+            "rpo_target": self.rpo_target_minutes,
+            "rpo_css": "state-ok" if rpo_ok else "state-bad",
+            "rto": "no drill" if rto is None else f"{rto.total_seconds() / 60:.1f}",
+            "rto_target": self.rto_target_minutes,
+            "rto_css": rto_css,
+            "last_drill": "never" if drill is None else f"{(now - drill.started_at).days} d ago",
+            "drill_css": "state-ok" if drill_ok else "state-bad",
+        }
+
     def breaches(self, now: datetime | None = None) -> list[str]:
         now = now or timezone.now()
         problems = []

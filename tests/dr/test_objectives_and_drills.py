@@ -106,3 +106,10 @@ def test_the_dashboard_shows_rpo_and_rto_against_targets_in_colour(client, carol
     panel = page.split('id="panel-recovery"')[1].split("</section>")[0]
     assert "drilled" in panel and "/ 60 min" in panel and "no drill" in panel
     assert 'class="state-ok">0 / 60 min' in panel and 'class="state-bad">never' in panel
+
+
+def test_the_admin_list_shows_the_same_rpo_and_rto(admin_client, target):
+    RecoveryObjective.objects.create(target=target, rpo_target_minutes=60)
+    page = admin_client.get("/admin/dr/recoveryobjective/").content.decode()
+    assert '<span class="state-ok">0 / 60 min</span>' in page
+    assert '<span class="state-warn">no drill / 240 min</span>' in page
