@@ -51,7 +51,7 @@ def test_backup_to_local_storage_and_restore_into_a_new_database(
     for table in ("users", "videos", "search_logs"):
         assert after[table] == before[table], table
     assert before["logs"][0] == 1000 and after["logs"][0] == 0, "logs: schema kept, data excluded"
-    assert set(result["timings"]) == {"download_decrypt_decompress", "restore", "verify"}
+    assert set(result["timings"]) == {"download", "decrypt_decompress", "restore", "verify"}
 
 
 def test_backup_to_s3_streams_a_multipart_upload_with_metadata(
@@ -236,6 +236,42 @@ def test_sqlite_targets_use_the_online_backup_api(db, local_storage, tmp_path):
     pipeline.extract(backup, out)
     with sqlite3.connect(out) as conn:
         assert conn.execute("SELECT count(*), sum(x) FROM t").fetchone() == (1000, sum(range(1000)))
+
+
+def test_extract_tells_time_waiting_on_storage_from_decrypting(
+    db, local_storage, tmp_path, monkeypatch
+):
+    """The stages stream into each other; a slow store shows up as download, not decryption."""
+    import sqlite3
+    import time
+
+    from backups.storages import STORAGE_KINDS
+
+    source = tmp_path / "app.sqlite3"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    target = DatabaseTarget.objects.create(
+        name="embedded", engine="sqlite", dsn=f"sqlite:///{source}"
+    )
+    backup = run_backup(new_backup(target, local_storage))
+    local = STORAGE_KINDS["local"]
+    real_open = local.open_reader
+
+    class SlowReader:
+        def __init__(self, raw):
+            self.raw = raw
+
+        def read(self, size=-1):
+            time.sleep(0.1)
+            return self.raw.read(size)
+
+        def close(self):
+            self.raw.close()
+
+    monkeypatch.setattr(local, "open_reader", lambda self, key: SlowReader(real_open(self, key)))
+    timings = pipeline.extract(backup, tmp_path / "out.sqlite3")
+    assert timings["download"] >= 0.2, timings
+    assert timings["decrypt_decompress"] < timings["download"], timings
 
 
 def test_after_a_key_rotation_old_backups_still_restore(pg, target, local_storage):

@@ -44,7 +44,7 @@ def test_a_drill_restores_checks_times_and_drops_the_scratch_database(pg, target
     drill = run_drill(target)
     assert drill.status == "succeeded", drill.error
     assert drill.duration_seconds > 0 and drill.rto_met is True
-    assert set(drill.timings) == {"download_decrypt_decompress", "restore", "verify"}
+    assert set(drill.timings) == {"download", "decrypt_decompress", "restore", "verify"}
     assert drill.scratch_database.startswith("drill_") and databases(pg) == before, (
         "scratch dropped"
     )
