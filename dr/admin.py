@@ -1,5 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from dr.models import (
     FailoverAction,
@@ -10,7 +16,6 @@ from dr.models import (
     RunbookExecution,
     RunbookStep,
     ServiceCheck,
-    StepRecord,
 )
 from opsconsole.approvals import ApprovalAdminMixin
 
@@ -110,6 +115,7 @@ class RecoveryDrillAdmin(admin.ModelAdmin):
 class StepsInline(admin.TabularInline):
     model = RunbookStep
     extra = 1
+    fields = ("position", "text", "action")
 
 
 @admin.register(Runbook)
@@ -127,31 +133,117 @@ class RunbookAdmin(admin.ModelAdmin):
 
     @admin.action(description="Start working this runbook", permissions=["start"])
     def start_execution(self, request, queryset):
+        execution = None
         for runbook in queryset:
             execution = runbook.start(request.user)
             self.log_addition(request, execution, "Started")
+        if queryset.count() == 1 and execution is not None:
+            return HttpResponseRedirect(
+                reverse("admin:dr_runbookexecution_change", args=[execution.pk])
+            )
         self.message_user(request, "Started; check the steps off under Runbook executions.")
 
 
-class RecordsInline(admin.TabularInline):
-    model = StepRecord
-    extra = 0
-    fields = ("step", "done_by", "done_at", "notes")
-    readonly_fields = fields
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
+RUN_CSS = {"succeeded": "state-ok", "failed": "state-bad", "rejected": "state-bad"}
 
 
 @admin.register(RunbookExecution)
 class RunbookExecutionAdmin(admin.ModelAdmin):
+    """Work a runbook: the change page lists the steps, each checked off with its own form."""
+
     list_display = ("runbook", "incident", "started_by", "started_at", "finished_at")
     readonly_fields = ("runbook", "incident", "started_by", "started_at", "finished_at")
-    inlines = [RecordsInline]
+    change_form_template = "admin/dr/runbookexecution/change_form.html"
 
     def has_add_permission(self, request):
         return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("start/", view(self.start_view), name="dr_runbookexecution_start"),
+            path(
+                "<int:pk>/steps/<int:step_pk>/",
+                view(require_POST(self.step_view)),
+                name="dr_runbookexecution_step",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        execution = self.get_object(request, object_id)
+        rows = []
+        if execution is not None:
+            records = {
+                r.step_id: r
+                for r in execution.records.select_related("done_by", "run", "run__action")
+            }
+            for step in execution.runbook.steps.select_related("action"):
+                record = records.get(step.pk)
+                run = record.run if record else None
+                rows.append(
+                    {
+                        "step": step,
+                        "record": record,
+                        "run": run,
+                        "run_css": RUN_CSS.get(run.status, "state-warn") if run else "",
+                        "can_do": record is None
+                        or (step.action_id and run is not None and run.status in run.RETRYABLE),
+                    }
+                )
+        extra_context = {
+            **(extra_context or {}),
+            "steps": rows,
+            "can_work": request.user.has_perm("opsconsole.acknowledge_incident"),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def step_view(self, request, pk, step_pk):
+        execution = get_object_or_404(RunbookExecution, pk=pk)
+        step = get_object_or_404(RunbookStep, pk=step_pk)
+        try:
+            record = execution.check_off(step, request.user, request.POST.get("notes", "").strip())
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        else:  # PermissionDenied becomes a 403 page
+            self.log_change(request, execution, f"Step {step.position} done")
+            done = f"Step {step.position} done."
+            if record.run is not None:
+                done += f" {record.run.action}: {record.run.get_status_display().lower()}."
+            self.message_user(request, done)
+        return HttpResponseRedirect(reverse("admin:dr_runbookexecution_change", args=[pk]))
+
+    def start_view(self, request):
+        """Start working a runbook, by hand or for an incident (its check's runbook suggested)."""
+        from alerts.models import Incident
+
+        if not request.user.has_perm("opsconsole.acknowledge_incident"):
+            raise PermissionDenied
+        source = request.POST if request.method == "POST" else request.GET
+        incident = None
+        if str(source.get("incident", "")).isdigit():
+            incident = get_object_or_404(Incident, pk=int(source["incident"]))
+        if request.method == "POST":
+            runbook = get_object_or_404(Runbook, pk=request.POST.get("runbook") or 0)
+            execution = runbook.start(request.user, incident=incident)
+            self.log_addition(request, execution, "Started")
+            return HttpResponseRedirect(
+                reverse("admin:dr_runbookexecution_change", args=[execution.pk])
+            )
+        suggested = None
+        if incident is not None:
+            suggested = Runbook.objects.filter(
+                scenario=(incident.details or {}).get("runbook") or ""
+            ).first()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Work a runbook",
+            "opts": self.model._meta,
+            "incident": incident,
+            "runbooks": Runbook.objects.all(),
+            "suggested": suggested,
+        }
+        return TemplateResponse(request, "admin/dr/runbookexecution/start.html", context)
 
 
 @admin.register(FailoverAction)

@@ -281,6 +281,14 @@ class RunbookStep(models.Model):
     runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveIntegerField()
     text = models.TextField()
+    action = models.ForeignKey(
+        "FailoverAction",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="steps",
+        help_text="Run when the step is done: approved by a second person unless automatic.",
+    )
 
     class Meta:
         ordering = ["runbook", "position"]
@@ -310,25 +318,38 @@ class RunbookExecution(models.Model):
         return f"{self.runbook} started {self.started_at:%Y-%m-%d %H:%M}"
 
     def check_off(self, step: RunbookStep, user, notes: str = "") -> StepRecord:
-        """Who did which step, when, with what notes; the last step finishes the execution."""
+        """Who did which step, when, with what notes; the last step finishes the execution.
+
+        A step with an automated action requests it (it runs at once when the
+        action is automatic, after a second person's approval otherwise); doing
+        the step again after the run failed or was rejected requests a new run.
+        """
         from django.core.exceptions import PermissionDenied
 
         if not user.has_perm("opsconsole.acknowledge_incident"):
             raise PermissionDenied("You may not work runbooks.")
         if step.runbook_id != self.runbook_id:
             raise ValidationError("That step belongs to another runbook.")
+        previous = StepRecord.objects.filter(execution=self, step=step).first()
+        run = previous.run if previous else None
+        if step.action_id and (run is None or run.status in FailoverRun.RETRYABLE):
+            reason = f"runbook {self.runbook}, step {step.position}"
+            if self.incident_id:
+                reason += f", incident #{self.incident_id}"
+            run = step.action.request(user, reason=reason)
         record, _ = StepRecord.objects.update_or_create(
             execution=self,
             step=step,
-            defaults={"done_by": user, "done_at": timezone.now(), "notes": notes},
+            defaults={"done_by": user, "done_at": timezone.now(), "notes": notes, "run": run},
         )
         if self.records.count() == self.runbook.steps.count():
             RunbookExecution.objects.filter(pk=self.pk).update(finished_at=timezone.now())
             self.refresh_from_db()
         if self.incident_id:
+            ran = f" {step.action}: {run.get_status_display().lower()}." if run else ""
             self.incident.log(
                 "note",
-                f"runbook {self.runbook}: step {step.position} done. {notes}".strip(),
+                f"runbook {self.runbook}: step {step.position} done.{ran} {notes}".strip(),
                 user=user,
             )
         return record
@@ -342,6 +363,9 @@ class StepRecord(models.Model):
     done_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
     done_at = models.DateTimeField()
     notes = models.TextField(blank=True)
+    run = models.ForeignKey(
+        "FailoverRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["step__position"]
@@ -400,6 +424,7 @@ class FailoverRun(ApprovalRequest):
     APPROVE_PERMISSION = "opsconsole.approve_failover"
 
     Status = RunStatus
+    RETRYABLE = (RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED)
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
     action = models.ForeignKey(FailoverAction, on_delete=models.PROTECT, related_name="runs")
