@@ -1,9 +1,12 @@
+from datetime import timedelta
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
@@ -53,9 +56,60 @@ class ServiceCheckAdmin(admin.ModelAdmin):
         "retries",
         "parent",
         "runbook_url",
+        "runbook",
         "enabled",
+        "public",
         *readonly_fields,
     )
+
+    change_list_template = "admin/dr/servicecheck/change_list.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "availability/", view(self.availability_view), name="dr_servicecheck_availability"
+            ),
+            *super().get_urls(),
+        ]
+
+    def availability_view(self, request):
+        """The monthly availability report, as a page or as CSV (?format=csv)."""
+        import csv
+
+        from django.http import HttpResponse
+
+        from dr.models import availability_report
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        month = request.GET.get("month") or None
+        try:
+            start, end, rows = availability_report(month)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:dr_servicecheck_availability"))
+        label = f"{start:%Y-%m}"
+        if request.GET.get("format") == "csv":
+            response = HttpResponse(content_type="text/csv")
+            response["Content-Disposition"] = f'attachment; filename="availability-{label}.csv"'
+            columns = ["check", "availability", "results", "failed", "downtime_minutes",
+                       "excluded", "maintenance_minutes"]  # fmt: skip
+            writer = csv.DictWriter(response, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+            return response
+        previous = (start - timedelta(days=1)).strftime("%Y-%m")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Availability in {start:%B %Y}",
+            "opts": self.model._meta,
+            "rows": rows,
+            "month": label,
+            "previous": previous,
+            "next": None if end > timezone.now() else f"{end:%Y-%m}",
+        }
+        return TemplateResponse(request, "admin/dr/servicecheck/availability.html", context)
 
     @admin.display(description="State")
     def state_badge(self, check):

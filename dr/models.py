@@ -53,6 +53,9 @@ class ServiceCheck(models.Model):
         "Runbook", null=True, blank=True, on_delete=models.SET_NULL, related_name="checks"
     )
     enabled = models.BooleanField(default=True)
+    public = models.BooleanField(
+        default=True, help_text="Listed on the public status page, when that page is on."
+    )
     state = models.CharField(
         max_length=10, choices=State.choices, default=State.UNKNOWN, editable=False
     )
@@ -120,6 +123,49 @@ class ServiceCheck(models.Model):
         self.next_due_at = self.next_due_at + slots * interval
         return before, self.state
 
+    def maintenance_windows(
+        self, start: datetime, end: datetime
+    ) -> list[tuple[datetime, datetime]]:
+        """Silences overlapping [start, end) that would silence this check's incident."""
+        from alerts.models import Incident, Silence
+
+        # The incident this check would open, unsaved: the silence decides by its own rules.
+        incident = Incident(component=self.name, priority="critical", source="health", details={})
+        windows = sorted(
+            (max(s.starts_at, start), min(s.ends_at, end))
+            for s in Silence.objects.filter(starts_at__lt=end, ends_at__gt=start)
+            if s.matches(incident)
+        )
+        merged: list[tuple[datetime, datetime]] = []
+        for window_start, window_end in windows:  # overlapping silences count once
+            if merged and window_start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], window_end))
+            else:
+                merged.append((window_start, window_end))
+        return merged
+
+    def availability(self, start: datetime, end: datetime) -> dict:
+        """Share of results in [start, end) that passed, maintenance windows left out."""
+        windows = self.maintenance_windows(start, end)
+        results = self.results.filter(at__gte=start, at__lt=end)
+        in_maintenance = models.Q(pk__in=[])
+        for window_start, window_end in windows:
+            in_maintenance |= models.Q(at__gte=window_start, at__lt=window_end)
+        counted = results.exclude(in_maintenance).aggregate(
+            total=models.Count("pk"), failed=models.Count("pk", filter=models.Q(ok=False))
+        )
+        total, failed = counted["total"], counted["failed"]
+        return {
+            "check": self.name,
+            "results": total,
+            "failed": failed,
+            "excluded": results.filter(in_maintenance).count() if windows else 0,
+            "maintenance_minutes": round(sum((e - s).total_seconds() for s, e in windows) / 60),
+            "availability": None if total == 0 else round(100 * (total - failed) / total, 3),
+            # Each failed result stands for one interval of the service being down.
+            "downtime_minutes": round(failed * self.interval_seconds / 60, 1),
+        }
+
     def parent_unhealthy(self) -> ServiceCheck | None:
         ancestor = self.parent
         while ancestor is not None:
@@ -127,6 +173,24 @@ class ServiceCheck(models.Model):
                 return ancestor
             ancestor = ancestor.parent
         return None
+
+
+def month_bounds(month: str | None = None) -> tuple[datetime, datetime]:
+    """'YYYY-MM' (default: this month) → its start and the next month's start, local time."""
+    today = timezone.localdate()
+    try:
+        year, number = (int(p) for p in month.split("-")) if month else (today.year, today.month)
+        start = timezone.make_aware(datetime(year, number, 1))
+    except ValueError:
+        raise ValidationError(f"{month!r} is not a month; use YYYY-MM, e.g. 2026-11") from None
+    following = datetime(year + number // 12, number % 12 + 1, 1)
+    return start, timezone.make_aware(following)
+
+
+def availability_report(month: str | None = None) -> tuple[datetime, datetime, list[dict]]:
+    start, end = month_bounds(month)
+    report = [c.availability(start, end) for c in ServiceCheck.objects.all()]
+    return start, end, [row for row in report if row["results"] or row["excluded"]]
 
 
 class CheckResult(models.Model):

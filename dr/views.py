@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -77,3 +79,37 @@ def system_status(request):
             },
         }
     )
+
+
+@require_GET
+@login_not_required
+def status_page(request):
+    """The public status page, when turned on: service names, states, open incident titles."""
+    if not settings.DR_STATUS_PAGE_ENABLED:
+        raise Http404("The status page is turned off.")
+    from alerts.models import Incident
+    from dr.models import ServiceCheck
+
+    checks = list(ServiceCheck.objects.filter(enabled=True, public=True).only("name", "state"))
+    # Only incidents about the services listed, and none silenced for maintenance:
+    # a backup or deploy incident is for the team, not the public.
+    incidents = list(
+        Incident.objects.exclude(status=Incident.Status.RESOLVED)
+        .filter(silence__isnull=True, component__in=[c.name for c in checks])
+        .only("title", "opened_at")
+        .order_by("-opened_at")[:20]
+    )
+    all_well = not incidents and all(c.state == ServiceCheck.State.HEALTHY for c in checks)
+    response = render(
+        request,
+        "dr/status_page.html",
+        {
+            "title": settings.DR_STATUS_PAGE_TITLE,
+            "checks": checks,
+            "incidents": incidents,
+            "all_well": all_well,
+            "now": timezone.now(),
+        },
+    )
+    response["Cache-Control"] = "public, max-age=30"
+    return response

@@ -247,6 +247,10 @@ OPSCONSOLE_TWILIO_BASE_URL = env("OPSCONSOLE_TWILIO_BASE_URL", default="")
 # Signs deploy webhooks for environments without their own secret.
 OPSCONSOLE_WEBHOOK_SECRET = env("OPSCONSOLE_WEBHOOK_SECRET", default="")
 
+# Disaster recovery: the public status page (service names, states, open incident titles).
+DR_STATUS_PAGE_ENABLED = env.bool("DR_STATUS_PAGE_ENABLED", default=False)
+DR_STATUS_PAGE_TITLE = env("DR_STATUS_PAGE_TITLE", default="Service status")
+
 # Backups.
 BACKUPS_TIMEOUT_SECONDS = env.int("BACKUPS_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_ZSTD_LEVEL = env.int("BACKUPS_ZSTD_LEVEL", default=3)

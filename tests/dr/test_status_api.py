@@ -32,3 +32,28 @@ def test_a_token_or_a_staff_session_reads_it(client, carol, api_token, channels)
         "worker",
     }
     assert login(client, carol).get("/api/system/status").status_code == 200
+
+
+def test_the_public_status_page_is_off_by_default(client, db):
+    assert client.get("/status").status_code == 404
+
+
+def test_the_public_status_page_shows_names_states_and_titles_only(client, db, settings, channels):
+    settings.DR_STATUS_PAGE_ENABLED = True
+    ServiceCheck.objects.create(
+        name="Public API", kind="tcp", config={"host": "10.1.2.3", "port": 443}, state="unhealthy"
+    )
+    ServiceCheck.objects.create(
+        name="internal db", kind="tcp", config={"host": "10.9.9.9", "port": 5432},
+        state="healthy", public=False,
+    )  # fmt: skip
+    raise_incident("health", "check:1", "Public API is unhealthy", "critical", "Public API")
+    raise_incident("backups", "backup:1", "Backup of prod failed", "high", "backups")
+    response = client.get("/status")  # no login
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "Public API" in body and "Unhealthy" in body and "Some systems have problems" in body
+    assert "Public API is unhealthy" in body
+    assert "internal db" not in body, "a check kept off the page"
+    assert "Backup of prod failed" not in body, "incidents about unlisted parts stay internal"
+    assert "10.1.2.3" not in body and "443" not in body, "no configuration on the page"
