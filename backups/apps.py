@@ -6,7 +6,15 @@ class BackupsConfig(AppConfig):
     verbose_name = "Backups"
 
     def ready(self) -> None:
-        from opsconsole import roles, schedules
+        from backups.panels import backups_panel
+        from opsconsole import dashboard, roles, schedules
+
+        dashboard.register(
+            dashboard.Panel(
+                "backups", "Backups", "backups/panel.html", backups_panel, order=30,
+                permission="backups.view_backup",
+            )
+        )  # fmt: skip
 
         schedules.register("backups.reap_stalled", "backups.tasks.reap_stalled", cron="*/2 * * * *")
         schedules.register(

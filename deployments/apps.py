@@ -6,7 +6,15 @@ class DeploymentsConfig(AppConfig):
     verbose_name = "Deployments"
 
     def ready(self) -> None:
-        from opsconsole import roles, routes, schedules
+        from deployments.panels import deployments_panel
+        from opsconsole import dashboard, roles, routes, schedules
+
+        dashboard.register(
+            dashboard.Panel(
+                "deployments", "Deployments", "deployments/panel.html", deployments_panel,
+                order=40, permission="deployments.view_deployment",
+            )
+        )  # fmt: skip
 
         routes.register("", "deployments.urls")
         schedules.register("deployments.watch", "deployments.tasks.watch", cron="* * * * * */30")

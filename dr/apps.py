@@ -6,12 +6,19 @@ class DrConfig(AppConfig):
     verbose_name = "Disaster recovery"
 
     def ready(self) -> None:
-        from dr.panels import recovery_panel
+        from dr.panels import health_panel, objectives_panel
         from opsconsole import dashboard, roles, routes, schedules
 
         dashboard.register(
+            dashboard.Panel("health", "Service health", "dr/panel.html", health_panel, order=20)
+        )
+        dashboard.register(
             dashboard.Panel(
-                "recovery", "Service health and recovery", "dr/panel.html", recovery_panel, order=20
+                "objectives",
+                "Recovery objectives",
+                "dr/objectives_panel.html",
+                objectives_panel,
+                order=25,
             )
         )
 

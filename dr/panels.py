@@ -1,24 +1,55 @@
-"""The dashboard panel: service health, and recovery objectives per database in colour."""
+"""Dashboard panels: service health with latency sparklines; recovery objectives in colour."""
 
 from __future__ import annotations
 
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from dr.models import RecoveryObjective, ServiceCheck
+from dr.models import CheckResult, RecoveryObjective, ServiceCheck
+from opsconsole.charts import sparkline
 
 CSS = {"healthy": "state-ok", "degraded": "state-warn", "unhealthy": "state-bad", "unknown": ""}
+ORDER = {"unhealthy": 0, "degraded": 1, "unknown": 2, "healthy": 3}
+SHOWN = 12  # checks listed; the rest are counted, with a link to all of them
+POINTS = 30  # results per sparkline
 
 
-def recovery_panel(request) -> dict:
+def health_panel(request) -> dict:
+    checks = sorted(
+        ServiceCheck.objects.filter(enabled=True), key=lambda c: (ORDER[c.state], c.name)
+    )
+    shown = checks[:SHOWN]
+    # The last POINTS results of each shown check in one query.
+    latest = (
+        CheckResult.objects.filter(service_check__in=shown)
+        .annotate(n=Window(RowNumber(), partition_by=[F("service_check")], order_by=F("at").desc()))
+        .filter(n__lte=POINTS)
+        .values_list("service_check_id", "latency_ms")
+        .order_by("service_check_id", "at")
+    )
+    series: dict[int, list[float]] = {}
+    for check_id, latency in latest:
+        series.setdefault(check_id, []).append(latency)
+    return {
+        "checks": [
+            {
+                "name": c.name,
+                "state": c.get_state_display(),
+                "css": CSS[c.state],
+                "latency": c.last_latency_ms,
+                "chart": sparkline(
+                    series.get(c.pk, []), width=120, height=24, label=f"{c.name} latency (ms)"
+                ),
+            }
+            for c in shown
+        ],
+        "more": len(checks) - len(shown),
+    }
+
+
+def objectives_panel(request) -> dict:
     now = timezone.now()
-    checks = [
-        {
-            "name": c.name,
-            "state": c.get_state_display(),
-            "css": CSS[c.state],
-            "latency": c.last_latency_ms,
-        }
-        for c in ServiceCheck.objects.filter(enabled=True)
-    ]
-    objectives = [o.summary(now) for o in RecoveryObjective.objects.select_related("target")]
-    return {"checks": checks, "objectives": objectives}
+    return {
+        "objectives": [o.summary(now) for o in RecoveryObjective.objects.select_related("target")]
+    }

@@ -21,3 +21,24 @@ class OpsAdminSite(admin.AdminSite):
     def index(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "panels": dashboard.panels_for(request)}
         return super().index(request, extra_context)
+
+    def get_urls(self):
+        from django.urls import path
+
+        return [
+            path(
+                "dashboard/panels/",
+                self.admin_view(self.panels_view),
+                name="dashboard_panels",
+            ),
+            *super().get_urls(),
+        ]
+
+    def panels_view(self, request):
+        """The panels alone, for the dashboard to refresh itself in place."""
+        from django.template.response import TemplateResponse
+
+        # admin_view already marks it never_cache.
+        return TemplateResponse(
+            request, "admin/opsconsole_panels.html", {"panels": dashboard.panels_for(request)}
+        )

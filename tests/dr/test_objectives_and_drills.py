@@ -103,7 +103,7 @@ def test_the_dashboard_shows_rpo_and_rto_against_targets_in_colour(client, carol
 
     RecoveryObjective.objects.create(target=target, rpo_target_minutes=60, rto_target_minutes=240)
     page = login(client, carol).get("/admin/").content.decode()
-    panel = page.split('id="panel-recovery"')[1].split("</section>")[0]
+    panel = page.split('id="panel-objectives"')[1].split("</section>")[0]
     assert "drilled" in panel and "/ 60 min" in panel and "no drill" in panel
     assert 'class="state-ok">0 / 60 min' in panel and 'class="state-bad">never' in panel
 

@@ -60,3 +60,64 @@ def test_incidents_panel_lists_open_incidents_with_acknowledge_in_place(client, 
     assert incident.status == "acknowledged"
     viewer_page = login(client, carol).get("/admin/").content.decode()
     assert f"/admin/alerts/incident/{incident.pk}/acknowledge/" not in viewer_page
+
+
+def test_every_panel_is_there_and_refreshes_without_the_page(client, carol):
+    page = login(client, carol).get("/admin/").content.decode()
+    for key in ("incidents", "health", "objectives", "backups", "deployments", "worker"):
+        assert f'id="panel-{key}"' in page, key
+    assert 'data-refresh-url="/admin/dashboard/panels/"' in page
+    assert "/static/opsconsole/dashboard.js" in page
+    import re
+
+    loaded = re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="([^"]+)"', page)
+    assert loaded and all(url.startswith("/") for url in loaded), "nothing loaded from elsewhere"
+    fragment = client.get("/admin/dashboard/panels/")
+    assert fragment.status_code == 200 and "no-store" in fragment["Cache-Control"]
+    body = fragment.content.decode()
+    assert 'id="panel-worker"' in body and "<html" not in body
+    client.logout()
+    assert client.get("/admin/dashboard/panels/").status_code == 302, "login still required"
+
+
+def test_the_health_panel_draws_latency_and_puts_trouble_first(client, carol):
+    from django.utils import timezone
+
+    from dr.models import CheckResult, ServiceCheck
+
+    now = timezone.now()
+    for name, state in (("a-fine", "healthy"), ("z-broken", "unhealthy")):
+        check = ServiceCheck.objects.create(
+            name=name, kind="tcp", config={"host": "127.0.0.1", "port": 9}, state=state
+        )
+        CheckResult.objects.bulk_create(
+            CheckResult(service_check=check, at=now, ok=True, latency_ms=10 + i) for i in range(40)
+        )
+    panel = login(client, carol).get("/admin/dashboard/panels/").content.decode()
+    panel = panel.split('id="panel-health"')[1].split("</section>")[0]
+    assert panel.index("z-broken") < panel.index("a-fine"), "unhealthy first"
+    assert panel.count("<polyline") == 2
+    points = panel.split('points="')[1].split('"')[0].split()
+    assert len(points) == 30, "the last 30 results"
+
+
+def test_backups_and_deployments_panels(client, carol, tmp_path):
+    from backups.models import Backup, DatabaseTarget, StorageLocation
+    from deployments.models import Deployment, Environment
+
+    target = DatabaseTarget.objects.create(name="shop", engine="sqlite", dsn="sqlite:///x.db")
+    store = StorageLocation.objects.create(
+        name="here", kind="local", config={"path": str(tmp_path)}
+    )
+    for size in (1000, 2000, 3000):
+        Backup.objects.create(target=target, storage=store, status="verified",
+                              bytes_stored=size * 1024, duration_seconds=size / 100)  # fmt: skip
+    env = Environment.objects.create(name="production", provider="local")
+    for i in range(7):
+        Deployment.objects.create(environment=env, external_id=f"d{i}", version=f"v1.{i}",
+                                  status="succeeded")  # fmt: skip
+    body = login(client, carol).get("/admin/dashboard/panels/").content.decode()
+    backups = body.split('id="panel-backups"')[1].split("</section>")[0]
+    assert "shop" in backups and "2.9\xa0MB" in backups and backups.count("<polyline") == 2
+    deployments = body.split('id="panel-deployments"')[1].split("</section>")[0]
+    assert deployments.count("<tr>") == 5 and "v1.6" in deployments and "v1.1" not in deployments

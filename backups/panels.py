@@ -1,0 +1,41 @@
+"""Dashboard panel: the latest backup per target, with the trend of sizes and durations."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+from backups.models import Backup, DatabaseTarget
+from opsconsole.charts import sparkline
+
+TREND = 14  # successful backups in each trend line
+CSS = {"failed": "state-bad", "running": "state-warn", "queued": "state-warn"}
+
+
+def backups_panel(request) -> dict:
+    now = timezone.now()
+    rows = []
+    for target in DatabaseTarget.objects.all():
+        latest = target.backups.order_by("-created_at").first()
+        good = list(
+            target.backups.filter(status__in=Backup.GOOD)
+            .order_by("-created_at")
+            .values_list("bytes_stored", "duration_seconds")[:TREND]
+        )[::-1]
+        rows.append(
+            {
+                "target": target.name,
+                "latest": latest,
+                "css": CSS.get(latest.status, "state-ok") if latest else "state-bad",
+                "age": timesince(latest.created_at, now) if latest else None,
+                "sizes": sparkline(
+                    [float(b or 0) for b, _ in good], width=100, height=24,
+                    label=f"{target.name}: size of the last backups (bytes)",
+                ),
+                "durations": sparkline(
+                    [float(d or 0) for _, d in good], width=100, height=24,
+                    label=f"{target.name}: duration of the last backups (s)",
+                ),
+            }
+        )  # fmt: skip
+    return {"targets": rows}
