@@ -25,6 +25,7 @@ from alerts.models import (
     Channel,
     EscalationLevel,
     EscalationPolicy,
+    InboxMessage,
     Incident,
     IncidentEvent,
     MetricSample,
@@ -485,3 +486,45 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("channel", "incident")
+
+
+PRIORITY_CSS = {"critical": "state-bad", "high": "state-bad", "medium": "state-warn"}
+
+
+@admin.register(InboxMessage)
+class InboxAdmin(admin.ModelAdmin):
+    """The in-console inbox: what inbox channels delivered, newest first, as a pager shows it."""
+
+    list_display = ("created_at", "priority_badge", "message", "channel", "incident_link")
+    list_filter = ("channel", "event", "priority")
+    search_fields = ("headline", "text")
+    list_display_links = None
+    list_per_page = 50
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Priority")
+    def priority_badge(self, item):
+        return format_html(
+            '<span class="{}">{}</span>', PRIORITY_CSS.get(item.priority, ""), item.priority
+        )
+
+    @admin.display(description="Message")
+    def message(self, item):
+        ack = ""
+        if item.ack_url:
+            ack = format_html(
+                ' <a class="button inbox-ack" href="{}">Acknowledge…</a>', item.ack_url
+            )
+        return format_html('<pre class="inbox-text">{}</pre>{}', item.text, ack)
+
+    @admin.display(description="Incident")
+    def incident_link(self, item):
+        if item.incident_id is None:
+            return "—"
+        url = reverse("admin:alerts_incident_change", args=[item.incident_id])
+        return format_html('<a href="{}">#{}</a>', url, item.incident_id)

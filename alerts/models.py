@@ -619,6 +619,32 @@ class IncidentEvent(models.Model):
         return f"{self.at:%H:%M:%S} {self.kind} {self.message}"
 
 
+class InboxMessage(models.Model):
+    """What an inbox channel delivered: the console's own pager, read on the Inbox page."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="inbox")
+    incident = models.ForeignKey(
+        Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    event = models.CharField(max_length=15)
+    priority = models.CharField(max_length=10, blank=True)
+    headline = models.CharField(max_length=300)
+    text = models.TextField()
+    ack_url = models.URLField(blank=True, max_length=1000)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "inbox message"
+
+    def __str__(self) -> str:
+        return self.headline
+
+    @classmethod
+    def prune(cls, older_than: timedelta = timedelta(days=30)) -> int:
+        return cls.objects.filter(created_at__lt=timezone.now() - older_than).delete()[0]
+
+
 class Notification(models.Model):
     """One message about one incident event to one channel: saved before it is sent."""
 

@@ -49,7 +49,7 @@ def deliver_notification(notification_id: int) -> str | None:
 
 @console_task
 def prune() -> int:
-    from alerts.models import MetricSample
+    from alerts.models import InboxMessage, MetricSample
     from opsconsole.models import WebhookReceipt
 
-    return MetricSample.prune() + WebhookReceipt.prune()
+    return MetricSample.prune() + WebhookReceipt.prune() + InboxMessage.prune()

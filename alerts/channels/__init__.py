@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from alerts.channels.base import Transport
 from alerts.channels.email import EmailChannel
+from alerts.channels.inbox import InboxChannel
 from alerts.channels.log import LogChannel
 from alerts.channels.pagerduty import PagerDutyChannel
 from alerts.channels.slack import SlackChannel
@@ -18,6 +19,7 @@ CHANNEL_KINDS: dict[str, type[Transport]] = {
     cls.kind: cls
     for cls in (
         LogChannel,
+        InboxChannel,
         SlackChannel,
         EmailChannel,
         SmsChannel,

@@ -98,6 +98,9 @@ class Transport:
     label: ClassVar[str]
     default_priorities: ClassVar[tuple[str, ...]] = ("critical", "high", "medium", "low")
     credential_hint: ClassVar[str] = ""
+    # Delivered inside the console (a log line, a database row): nothing to wait on, so it
+    # is sent in the worker itself, not on a thread that may outlive a slow peer.
+    local: ClassVar[bool] = False
 
     def __init__(self, channel):
         self.channel = channel

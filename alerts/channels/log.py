@@ -10,6 +10,7 @@ class LogChannel(Transport):
 
     kind = "log"
     label = "Log"
+    local = True
 
     def send(self, message: Message) -> Delivery:
         log.warning(

@@ -15,7 +15,7 @@ from werkzeug import Response
 from alerts import incidents
 from alerts.channels.twilio import sms_text
 from alerts.models import Channel, EscalationLevel, EscalationPolicy, Incident, Notification
-from alerts.notify import ack_token, deliver, dispatch_due
+from alerts.notify import deliver, dispatch_due, incident_from_token
 from tests.alerts.conftest import T0, deliver_all
 
 ACCOUNT = "AC" + "0" * 31 + "1"
@@ -68,7 +68,8 @@ def test_slack_gets_colour_fields_and_the_ack_link(route, httpserver):
     fields = {f["title"]: f["value"] for f in attachment["fields"]}
     assert fields["Priority"] == "critical" and fields["Component"] == "api"
     assert "error_rate: 37%" in fields["Details"] and "Time" in fields
-    assert attachment["actions"][0]["url"].endswith(f"/alerts/ack/{ack_token(incident)}/")
+    token = attachment["actions"][0]["url"].split("/alerts/ack/")[1].rstrip("/")
+    assert incident_from_token(token) == incident
     n = Notification.objects.get()
     assert (n.status, n.http_status) == ("sent", 200)
 
@@ -453,3 +454,26 @@ def test_a_slow_send_is_handed_off_so_the_worker_moves_on(route, httpserver, mon
         time.sleep(0.1)
     n.refresh_from_db()
     assert (n.status, n.http_status) == ("sent", 200), "the thread recorded the outcome itself"
+
+
+# --- In-console inbox --------------------------------------------------------------
+
+
+def test_the_inbox_channel_delivers_to_the_inbox_page_with_an_ack_link(route, client, carol):
+    from alerts.models import InboxMessage
+    from tests.conftest import login
+
+    route(make("inbox"))
+    incident = fire()
+    assert deliver_all(T0) == ["sent"]
+    item = InboxMessage.objects.get()
+    assert item.incident == incident and item.headline == "[FIRING] [CRITICAL] API is down"
+    assert "Error rate: 37%" in item.text and "/alerts/ack/" in item.ack_url
+    incidents.resolve_incident("api:down", reason="fixed", now=T0 + timedelta(minutes=5))
+    deliver_all(T0 + timedelta(minutes=5))
+    assert [m.event for m in InboxMessage.objects.all()] == ["resolved", "firing"]
+    assert InboxMessage.objects.first().ack_url == "", "nothing to acknowledge once resolved"
+
+    page = login(client, carol).get("/admin/alerts/inboxmessage/").content.decode()
+    assert "[RESOLVED] [CRITICAL] API is down" in page and item.ack_url in page
+    assert page.index("[RESOLVED]") < page.index("[FIRING]"), "newest first"
