@@ -3,7 +3,7 @@ PY := .venv/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install setup run dev test lint format lock clean
+.PHONY: install setup run dev demo test lint format lock clean
 
 install:  ## create .venv and install the locked dependencies
 	@scripts/bootstrap requirements-dev.txt
@@ -18,6 +18,10 @@ run: setup  ## web server + worker on http://$(HOST):$(PORT)/admin/
 
 dev: setup  ## the same with Django's dev server and readable logs
 	@$(PY) manage.py serve --dev --host $(HOST) --port $(PORT)
+
+demo: setup  ## the demo (sample services, people, inbox), then serve it as `make run` does
+	@$(PY) manage.py demo
+	@$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: install  ## the whole suite on SQLite, then again on PostgreSQL (started by the tests)
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,278 @@
+"""A working console in one command, on the embedded default: `manage.py demo`.
+
+Everything it makes is ordinary data a person could have entered in the admin:
+two environments of the bundled sample service (local provider), the console's
+own database (and a small sample database on a PostgreSQL server, when one is
+reachable) as backup targets with their default policies and recovery
+objectives, health checks on the sample service, three people with the three
+roles, and channels that deliver into the in-console inbox on the shipped
+escalation chain. Running it again brings the same state back.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import connection, transaction
+from django.utils import timezone
+
+from alerts.models import Channel, EscalationPolicy
+from backups.models import DatabaseTarget
+from deployments import loop
+from deployments.models import Deployment, Environment
+from dr.models import RecoveryObjective, Runbook, ServiceCheck
+from opsconsole.tasks import enqueue
+
+PEOPLE = {"alice": "Operator", "bob": "Approver", "carol": "Viewer"}
+INBOXES = ("On-call inbox", "Team lead inbox", "Engineering manager inbox")
+# The shipped chain is 0 / 15 / 30 minutes; the demo's is short enough to watch.
+DEMO_ESCALATION_MINUTES = (0, 2, 4)
+SAMPLE_DATABASE = "opsconsole_demo_shop"
+DEFAULT_PORT = 18400
+
+
+class DemoError(Exception):
+    """Said to the user in one line."""
+
+
+def setup(*, password: str | None = None, postgres_url: str = "", port: int = DEFAULT_PORT) -> dict:
+    """Create (or bring back) the demo; returns what the user needs to know."""
+    if settings.OPSCONSOLE_ENV == "production":
+        raise DemoError("the demo is not for production; it creates users and sample services")
+    with transaction.atomic():
+        people = _people(password)
+        _inbox_channels()
+        environments = [
+            _environment("production", port, mode="automatic", two_people=True),
+            _environment("staging", port + 10, mode="ask", two_people=False),
+        ]
+        targets = [_console_target()]
+    shop = _sample_postgres(postgres_url) if postgres_url else None
+    if shop:
+        targets.append(shop)
+    for target in targets:
+        RecoveryObjective.objects.get_or_create(target=target)
+    for env in environments:
+        _two_versions(env)
+        _health_check(env)
+    return {
+        "people": people,
+        "environments": [e.name for e in environments],
+        "targets": [t.name for t in targets],
+        "postgres": bool(shop),
+    }
+
+
+def deploy(environment: str, version: str) -> Deployment:
+    """What a pipeline does: put `version` live with the provider, then tell the console."""
+    env = Environment.objects.filter(name=environment).first()
+    if env is None:
+        raise DemoError(f"no environment named {environment!r}; run `manage.py demo` first")
+    if env.provider != "local":
+        raise DemoError(f"{environment} is not a local sample environment")
+    from deployments.providers.base import ProviderError
+
+    try:
+        env.backend.deploy(version)
+    except ProviderError as exc:
+        raise DemoError(str(exc)) from None
+    with transaction.atomic():
+        deployment, _ = loop.receive(
+            env,
+            {
+                "deployment_id": f"demo-{timezone.now():%Y%m%d%H%M%S%f}",
+                "version": version,
+                "status": "succeeded",
+                "started_by": "demo",
+            },
+        )
+        transaction.on_commit(
+            lambda: enqueue("deployments.tasks.process_deployment", deployment.pk)
+        )
+    return deployment
+
+
+def stop() -> int:
+    """Stop the sample services of every local environment."""
+    stopped = 0
+    for env in Environment.objects.filter(provider="local"):
+        env.backend.stop()
+        stopped += 1
+    return stopped
+
+
+# --- the parts ------------------------------------------------------------------------
+
+
+def _people(password: str | None) -> dict[str, str]:
+    User = get_user_model()
+    made = {}
+    for username, role in PEOPLE.items():
+        user, _ = User.objects.get_or_create(username=username, defaults={"is_staff": True})
+        chosen = password or secrets.token_urlsafe(9)
+        user.is_staff, user.is_active = True, True
+        user.set_password(chosen)
+        user.save()
+        user.groups.set([Group.objects.get(name=role)])
+        made[username] = chosen
+    return made
+
+
+def _inbox_channels() -> None:
+    """Every notification lands in the console's inbox; nothing leaves the machine."""
+    Channel.objects.exclude(kind="inbox").update(enabled=False)
+    inboxes = []
+    for name in INBOXES:
+        channel, _ = Channel.objects.update_or_create(
+            name=name,
+            defaults={
+                "kind": "inbox",
+                "enabled": True,
+                "priorities": ["critical", "high", "medium", "low"],
+            },
+        )
+        inboxes.append(channel)
+    policy = EscalationPolicy.default()
+    if policy is None:
+        policy = EscalationPolicy.objects.create(name="Default", is_default=True)
+    for position, (channel, minutes) in enumerate(
+        zip(inboxes, DEMO_ESCALATION_MINUTES, strict=True)
+    ):
+        level, _ = policy.levels.update_or_create(
+            position=position, defaults={"delay_minutes": minutes}
+        )
+        level.channels.set([channel])
+
+
+def _environment(name: str, port: int, *, mode: str, two_people: bool) -> Environment:
+    env = Environment.objects.filter(name=name).first() or Environment(name=name)
+    env.provider = "local"
+    env.provider_config = {"port": port}
+    env.base_url = f"http://127.0.0.1:{port}"
+    env.rollback_mode = mode
+    env.two_person_rule = two_people
+    env.probe_requests = 10
+    env.probe_timeout_seconds = 2
+    if not env.webhook_secret:
+        env.webhook_secret = secrets.token_urlsafe(24)
+    env.full_clean()
+    env.save()
+    return env
+
+
+def _two_versions(env: Environment) -> None:
+    """v1.0 ran for hours, v1.1 is live and has run an hour: both are rollback targets."""
+    from deployments.providers.base import ProviderError
+
+    try:
+        env.backend.deploy("v1.1")
+    except ProviderError as exc:
+        raise DemoError(f"{env}: the sample service did not start: {exc}") from None
+    if env.deployments.filter(external_id__in=["demo-v1.0", "demo-v1.1"]).count() == 2:
+        env.deployments.filter(external_id="demo-v1.1").update(status="succeeded", ended_at=None)
+        return
+    now = timezone.now()
+    history = (
+        ("demo-v1.0", "v1.0", now - timedelta(hours=26), now - timedelta(hours=2)),
+        ("demo-v1.1", "v1.1", now - timedelta(hours=2), None),
+    )
+    for external_id, version, live_at, ended_at in history:
+        Deployment.objects.update_or_create(
+            environment=env,
+            external_id=external_id,
+            defaults={
+                "version": version,
+                "status": Deployment.Status.SUCCEEDED,
+                "started_by": "demo",
+                "received_at": live_at,
+                "live_at": live_at,
+                "finished_at": live_at + timedelta(minutes=env.watch_minutes),
+                "ended_at": ended_at,
+            },
+        )
+
+
+def _health_check(env: Environment) -> None:
+    ServiceCheck.objects.update_or_create(
+        name=f"{env.name} API",
+        defaults={
+            "kind": "http",
+            "config": {"url": f"{env.base_url}/health", "expected_status": 200},
+            "interval_seconds": 30,
+            "timeout_seconds": 5,
+            "retries": 3,
+            "runbook": Runbook.objects.filter(scenario="API failure").first(),
+            "enabled": True,
+        },
+    )
+
+
+def _console_target() -> DatabaseTarget:
+    """The console's own database: SQLite by default, or the PostgreSQL it runs on."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        engine, dsn = "sqlite", f"sqlite:///{db['NAME']}"
+    else:
+        netloc = f"{db['USER']}:{db['PASSWORD']}@" if db["PASSWORD"] else f"{db['USER']}@"
+        dsn = f"postgresql://{netloc}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        engine = "postgresql"
+    target = DatabaseTarget.objects.filter(name="console").first()
+    if target is None:
+        target = DatabaseTarget(name="console", production=True)
+    target.engine, target.dsn = engine, dsn
+    target.full_clean()
+    target.save()
+    return target
+
+
+def _sample_postgres(url: str) -> DatabaseTarget | None:
+    """A small shop database on the PostgreSQL server at `url`, when it answers."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as admin:
+            exists = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [SAMPLE_DATABASE]
+            ).fetchone()
+            if not exists:
+                admin.execute(f'CREATE DATABASE "{SAMPLE_DATABASE}"')
+    except psycopg.Error:
+        return None
+    parts = urlsplit(url)
+    shop_url = urlunsplit(parts._replace(path=f"/{SAMPLE_DATABASE}"))
+    with psycopg.connect(shop_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS users (id serial PRIMARY KEY, email text NOT NULL UNIQUE,"
+            " created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, user_id int NOT NULL"
+            " REFERENCES users(id), total_cents int NOT NULL, placed_at timestamptz NOT NULL"
+            " DEFAULT now())"
+        )
+        conn.execute("CREATE TABLE IF NOT EXISTS logs (id serial PRIMARY KEY, line text NOT NULL)")
+        if conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0:
+            conn.execute(
+                "INSERT INTO users (email) SELECT 'user' || i || '@example.com'"
+                " FROM generate_series(1, 2000) i"
+            )
+            conn.execute(
+                "INSERT INTO orders (user_id, total_cents) SELECT 1 + (i % 2000), 100 + i % 9000"
+                " FROM generate_series(1, 20000) i"
+            )
+            conn.execute(
+                "INSERT INTO logs (line) SELECT 'request ' || i FROM generate_series(1, 5000) i"
+            )
+    target = DatabaseTarget.objects.filter(name="shop").first() or DatabaseTarget(name="shop")
+    target.engine, target.dsn = "postgresql", shop_url
+    target.production = True
+    target.required_tables = ["users", "orders"]
+    target.check_queries = ["SELECT count(*) > 0 FROM orders"]
+    target.full_clean()
+    target.save()
+    return target
