@@ -60,6 +60,9 @@ def setup(*, password: str | None = None, postgres_url: str = "", port: int = DE
     for env in environments:
         _two_versions(env)
         _health_check(env)
+    from dr.health import run_due
+
+    run_due()  # the dashboard shows real states from the first page on
     return {
         "people": people,
         "environments": [e.name for e in environments],

@@ -1,0 +1,181 @@
+"""The five journeys of the README's walk-through, in a real browser against the live console."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import WORKER_TIMEOUT_MS
+
+
+def run_action(page, row_text: list[str], action: str) -> None:
+    """Tick the change-list row holding every text in `row_text`, run `action` on it."""
+    row = page.locator("#result_list tbody tr")
+    for text in row_text:
+        row = row.filter(has_text=text)
+    expect(row).to_have_count(1)
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", action)
+    page.click("button[name=index]")
+    page.wait_for_load_state()
+
+
+def readonly(page, field: str):
+    return page.locator(f".field-{field} .readonly")
+
+
+def test_1_rollback_requested_by_alice_approved_by_bob(console, new_page):
+    alice = new_page("alice")
+    alice.goto("/admin/deployments/deployment/")
+    run_action(alice, ["production", "v1.1"], "request_rollback")
+    expect(alice.locator(".messagelist")).to_contain_text(
+        "Rollback of production to v1.0 requested."
+    )
+    alice.goto("/admin/deployments/rollbackrequest/?status__exact=requested")
+    alice.locator("#result_list tbody tr th a").first.click()
+    request_url = alice.url
+    expect(alice.locator(".approve-link")).to_have_count(0)
+    expect(alice.locator(".approval-refusal")).to_contain_text("Awaiting approval")
+    console.screenshot(alice, "1-alice-has-no-approve-button")
+
+    bob = new_page("bob")
+    bob.goto(request_url)
+    bob.click(".approve-link")
+    bob.fill("#id_confirmation", "prod")
+    bob.click("input[type=submit], button[type=submit] >> nth=-1")
+    expect(bob.locator(".errorlist")).to_contain_text("production")
+    bob.fill("#id_confirmation", "production")
+    bob.click("input[type=submit], button[type=submit] >> nth=-1")
+    expect(bob.locator(".messagelist")).to_contain_text("Approved")
+    expect(readonly(bob, "status")).to_have_text("Succeeded", timeout=WORKER_TIMEOUT_MS)
+    console.screenshot(bob, "1-bob-approved-rollback-succeeded")
+
+    bob.goto("/admin/deployments/deployment/")
+    rolled_back = (
+        bob.locator("#result_list tbody tr").filter(has_text="production").filter(has_text="v1.1")
+    )
+    expect(rolled_back).to_contain_text("Rolled back")
+
+
+def test_2_alert_rule_error_then_preview_then_save(console, new_page):
+    alice = new_page("alice")
+    alice.goto("/admin/alerts/alertrule/")
+    alice.locator("#result_list tbody tr th a").first.click()
+    alice.fill("#id_message_template", "Error rate is {value} on {hostname}")
+    alice.click("input[name=_save]")
+    error = alice.locator(".field-message_template .errorlist")
+    expect(error).to_contain_text("Unknown placeholder")
+    expect(error).to_contain_text("hostname")
+    console.screenshot(alice, "2-rule-unknown-placeholder")
+
+    alice.fill("#id_message_template", "Error rate is {value} (threshold {threshold})")
+    alice.click("#rule-preview-button")
+    expect(alice.locator("#preview-backtest")).to_contain_text(
+        re.compile(r"Would have fired \d+ time\(s\) in the last 7 days")
+    )
+    console.screenshot(alice, "2-rule-preview-backtest")
+    alice.click("input[name=_save]")
+    expect(alice.locator(".messagelist")).to_contain_text("was changed successfully")
+
+
+def test_3_back_up_now_then_restore_into_a_new_database(console, new_page):
+    alice = new_page("alice")
+    alice.goto("/admin/backups/databasetarget/")
+    run_action(alice, ["shop"], "back_up_now")
+    expect(alice.locator(".messagelist")).to_contain_text("Queued 1 backup(s)")
+    alice.goto("/admin/backups/backup/")
+    row = alice.locator("#result_list tbody tr").first
+    expect(row).to_contain_text(re.compile("Queued|Running|Succeeded|Verified"))
+    console.screenshot(alice, "3-backup-in-progress")
+    expect(row).to_contain_text("Verified", timeout=WORKER_TIMEOUT_MS)  # the list reloads itself
+    console.screenshot(alice, "3-backup-verified")
+
+    run_action(alice, ["Verified"], "request_restore")
+    expect(alice.locator(".messagelist")).to_contain_text("an approver must approve it")
+    restore_url = alice.url
+    new_database = readonly(alice, "new_database").inner_text().strip()
+    assert new_database.startswith("opsconsole_demo_shop_restore_")
+
+    bob = new_page("bob")
+    bob.goto(restore_url)
+    bob.click(".approve-link")
+    bob.fill("#id_confirmation", new_database)
+    bob.click("input[type=submit], button[type=submit] >> nth=-1")
+    expect(readonly(bob, "status")).to_have_text("Succeeded", timeout=WORKER_TIMEOUT_MS)
+    expect(readonly(bob, "timings")).to_contain_text("verify")
+    expect(readonly(bob, "error")).to_have_text("-")
+    console.screenshot(bob, "3-restore-succeeded")
+
+
+def test_4_signed_ack_link_after_login_stops_escalation(console, new_page):
+    name = f"CheckoutErrors{uuid.uuid4().hex[:6]}"
+    console.alert(name, "Checkout answers 500")
+    alice = new_page("alice")
+    alice.goto(f"/admin/alerts/inboxmessage/?q={name}")
+    message = alice.locator("#result_list tbody tr").filter(has_text="[FIRING]")
+    expect(message).to_have_count(1, timeout=30_000)
+    console.screenshot(alice, "4-inbox")
+    link = message.locator("a.inbox-ack").get_attribute("href")
+    assert "/alerts/ack/" in link
+
+    stranger = new_page()  # the link opened from a phone, not logged in yet
+    stranger.goto(link)
+    assert "/admin/login/" in stranger.url
+    from tests.browser.conftest import log_in
+
+    log_in(stranger, "alice")
+    expect(stranger.locator("h1")).to_have_text("Acknowledge incident")
+    stranger.click("input[value=Acknowledge]")
+    expect(stranger.locator(".messagelist")).to_contain_text("Escalation stopped")
+    expect(readonly(stranger, "status")).to_have_text("Acknowledged")
+    expect(readonly(stranger, "acknowledged_by")).to_have_text("alice")
+    expect(readonly(stranger, "next_escalation_at")).to_have_text("-")
+    console.screenshot(stranger, "4-acknowledged")
+
+
+def test_5_carol_sees_nothing_that_changes_anything(console, new_page):
+    name = f"DiskFull{uuid.uuid4().hex[:6]}"
+    console.alert(name, "Disk is 97 % full")
+    carol = new_page("carol")
+    carol.goto("/admin/")
+    expect(carol.locator("#panel-incidents")).to_contain_text(name)
+    # Searching and filtering change nothing; any other visible button, action or link would.
+    changing = (
+        "#content input[type=submit]:not(#changelist-search *), "
+        "#content button:not(#changelist-search *):not(#changelist-filter *), "
+        "select[name=action], input.action-select, a.addlink, .approve-link, textarea"
+    )
+    expect(carol.locator(changing).filter(visible=True)).to_have_count(0)
+    console.screenshot(carol, "5-viewer-dashboard")
+    pages = [
+        "/admin/deployments/deployment/",
+        "/admin/deployments/rollbackrequest/",
+        "/admin/backups/backup/",
+        "/admin/backups/databasetarget/",
+        "/admin/alerts/incident/",
+        "/admin/alerts/alertrule/",
+        "/admin/dr/runbook/",
+        "/admin/dr/failoveraction/",
+    ]
+    for url in pages:
+        carol.goto(url)
+        expect(carol.locator(changing).filter(visible=True), url).to_have_count(0)
+        first = carol.locator("#result_list tbody tr th a").first
+        if first.count():
+            first.click()
+            expect(carol.locator(changing).filter(visible=True), carol.url).to_have_count(0)
+
+    carol.goto(f"/admin/alerts/incident/?q={name}")
+    carol.locator("#result_list tbody tr th a").first.click()
+    incident_id = re.search(r"/incident/(\d+)/", carol.url).group(1)
+    csrf = next(c["value"] for c in carol.context.cookies() if c["name"] == "csrftoken")
+    forged = carol.request.post(
+        f"/admin/alerts/incident/{incident_id}/acknowledge/",
+        form={"csrfmiddlewaretoken": csrf},
+        headers={"Referer": carol.url, "X-CSRFToken": csrf},
+    )
+    assert forged.status == 403
+    carol.reload()
+    expect(readonly(carol, "status")).to_have_text("Triggered")
