@@ -38,6 +38,13 @@ class ApprovalAdminMixin:
             *super().get_urls(),
         ]
 
+    def has_change_permission(self, request, obj=None):
+        # A filed request is a record: it is decided, never edited. Without this the
+        # page of a finished request offered "Save" buttons that could change nothing.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
         if obj is not None:

@@ -106,6 +106,7 @@ def test_3_back_up_now_then_restore_into_a_new_database(console, new_page):
     expect(readonly(bob, "status")).to_have_text("Succeeded", timeout=WORKER_TIMEOUT_MS)
     expect(readonly(bob, "timings")).to_contain_text("verify")
     expect(readonly(bob, "error")).to_have_text("-")
+    expect(bob.locator("input[name=_save]"), "a decided request is not edited").to_have_count(0)
     console.screenshot(bob, "3-restore-succeeded")
 
 
@@ -139,8 +140,17 @@ def test_5_carol_sees_nothing_that_changes_anything(console, new_page):
     name = f"DiskFull{uuid.uuid4().hex[:6]}"
     console.alert(name, "Disk is 97 % full")
     carol = new_page("carol")
+    requested = []
+    carol.on("request", lambda r: requested.append(r.url))
     carol.goto("/admin/")
     expect(carol.locator("#panel-incidents")).to_contain_text(name)
+    # The dashboard refreshes its panels in place: a new incident appears, the page stays.
+    carol.evaluate("window.stayed = true")
+    later = f"QueueStuck{uuid.uuid4().hex[:6]}"
+    console.alert(later, "Jobs are not being picked up")
+    expect(carol.locator("#panel-incidents")).to_contain_text(later, timeout=30_000)
+    assert carol.evaluate("window.stayed === true"), "no full reload"
+    assert all(url.startswith(console.url) for url in requested), "nothing from elsewhere"
     # Searching and filtering change nothing; any other visible button, action or link would.
     changing = (
         "#content input[type=submit]:not(#changelist-search *), "
