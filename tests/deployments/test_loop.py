@@ -297,8 +297,12 @@ def test_a_gradual_rollback_backs_out_when_a_step_breaches(
     )
     local_env.save()
     v1 = rollback_ready(client, local_env, django_capture_on_commit_callbacks, "v2")
-    # The "good" old version turns out broken too: the first step must catch it.
+    # The "good" old version turns out broken too: the first step must catch it. Every
+    # request it serves fails, and enough probes go out that some surely reach it at 50 %.
     Deployment.objects.filter(pk=v1.pk).update(version="v1-faulty")
+    local_env.backend.set_variables({"SAMPLE_ERROR_RATE": "1.0"})
+    local_env.probe_requests = 24
+    local_env.save()
     request = loop.request_rollback(local_env, alice, reason="x")
     request.approve(bob, confirmation="production")
     request = loop.execute_rollback(RollbackRequest.objects.get(pk=request.pk))
@@ -317,3 +321,24 @@ def test_gradual_rollback_is_refused_where_the_provider_has_no_weights(db):
     )
     with pytest.raises(ValidationError, match="has no traffic weights"):
         env.full_clean()
+
+
+def test_a_rollback_whose_worker_died_is_failed_and_frees_the_environment(
+    local_env, alice, settings
+):
+    settings.Q_TIMEOUT = 600
+    v1 = Deployment.objects.create(environment=local_env, external_id="d1", version="v1",
+                                   status="succeeded")  # fmt: skip
+    stuck = RollbackRequest.objects.create(
+        environment=local_env, target_deployment=v1, status="executing",
+        started_at=timezone.now() - timedelta(minutes=16),
+    )  # fmt: skip
+    assert loop.reap_interrupted(timezone.now() - timedelta(minutes=2)) == 0, "not yet"
+    assert loop.reap_interrupted() == 1
+    stuck.refresh_from_db()
+    assert stuck.status == "failed" and "worker stopped" in stuck.error
+    incident = Incident.objects.get(fingerprint=f"rollback-failed:{local_env.pk}")
+    assert incident.priority == "critical" and "manual intervention" in incident.title
+    settle(v1, local_env)
+    again = loop.request_rollback(local_env, alice, reason="after looking", target_version="v1")
+    assert again.status == "requested", "the environment is free for a new rollback"
