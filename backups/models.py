@@ -475,6 +475,15 @@ class RestoreRequest(ApprovalRequest):
             old_database_dropped_at=self.old_database_dropped_at
         )
 
+    @classmethod
+    def interrupted(cls, now: datetime | None = None):
+        """Running longer than any task may run (django-q2 stops it at Q_TIMEOUT): its worker
+        is gone."""
+        limit = timedelta(seconds=settings.Q_TIMEOUT + 300)
+        return cls.objects.filter(
+            status=cls.Status.RUNNING, started_at__lt=(now or timezone.now()) - limit
+        )
+
     def claim(self) -> bool:
         claimed = RestoreRequest.objects.filter(pk=self.pk, status=self.Status.APPROVED).update(
             status=self.Status.RUNNING, started_at=timezone.now()

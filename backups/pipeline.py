@@ -516,23 +516,28 @@ def execute_restore(request) -> None:
         StorageError,
         subprocess.SubprocessError,
     ) as exc:
-        message = getattr(exc, "message", str(exc))
-        RestoreRequest.objects.filter(pk=request.pk).update(
-            status=RestoreRequest.Status.FAILED, finished_at=timezone.now(), error=message[:4000]
-        )
-        from alerts.incidents import raise_incident
-
-        raise_incident(
-            source="backups",
-            fingerprint=f"restore:{request.pk}",
-            title=f"Restore of {backup.id} failed",
-            priority="high",
-            component="backups",
-            details={"backup": backup.id, "error": message[:500]},
-        )
+        fail_restore(request, getattr(exc, "message", str(exc)))
         return
     RestoreRequest.objects.filter(pk=request.pk).update(
         status=RestoreRequest.Status.SUCCEEDED,
         finished_at=timezone.now(),
         timings={**result["timings"], "total": round(time.monotonic() - started, 3)},
+    )
+
+
+def fail_restore(request, message: str) -> None:
+    """Record a restore as failed and raise it through the door."""
+    from alerts.incidents import raise_incident
+    from backups.models import RestoreRequest
+
+    RestoreRequest.objects.filter(pk=request.pk).update(
+        status=RestoreRequest.Status.FAILED, finished_at=timezone.now(), error=message[:4000]
+    )
+    raise_incident(
+        source="backups",
+        fingerprint=f"restore:{request.pk}",
+        title=f"Restore of {request.backup_id} failed",
+        priority="high",
+        component="backups",
+        details={"backup": request.backup_id, "error": message[:500]},
     )

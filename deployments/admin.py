@@ -221,6 +221,7 @@ class RollbackRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         "warnings",
         "provider_response",
         "error",
+        "started_at",
         "finished_at",
     )
     fields = readonly_fields

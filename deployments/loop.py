@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -475,11 +476,51 @@ def request_rollback(
     return request
 
 
+def _rollback_failed(request: RollbackRequest, message: str) -> None:
+    env, target = request.environment, request.target_deployment
+    RollbackRequest.objects.filter(pk=request.pk).update(
+        status=RollbackRequest.Status.FAILED, error=message[:4000], finished_at=timezone.now()
+    )
+    raise_incident(
+        source="deployments",
+        fingerprint=f"rollback-failed:{env.pk}",
+        title=f"Rollback of {env} to {target.version} failed: manual intervention required",
+        priority="critical",
+        component=env.name,
+        details={"error": message[:500]},
+    )
+
+
+def reap_interrupted(now: datetime | None = None) -> int:
+    """Rollbacks still executing after any task may run: their worker died.
+
+    They are failed, not re-run (half a gradual rollback may be serving), with
+    the critical incident of a failed rollback, so the environment can be
+    rolled back again once someone has looked.
+    """
+    now = now or timezone.now()
+    limit = timedelta(seconds=settings.Q_TIMEOUT + 300)
+    stuck = RollbackRequest.objects.filter(
+        status__in=[RollbackRequest.Status.EXECUTING, RollbackRequest.Status.VERIFYING],
+        started_at__lt=now - limit,
+    ).select_related("environment", "target_deployment")
+    reaped = 0
+    for request in stuck:
+        _rollback_failed(
+            request,
+            "the worker stopped before the rollback finished; marked failed by the reaper. "
+            "Check which version is live before rolling back again.",
+        )
+        resolve_incident(f"rollback:{request.pk}", reason="the rollback was interrupted")
+        reaped += 1
+    return reaped
+
+
 def execute_rollback(request: RollbackRequest) -> RollbackRequest:
     """Approved → executing → verifying → succeeded (or failed, with an incident)."""
     claimed = RollbackRequest.objects.filter(
         pk=request.pk, status=RollbackRequest.Status.APPROVED
-    ).update(status=RollbackRequest.Status.EXECUTING)
+    ).update(status=RollbackRequest.Status.EXECUTING, started_at=timezone.now())
     request.refresh_from_db()
     if not claimed:
         return request
@@ -511,19 +552,9 @@ def execute_rollback(request: RollbackRequest) -> RollbackRequest:
             raise ProviderError(problem)
     except ProviderError as exc:
         RollbackRequest.objects.filter(pk=request.pk).update(
-            status=RollbackRequest.Status.FAILED,
-            error=exc.message[:4000],
-            finished_at=timezone.now(),
-            provider_response=exc.response or request.provider_response,
+            provider_response=exc.response or request.provider_response
         )
-        raise_incident(
-            source="deployments",
-            fingerprint=f"rollback-failed:{env.pk}",
-            title=f"Rollback of {env} to {target.version} failed: manual intervention required",
-            priority="critical",
-            component=env.name,
-            details={"error": exc.message[:500]},
-        )
+        _rollback_failed(request, exc.message)
         request.refresh_from_db()
         return request
     RollbackRequest.objects.filter(pk=request.pk).update(

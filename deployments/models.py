@@ -356,6 +356,7 @@ class RollbackRequest(ApprovalRequest):
     provider_response = models.JSONField(default=dict, blank=True)
     warnings = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

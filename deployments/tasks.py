@@ -29,3 +29,10 @@ def execute_rollback(request_id: int) -> str:
     from deployments.models import RollbackRequest
 
     return loop.execute_rollback(RollbackRequest.objects.get(pk=request_id)).status
+
+
+@console_task
+def reap_interrupted() -> int:
+    from deployments import loop
+
+    return loop.reap_interrupted()

@@ -112,3 +112,27 @@ def test_carol_cannot_request_or_approve_in_the_admin(client, carol, good_backup
     )
     request.refresh_from_db()
     assert request.status == "requested"
+
+
+def test_a_restore_whose_worker_died_is_failed_by_the_reaper(good_backup, alice, bob, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from alerts.models import Incident
+    from backups.tasks import reap_stalled
+
+    settings.Q_TIMEOUT = 600
+    stuck = RestoreRequest.objects.create(
+        backup=good_backup, requested_by=alice, decided_by=bob, status="running",
+        new_database="shop_restore_x", started_at=timezone.now() - timedelta(minutes=16),
+    )  # fmt: skip
+    fresh = RestoreRequest.objects.create(
+        backup=good_backup, requested_by=alice, decided_by=bob, status="running",
+        new_database="shop_restore_y", started_at=timezone.now() - timedelta(minutes=5),
+    )  # fmt: skip
+    assert reap_stalled() == 1
+    stuck.refresh_from_db(), fresh.refresh_from_db()
+    assert stuck.status == "failed" and "shop_restore_x" in stuck.error
+    assert fresh.status == "running", "still within the task timeout"
+    assert Incident.objects.get(fingerprint=f"restore:{stuck.pk}").priority == "high"
