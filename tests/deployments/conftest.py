@@ -20,8 +20,11 @@ def local_env(db):
     )  # fmt: skip
     env.full_clean()
     env.save()
+    # The provider keeps variables in a folder per environment name; no test sees another's.
+    env.backend.varsfile.unlink(missing_ok=True)
     yield env
     env.backend.stop()
+    env.backend.varsfile.unlink(missing_ok=True)
 
 
 def post_webhook(client, payload, *, secret=SECRET, timestamp=None, raw=None, signature=None):

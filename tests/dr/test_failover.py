@@ -51,6 +51,7 @@ def test_set_variables_goes_through_the_deploy_provider(db, alice):
     env = Environment.objects.create(
         name="production", provider="local", provider_config={"port": 18300}
     )
+    env.backend.varsfile.unlink(missing_ok=True)  # kept per environment name between tests
     act = action(name="read-only", kind="set_variables", automatic=True,
                  config={"environment": "production", "variables": {"READ_ONLY": "true"}})  # fmt: skip
     run = act.request(alice)
