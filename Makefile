@@ -19,6 +19,8 @@ run: setup  ## web server + worker on http://$(HOST):$(PORT)/admin/
 dev: setup  ## the same with Django's dev server and readable logs
 	@$(PY) manage.py serve --dev --host $(HOST) --port $(PORT)
 
+# Links in the demo's notifications point at the address it is served on.
+demo: export OPSCONSOLE_BASE_URL ?= http://$(HOST):$(PORT)
 demo: setup  ## the demo (sample services, people, inbox), then serve it as `make run` does
 	@$(PY) manage.py demo
 	@$(PY) manage.py serve --host $(HOST) --port $(PORT)
