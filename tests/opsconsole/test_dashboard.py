@@ -121,3 +121,10 @@ def test_backups_and_deployments_panels(client, carol, tmp_path):
     assert "shop" in backups and "2.9\xa0MB" in backups and backups.count("<polyline") == 2
     deployments = body.split('id="panel-deployments"')[1].split("</section>")[0]
     assert deployments.count("<tr>") == 5 and "v1.6" in deployments and "v1.1" not in deployments
+
+
+def test_every_admin_page_carries_the_console_styles(client, carol):
+    """State colours (ok / warn / bad) are used on lists and records, not only the dashboard."""
+    login(client, carol)
+    for url in ("/admin/", "/admin/backups/backup/", "/admin/alerts/incident/"):
+        assert "/static/opsconsole/console.css" in client.get(url).content.decode(), url
