@@ -131,12 +131,16 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
         )
     message = build_message(notification)
     if channel.transport.local:
-        try:
-            outcome = (channel.transport.send(message), None)
-        except Exception as exc:  # recorded, whatever it is
-            outcome = (None, exc)
-        return _record(notification, channel, outcome, now)
+        return _record(notification, channel, _attempt(channel, message), now)
     return _send_with_handoff(notification, channel, message, now)
+
+
+def _attempt(channel, message) -> tuple[Any, Exception | None]:
+    """One send: (delivery, None), or (None, the exception) to be recorded, whatever it is."""
+    try:
+        return channel.transport.send(message), None
+    except Exception as exc:
+        return None, exc
 
 
 class _Handoff:
@@ -161,10 +165,7 @@ def _send_with_handoff(notification, channel, message, now) -> str:
     handoff = _Handoff()
 
     def send():
-        try:
-            outcome = (channel.transport.send(message), None)
-        except Exception as exc:  # recorded below, whatever it is
-            outcome = (None, exc)
+        outcome = _attempt(channel, message)
         with handoff.lock:
             handoff.finished, handoff.outcome = True, outcome
             record_here = handoff.abandoned

@@ -177,9 +177,7 @@ class BackupAdmin(RunJobsMixin, admin.ModelAdmin):
 
     @admin.display(description="Status")
     def status_badge(self, backup):
-        css = {"failed": "state-bad", "running": "state-warn", "queued": "state-warn"}.get(
-            backup.status, "state-ok"
-        )
+        css = Backup.STATUS_CSS.get(backup.status, "state-ok")
         label = backup.get_status_display()
         if backup.status == Backup.Status.RUNNING:
             label += f" ({human_bytes(backup.bytes_read)} so far)"

@@ -296,6 +296,9 @@ class Backup(models.Model):
         PRE_RESTORE = "pre-restore", "Before a restore"
         PRE_DEPLOY = "pre-deploy", "Before a deploy"
 
+    # How a status is coloured wherever it is shown (admin list, dashboard); others are ok.
+    STATUS_CSS = {"failed": "state-bad", "running": "state-warn", "queued": "state-warn"}
+
     id = models.CharField(primary_key=True, max_length=40, default=new_backup_id, editable=False)
     policy = models.ForeignKey(BackupPolicy, null=True, blank=True, on_delete=models.SET_NULL)
     target = models.ForeignKey(DatabaseTarget, on_delete=models.PROTECT, related_name="backups")
@@ -479,10 +482,9 @@ class RestoreRequest(ApprovalRequest):
     def interrupted(cls, now: datetime | None = None):
         """Running longer than any task may run (django-q2 stops it at Q_TIMEOUT): its worker
         is gone."""
-        limit = timedelta(seconds=settings.Q_TIMEOUT + 300)
-        return cls.objects.filter(
-            status=cls.Status.RUNNING, started_at__lt=(now or timezone.now()) - limit
-        )
+        from opsconsole.tasks import outlived_any_task
+
+        return cls.objects.filter(status=cls.Status.RUNNING, started_at__lt=outlived_any_task(now))
 
     def claim(self) -> bool:
         claimed = RestoreRequest.objects.filter(pk=self.pk, status=self.Status.APPROVED).update(

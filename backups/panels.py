@@ -9,7 +9,6 @@ from backups.models import Backup, DatabaseTarget
 from opsconsole.charts import sparkline
 
 TREND = 14  # successful backups in each trend line
-CSS = {"failed": "state-bad", "running": "state-warn", "queued": "state-warn"}
 
 
 def backups_panel(request) -> dict:
@@ -26,7 +25,7 @@ def backups_panel(request) -> dict:
             {
                 "target": target.name,
                 "latest": latest,
-                "css": CSS.get(latest.status, "state-ok") if latest else "state-bad",
+                "css": Backup.STATUS_CSS.get(latest.status, "state-ok") if latest else "state-bad",
                 "age": timesince(latest.created_at, now) if latest else None,
                 "sizes": sparkline(
                     [float(b or 0) for b, _ in good], width=100, height=24,

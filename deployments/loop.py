@@ -12,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -498,11 +497,11 @@ def reap_interrupted(now: datetime | None = None) -> int:
     the critical incident of a failed rollback, so the environment can be
     rolled back again once someone has looked.
     """
-    now = now or timezone.now()
-    limit = timedelta(seconds=settings.Q_TIMEOUT + 300)
+    from opsconsole.tasks import outlived_any_task
+
     stuck = RollbackRequest.objects.filter(
         status__in=[RollbackRequest.Status.EXECUTING, RollbackRequest.Status.VERIFYING],
-        started_at__lt=now - limit,
+        started_at__lt=outlived_any_task(now),
     ).select_related("environment", "target_deployment")
     reaped = 0
     for request in stuck:

@@ -22,8 +22,6 @@ from dr.models import (
 )
 from opsconsole.approvals import ApprovalAdminMixin
 
-CSS = {"healthy": "state-ok", "degraded": "state-warn", "unhealthy": "state-bad"}
-
 
 @admin.register(ServiceCheck)
 class ServiceCheckAdmin(admin.ModelAdmin):
@@ -114,7 +112,9 @@ class ServiceCheckAdmin(admin.ModelAdmin):
     @admin.display(description="State")
     def state_badge(self, check):
         return format_html(
-            '<span class="{}">{}</span>', CSS.get(check.state, ""), check.get_state_display()
+            '<span class="{}">{}</span>',
+            ServiceCheck.STATE_CSS.get(check.state, ""),
+            check.get_state_display(),
         )
 
 

@@ -22,6 +22,9 @@ class ServiceCheck(models.Model):
         DEGRADED = "degraded", "Degraded"
         UNHEALTHY = "unhealthy", "Unhealthy"
 
+    # How a state is coloured wherever it is shown (admin list, dashboard).
+    STATE_CSS = {"healthy": "state-ok", "degraded": "state-warn", "unhealthy": "state-bad"}
+
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=[(k, c.label) for k, c in CHECK_KINDS.items()])
     config = models.JSONField(

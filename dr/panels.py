@@ -9,7 +9,6 @@ from django.utils import timezone
 from dr.models import CheckResult, RecoveryObjective, ServiceCheck
 from opsconsole.charts import sparkline
 
-CSS = {"healthy": "state-ok", "degraded": "state-warn", "unhealthy": "state-bad", "unknown": ""}
 ORDER = {"unhealthy": 0, "degraded": 1, "unknown": 2, "healthy": 3}
 SHOWN = 12  # checks listed; the rest are counted, with a link to all of them
 POINTS = 30  # results per sparkline
@@ -36,7 +35,7 @@ def health_panel(request) -> dict:
             {
                 "name": c.name,
                 "state": c.get_state_display(),
-                "css": CSS[c.state],
+                "css": ServiceCheck.STATE_CSS.get(c.state, ""),
                 "latency": c.last_latency_ms,
                 "chart": sparkline(
                     series.get(c.pk, []), width=120, height=24, label=f"{c.name} latency (ms)"

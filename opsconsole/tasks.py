@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from opsconsole.logs import (
@@ -45,6 +46,15 @@ def console_task(func: F) -> F:
             reset_correlation_id(token)
 
     return wrapper  # type: ignore[return-value]
+
+
+def outlived_any_task(now: datetime | None = None) -> datetime:
+    """Work started before this has run longer than django-q2 lets a task run (Q_TIMEOUT,
+    plus a margin): its worker is gone, whatever the record still says."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    return (now or timezone.now()) - timedelta(seconds=settings.Q_TIMEOUT + 300)
 
 
 def enqueue(func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> str:
