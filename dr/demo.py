@@ -44,6 +44,10 @@ def setup(*, password: str | None = None, postgres_url: str = "", port: int = DE
     """Create (or bring back) the demo; returns what the user needs to know."""
     if settings.OPSCONSOLE_ENV == "production":
         raise DemoError("the demo is not for production; it creates users and sample services")
+    if not 1024 <= port <= 65535 - 13:
+        raise DemoError(
+            f"--port {port}: choose a port from 1024 to {65535 - 13} (it uses 13 from there)"
+        )
     with transaction.atomic():
         people = _people(password)
         _inbox_channels()

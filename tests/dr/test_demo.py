@@ -83,6 +83,11 @@ def test_demo_deploy_does_what_a_pipeline_does(
         call_command("demo", "deploy", "staging")
 
 
+def test_a_bad_port_is_one_line_not_a_traceback(db):
+    with pytest.raises(CommandError, match="--port 70000: choose a port from 1024"):
+        call_command("demo", password="pw", postgres_url="", port=70000)
+
+
 def test_the_demo_refuses_production(db, settings):
     settings.OPSCONSOLE_ENV = "production"
     with pytest.raises(CommandError, match="not for production"):
