@@ -53,4 +53,16 @@ def test_alertmanager_with_a_wrong_token_opens_nothing(live_server):
     with alertmanager(f"{live_server.url}/webhooks/alertmanager", "oc_not_a_token") as am:
         alert = {"labels": {"alertname": "X"}, "startsAt": datetime.now(UTC).isoformat()}
         httpx.post(f"{am}/api/v2/alerts", json=[alert], timeout=5)
-        assert wait_for(lambda: Incident.objects.exists(), timeout=4) is None
+        # Wait until Alertmanager says it tried and was refused, then look.
+        assert wait_for(lambda: failed_webhook_sends(am) > 0), "Alertmanager never tried"
+        assert not Incident.objects.exists()
+
+
+def failed_webhook_sends(am: str) -> float:
+    metrics = httpx.get(f"{am}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("alertmanager_notifications_failed_total")
+        and 'integration="webhook"' in line
+    )

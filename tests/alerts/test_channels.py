@@ -148,13 +148,12 @@ def test_after_the_last_attempt_it_fails_and_raises_an_incident(route, httpserve
 
 
 def test_a_channel_that_never_answers_is_paused_after_a_timeout(route, httpserver, monkeypatch):
-    import time
-
     monkeypatch.setattr("opsconsole.http.DEFAULT_TIMEOUT", 0.3)
-    finished = threading.Event()
+    hold, finished, calls = threading.Event(), threading.Event(), []
 
     def hang(request):
-        time.sleep(1)
+        calls.append(request.path)
+        hold.wait(10)  # released by the test once both deliveries returned
         finished.set()
         return Response("late")
 
@@ -164,12 +163,16 @@ def test_a_channel_that_never_answers_is_paused_after_a_timeout(route, httpserve
     fire()
     fire(fingerprint="second")
     first, second = Notification.objects.order_by("pk")
-    assert deliver(first.pk, now=T0) == "retrying"
-    hung.refresh_from_db()
-    assert hung.unresponsive_until == T0 + timedelta(seconds=60)
-    started = time.monotonic()
-    assert deliver(second.pk, now=T0) == "retrying"
-    assert time.monotonic() - started < 0.2, "no second wait on a channel known to hang"
+    try:
+        assert deliver(first.pk, now=T0) == "retrying"
+        hung.refresh_from_db()
+        assert hung.unresponsive_until == T0 + timedelta(seconds=60)
+        assert deliver(second.pk, now=T0) == "retrying"
+        second.refresh_from_db()
+        assert "did not answer recently" in second.error, second.error
+        assert calls == ["/hang"], "no second wait on a channel known to hang"
+    finally:
+        hold.set()
     assert finished.wait(5)  # let the fake peer finish before the next test uses the server
 
 
@@ -440,15 +443,21 @@ def test_a_slow_send_is_handed_off_so_the_worker_moves_on(route, httpserver, mon
     import time
 
     monkeypatch.setattr("alerts.notify.HANDOFF_SECONDS", 0.2)
+    release = threading.Event()
+    # The peer answers only once the test lets it, after deliver() has returned: a
+    # worker that waited for it would hang here until the peer gave up (10 s) and
+    # then see "sent", not "sending".
     httpserver.expect_request("/slow").respond_with_handler(
-        lambda r: (time.sleep(1), Response("ok"))[1]
+        lambda r: (release.wait(10), Response("ok"))[1]
     )
     route(make("slack", secret=httpserver.url_for("/slow")))
     fire()
     n = Notification.objects.get()
-    started = time.monotonic()
-    assert deliver(n.pk, now=T0) == "sending"
-    assert time.monotonic() - started < 0.6, "the worker did not wait for the slow peer"
+    try:
+        assert deliver(n.pk, now=T0) == "sending", "the worker did not wait for the slow peer"
+        assert Notification.objects.get(pk=n.pk).status == "sending"
+    finally:
+        release.set()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and Notification.objects.get(pk=n.pk).status == "sending":
         time.sleep(0.1)

@@ -213,6 +213,7 @@ def test_notifications_carry_the_ack_link(channels):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_evaluators_racing_open_one_incident(channels):
+    """Runs on both databases; only on PostgreSQL can the inserts really collide (below)."""
     barrier = threading.Barrier(4)
     results, errors = [], []
 
@@ -260,3 +261,52 @@ def test_notes_go_on_the_timeline_with_who_wrote_them(channels, alice, carol, cl
     assert (
         client.post(f"/admin/alerts/incident/{incident.pk}/note/", {"note": "x"}).status_code == 403
     )
+
+
+@pytest.mark.postgres_db
+@pytest.mark.django_db(transaction=True)
+def test_an_insert_that_loses_the_race_becomes_a_repeat(channels, monkeypatch):
+    """Both workers have looked and found no open incident before either inserts.
+
+    Only PostgreSQL lets two transactions interleave like this (the SQLite test
+    settings serialise them), so the loser really gets the unique-constraint
+    error and must retry as a repeat of the winner's incident.
+    """
+    from django.db import connections
+
+    real_open = incidents._open
+    barrier = threading.Barrier(2, timeout=20)
+    collided = []
+
+    def open_after_both_looked(*args, **kwargs):
+        if threading.current_thread().name.startswith("racer") and not getattr(
+            threading.current_thread(), "waited", False
+        ):
+            threading.current_thread().waited = True
+            barrier.wait()
+        try:
+            return real_open(*args, **kwargs)
+        except IntegrityError:
+            collided.append(threading.current_thread().name)
+            raise
+
+    monkeypatch.setattr(incidents, "_open", open_after_both_looked)
+    results, errors = [], []
+
+    def racer():
+        try:
+            results.append(raise_it().pk)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=racer, name=f"racer-{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert len(collided) == 1, "the two inserts really collided"
+    assert len(set(results)) == 1
+    assert Incident.objects.get().count == 2

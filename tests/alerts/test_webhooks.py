@@ -73,6 +73,13 @@ def test_a_stale_sentry_request_is_refused(client, sentry_secret, channels):
     assert response.status_code == 401
 
 
+def test_a_sentry_request_from_the_future_is_refused(client, sentry_secret, channels):
+    response = sentry_post(client, EVENT, timestamp=int(time.time()) + 3600)
+    assert response.status_code == 401
+    assert not Incident.objects.exists()
+    assert sentry_post(client, EVENT, timestamp=int(time.time()) + 30).status_code == 202
+
+
 def test_sentry_payload_without_an_event_is_400(client, sentry_secret, channels):
     response = sentry_post(client, {"data": {}})
     assert response.status_code == 400

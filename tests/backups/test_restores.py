@@ -101,6 +101,55 @@ def test_a_failed_restore_leaves_the_target_untouched(
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 500
 
 
+def restore_new(good_backup, alice, bob):
+    request = RestoreRequest(backup=good_backup, requested_by=alice)
+    request.full_clean()
+    request.save()
+    request.approve(bob, confirmation=request.new_database)
+    execute_restore(RestoreRequest.objects.get(pk=request.pk))
+    request.refresh_from_db()
+    return request
+
+
+def test_a_restore_failing_its_checks_drops_the_database_it_created(
+    pg, good_backup, alice, bob, monkeypatch
+):
+    from backups.engines import PostgresEngine
+
+    target = good_backup.target
+    target.check_queries = ["SELECT count(*) > 1000000 FROM users"]
+    target.save()
+    created = []
+    real_create = PostgresEngine.create_database
+    monkeypatch.setattr(
+        PostgresEngine,
+        "create_database",
+        lambda self, name: (real_create(self, name), created.append(name))[0],
+    )
+    request = restore_new(good_backup, alice, bob)
+    assert request.status == "failed" and "failed its checks" in request.error
+    assert created == [request.new_database], "the database was created before the checks"
+    assert request.new_database not in databases(pg), "and dropped after they failed"
+
+
+def test_a_pg_restore_failing_halfway_drops_the_database_it_created(
+    pg, target, local_storage, alice, bob, source_db
+):
+    # An index on a function that reads an unqualified table: pg_restore runs it with
+    # an empty search_path after loading the data, and fails there.
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION user_count(int) RETURNS int LANGUAGE sql IMMUTABLE "
+            "AS 'SELECT $1 + (SELECT count(*)::int FROM users)'"
+        )
+        conn.execute("CREATE INDEX videos_by_count ON videos (user_count(views::int))")
+    backup = run_backup(Backup.objects.create(target=target, storage=local_storage))
+    assert backup.status == "succeeded", backup.error
+    request = restore_new(backup, alice, bob)
+    assert request.status == "failed" and "pg_restore exited with code" in request.error
+    assert request.new_database not in databases(pg)
+
+
 def test_carol_cannot_request_or_approve_in_the_admin(client, carol, good_backup, alice):
     request = RestoreRequest.objects.create(backup=good_backup, requested_by=alice)
     login(client, carol)

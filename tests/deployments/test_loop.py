@@ -342,3 +342,90 @@ def test_a_rollback_whose_worker_died_is_failed_and_frees_the_environment(
     settle(v1, local_env)
     again = loop.request_rollback(local_env, alice, reason="after looking", target_version="v1")
     assert again.status == "requested", "the environment is free for a new rollback"
+
+
+# --- The watch: each threshold of the rollback policy on its own ----------------------
+
+
+def watched(env, version, variables=None):
+    """`version` of the sample service live and under watch, as after a clean verification."""
+    if variables:
+        env.backend.set_variables(variables)
+    env.backend.deploy(version)
+    now = timezone.now()
+    return Deployment.objects.create(
+        environment=env, external_id=version, version=version, status="watching",
+        live_at=now, watch_until=now + timedelta(minutes=10),
+    )  # fmt: skip
+
+
+def policy(env, **limits):
+    """Thresholds that cannot trip, except the ones given."""
+    values = {"max_error_rate": 100.0, "max_avg_response_ms": 60_000.0, "min_availability": 0.0}
+    for field, value in {**values, **limits}.items():
+        setattr(env, field, value)
+    env.rollback_mode = "ask"
+    env.save()
+
+
+def test_the_watch_rolls_back_on_the_error_rate_alone(local_env):
+    policy(local_env, max_error_rate=5.0)
+    deployment = watched(local_env, "v2-faulty", {"SAMPLE_ERROR_RATE": "1.0"})
+    loop.watch_tick()
+    sample = deployment.samples.get()
+    assert sample.error_rate > 50 and sample.breach.startswith("error rate"), sample.breach
+    deployment.refresh_from_db()
+    assert deployment.status == "failed"
+
+
+def test_the_watch_rolls_back_on_slow_responses_alone(local_env):
+    policy(local_env, max_avg_response_ms=150.0)
+    deployment = watched(local_env, "v2-slow", {"SAMPLE_DELAY_MS": "400"})
+    loop.watch_tick()
+    sample = deployment.samples.get()
+    assert sample.error_rate == 0 and sample.availability == 100
+    assert sample.breach.startswith("average response"), sample.breach
+    deployment.refresh_from_db()
+    assert deployment.status == "failed"
+
+
+def test_the_same_slow_version_passes_a_policy_that_allows_it(local_env):
+    policy(local_env, max_avg_response_ms=5_000.0)
+    deployment = watched(local_env, "v2-slow", {"SAMPLE_DELAY_MS": "400"})
+    loop.watch_tick()
+    assert deployment.samples.get().passed
+    deployment.refresh_from_db()
+    assert deployment.status == "watching"
+
+
+def test_the_watch_rolls_back_on_availability_alone(local_env):
+    # The service answers 401 where the environment expects 200: unavailable, not an error.
+    local_env.endpoints = [{"path": "/api/auth/status", "ok": [200]}]
+    policy(local_env, min_availability=90.0)
+    deployment = watched(local_env, "v2")
+    loop.watch_tick()
+    sample = deployment.samples.get()
+    assert sample.error_rate == 0 and sample.availability == 50
+    assert sample.breach.startswith("availability"), sample.breach
+    deployment.refresh_from_db()
+    assert deployment.status == "failed"
+
+
+def test_a_version_that_ran_an_hour_with_two_percent_errors_is_no_rollback_target(local_env):
+    local_env.stable_max_error_rate = 1.0
+    local_env.save()
+    now = timezone.now()
+
+    def ran(version, hours_ago, error_rate):
+        start = now - timedelta(hours=hours_ago)
+        d = Deployment.objects.create(
+            environment=local_env, external_id=version, version=version, status="succeeded",
+            received_at=start, live_at=start, ended_at=start + timedelta(minutes=70),
+        )  # fmt: skip
+        d.samples.create(error_rate=error_rate, avg_ms=20, p95_ms=30, availability=100, passed=True)
+        return d
+
+    clean = ran("v1", 5, 0.5)
+    ran("v2", 3, 2.0)
+    current = Deployment.objects.create(environment=local_env, external_id="v3", version="v3")
+    assert local_env.stable_target(before=current) == clean

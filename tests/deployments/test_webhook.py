@@ -64,6 +64,14 @@ def test_a_stale_timestamp_is_401(client, env):
     assert not Deployment.objects.exists()
 
 
+def test_a_timestamp_from_the_future_beyond_the_window_is_401(client, env):
+    response = post_webhook(client, PAYLOAD, timestamp=int(time.time()) + 600)
+    assert response.status_code == 401
+    assert "5-minute window" in response.json()["error"]
+    assert not Deployment.objects.exists()
+    assert post_webhook(client, PAYLOAD, timestamp=int(time.time()) + 60).status_code == 201
+
+
 def test_a_reused_signature_is_401(client, env):
     stamp = int(time.time())
     assert post_webhook(client, PAYLOAD, timestamp=stamp).status_code == 201

@@ -105,6 +105,8 @@ def standby(pg):
                 break
             except psycopg.OperationalError:
                 time.sleep(0.2)
+        else:
+            pytest.fail(f"the standby never accepted a connection (exit code {process.poll()})")
         yield url
     finally:
         process.terminate()

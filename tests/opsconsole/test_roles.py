@@ -97,3 +97,63 @@ def test_bob_approves_through_the_admin_with_a_typed_confirmation(client, bob, r
     assert right.status_code == 302
     request_by_alice.refresh_from_db()
     assert request_by_alice.status == "approved"
+
+
+@pytest.fixture
+def dave(django_user_model):
+    """A second approver."""
+    user = django_user_model.objects.create_user("dave")
+    user.groups.add(Group.objects.get(name="Approver"))
+    return user
+
+
+def test_two_stale_copies_cannot_both_decide(request_by_alice, bob, dave):
+    # Two approvers opened the page while it was still requested: both copies say so.
+    first = ChangeRequest.objects.get(pk=request_by_alice.pk)
+    second = ChangeRequest.objects.get(pk=request_by_alice.pk)
+    first.approve(bob, confirmation="production")
+    with pytest.raises(ValidationError, match="already approved"):
+        second.reject(dave, note="too late")
+    with pytest.raises(ValidationError, match="already approved"):
+        ChangeRequest.objects.get(pk=request_by_alice.pk).cancel(dave)
+    request_by_alice.refresh_from_db()
+    assert (request_by_alice.status, request_by_alice.decided_by) == ("approved", bob)
+
+
+@pytest.mark.postgres_db
+@pytest.mark.django_db(transaction=True)
+def test_approvers_racing_on_postgresql_decide_once(django_user_model):
+    """Real threads, each with its own connection and its own stale copy."""
+    import threading
+
+    from django.db import connections
+
+    alice = django_user_model.objects.create_user("alice")
+    approvers = []
+    for name in ("bob", "dave", "erin", "frank"):
+        user = django_user_model.objects.create_user(name)
+        user.groups.add(Group.objects.get(name="Approver"))
+        approvers.append(user)
+    request = ChangeRequest.objects.create(environment="production", requested_by=alice)
+    copies = [ChangeRequest.objects.get(pk=request.pk) for _ in approvers]
+    barrier = threading.Barrier(len(approvers), timeout=20)
+    won, lost = [], []
+
+    def decide(copy, user):
+        try:
+            barrier.wait()
+            copy.approve(user, confirmation="production")
+            won.append(user.username)
+        except ValidationError:
+            lost.append(user.username)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=decide, args=pair) for pair in zip(copies, approvers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(won) == 1 and len(lost) == 3, (won, lost)
+    request.refresh_from_db()
+    assert request.decided_by.username == won[0]

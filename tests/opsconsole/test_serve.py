@@ -77,11 +77,9 @@ def test_serve_runs_web_and_worker_and_stops_both_on_sigterm(console):
     assert ready.json()["checks"]["worker"]["ok"] is True
     web_pid, worker_pid = pids()
 
-    started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0, log.read_text()[-2000:]
     assert wait_for(lambda: not group_alive(web_pid) and not group_alive(worker_pid), timeout=10)
-    assert time.monotonic() - started < 10
     assert "did not stop in time" not in log.read_text(), "a child needed SIGKILL"
     assert get(port, "/health") is None
 
