@@ -118,7 +118,7 @@ def test_checks_of_one_tick_run_at_the_same_time(db):
                 timeout_seconds=3.0,
                 retries=1,
                 config={"url": f"{base}/{name}"},
-            )  # fmt: skip
+            )
             for name in ("one", "two")
         ]
         tick()

@@ -149,7 +149,9 @@ def test_approvers_racing_on_postgresql_decide_once(django_user_model):
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=decide, args=pair) for pair in zip(copies, approvers)]
+    threads = [
+        threading.Thread(target=decide, args=pair) for pair in zip(copies, approvers, strict=True)
+    ]
     for t in threads:
         t.start()
     for t in threads:
