@@ -21,7 +21,7 @@ from backups.models import (
     RestoreRequest,
     StorageLocation,
 )
-from opsconsole.approvals import ApprovalAdminMixin
+from opsconsole.approvals.admin import ApprovalAdminMixin
 from opsconsole.tasks import enqueue
 
 RUN = "opsconsole.run_jobs"

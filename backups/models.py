@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from backups.engines import ENGINES
-from backups.storages import STORAGE_KINDS
+from alerts.incidents import raise_incident
+from backups.engines import ENGINES, EngineError
+from backups.errors import BackupError, RestoreRefused
+from backups.storages import STORAGE_KINDS, StorageError
+from opsconsole.approvals.models import ApprovalRequest
 from opsconsole.fields import EncryptedTextField
-from opsconsole.models import ApprovalRequest
 
 
 def default_exclusions() -> list[str]:
@@ -410,6 +413,7 @@ class RestoreRequest(ApprovalRequest):
         CANCELLED = "cancelled", "Cancelled"
 
     OPEN = ("requested", "approved", "running")
+    FAILURES = (RestoreRefused, BackupError, EngineError, StorageError, subprocess.SubprocessError)
 
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.REQUESTED, db_index=True
@@ -424,10 +428,7 @@ class RestoreRequest(ApprovalRequest):
     )
     old_database = models.CharField(max_length=63, blank=True, help_text="Kept after a replace.")
     old_database_dropped_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -456,18 +457,38 @@ class RestoreRequest(ApprovalRequest):
     def confirmation_phrase(self) -> str:
         return self.backup.target.db.dbname if self.mode == self.Mode.REPLACE else self.new_database
 
-    def approve(self, user, *, confirmation: str, note: str = "") -> None:
-        super().approve(user, confirmation=confirmation, note=note)
-        from django.db import transaction
+    def fingerprint(self) -> str:
+        return f"restore:{self.pk}"
 
-        from opsconsole.tasks import enqueue
+    def run(self) -> dict:
+        # The pipeline imports these models: the import breaks the cycle.
+        from backups.pipeline import carry_out_restore
 
-        transaction.on_commit(lambda: enqueue("backups.tasks.run_restore", self.pk))
+        return carry_out_restore(self)
+
+    def on_failed(self, message: str) -> None:
+        raise_incident(
+            source="backups",
+            fingerprint=self.fingerprint(),
+            title=f"Restore of {self.backup_id} failed",
+            priority="high",
+            component="backups",
+            details={"backup": self.backup_id, "error": message[:500]},
+        )
+
+    def interruption_message(self) -> str:
+        if self.mode == self.Mode.NEW:
+            look = f"database {self.new_database} (it may be half restored)"
+        else:
+            name = self.backup.target.db.dbname
+            look = f"databases {name}, {name}_incoming_* and {name}_pre_restore_*"
+        return (
+            "the worker stopped before the restore finished; marked failed by the reaper. "
+            f"Check {look} before requesting it again."
+        )
 
     def drop_old_database(self, user) -> None:
         """After a replace, the kept database goes only when an approver says so."""
-        from django.core.exceptions import PermissionDenied
-
         if not user.has_perm(self.APPROVE_PERMISSION):
             raise PermissionDenied("Only an approver may drop the kept database.")
         if not self.old_database or self.old_database_dropped_at:
@@ -477,19 +498,3 @@ class RestoreRequest(ApprovalRequest):
         RestoreRequest.objects.filter(pk=self.pk).update(
             old_database_dropped_at=self.old_database_dropped_at
         )
-
-    @classmethod
-    def interrupted(cls, now: datetime | None = None):
-        """Running longer than any task may run (django-q2 stops it at Q_TIMEOUT): its worker
-        is gone."""
-        from opsconsole.tasks import outlived_any_task
-
-        return cls.objects.filter(status=cls.Status.RUNNING, started_at__lt=outlived_any_task(now))
-
-    def claim(self) -> bool:
-        claimed = RestoreRequest.objects.filter(pk=self.pk, status=self.Status.APPROVED).update(
-            status=self.Status.RUNNING, started_at=timezone.now()
-        )
-        if claimed:
-            self.refresh_from_db()
-        return bool(claimed)

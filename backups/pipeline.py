@@ -27,6 +27,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from backups.engines import EngineError, PostgresEngine, SqliteEngine
+from backups.errors import BackupError, RestoreRefused
 from backups.models import Backup, BackupKey
 from backups.storages import StorageError
 
@@ -34,17 +35,6 @@ log = logging.getLogger("opsconsole.backups")
 
 CHUNK = 1024 * 1024
 PROGRESS_EVERY = 2.0  # seconds between progress writes to the record
-
-
-class BackupError(Exception):
-    def __init__(self, message: str, stderr: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.stderr = stderr
-
-
-class RestoreRefused(Exception):
-    """The backup failed a check; no database was touched."""
 
 
 # --- stream pieces -------------------------------------------------------------------
@@ -477,67 +467,32 @@ def restore_into(backup: Backup, dbname: str) -> dict:
     return {"database": dbname, "timings": {k: round(v, 3) for k, v in timings.items()}}
 
 
-def execute_restore(request) -> None:
-    """Run an approved RestoreRequest; a replace swaps databases only after every check passed."""
-    from backups.models import Backup, RestoreRequest
+def carry_out_restore(request) -> dict:
+    """The work of a claimed RestoreRequest; a replace swaps databases only after every
+    check passed. Returns the fields to record with success."""
+    from backups.models import RestoreRequest
 
-    if not request.claim():
-        return
     backup = request.backup
     engine = backup.target.db
     started = time.monotonic()
-    try:
-        if request.mode == RestoreRequest.Mode.NEW:
-            result = restore_into(backup, request.new_database)
-        else:
-            safety = run_backup(
-                Backup.objects.create(
-                    target=backup.target,
-                    storage=backup.storage,
-                    trigger=Backup.Trigger.PRE_RESTORE,
-                    requested_by=request.decided_by,
-                )
+    if request.mode == RestoreRequest.Mode.NEW:
+        result = restore_into(backup, request.new_database)
+    else:
+        safety = run_backup(
+            Backup.objects.create(
+                target=backup.target,
+                storage=backup.storage,
+                trigger=Backup.Trigger.PRE_RESTORE,
+                requested_by=request.decided_by,
             )
-            RestoreRequest.objects.filter(pk=request.pk).update(safety_backup=safety)
-            if safety.status == Backup.Status.FAILED:
-                raise BackupError(
-                    f"the safety backup of the current database failed: {safety.error}"
-                )
-            stamp = timezone.now().strftime("%Y%m%d%H%M%S")
-            fresh = f"{engine.dbname}_incoming_{stamp}"[:63]
-            result = restore_into(backup, fresh)
-            old = f"{engine.dbname}_pre_restore_{stamp}"[:63]
-            engine.swap_in(fresh, old)
-            RestoreRequest.objects.filter(pk=request.pk).update(old_database=old)
-    except (
-        RestoreRefused,
-        BackupError,
-        EngineError,
-        StorageError,
-        subprocess.SubprocessError,
-    ) as exc:
-        fail_restore(request, getattr(exc, "message", str(exc)))
-        return
-    RestoreRequest.objects.filter(pk=request.pk).update(
-        status=RestoreRequest.Status.SUCCEEDED,
-        finished_at=timezone.now(),
-        timings={**result["timings"], "total": round(time.monotonic() - started, 3)},
-    )
-
-
-def fail_restore(request, message: str) -> None:
-    """Record a restore as failed and raise it through the door."""
-    from alerts.incidents import raise_incident
-    from backups.models import RestoreRequest
-
-    RestoreRequest.objects.filter(pk=request.pk).update(
-        status=RestoreRequest.Status.FAILED, finished_at=timezone.now(), error=message[:4000]
-    )
-    raise_incident(
-        source="backups",
-        fingerprint=f"restore:{request.pk}",
-        title=f"Restore of {request.backup_id} failed",
-        priority="high",
-        component="backups",
-        details={"backup": request.backup_id, "error": message[:500]},
-    )
+        )
+        RestoreRequest.objects.filter(pk=request.pk).update(safety_backup=safety)
+        if safety.status == Backup.Status.FAILED:
+            raise BackupError(f"the safety backup of the current database failed: {safety.error}")
+        stamp = timezone.now().strftime("%Y%m%d%H%M%S")
+        fresh = f"{engine.dbname}_incoming_{stamp}"[:63]
+        result = restore_into(backup, fresh)
+        old = f"{engine.dbname}_pre_restore_{stamp}"[:63]
+        engine.swap_in(fresh, old)
+        RestoreRequest.objects.filter(pk=request.pk).update(old_database=old)
+    return {"timings": {**result["timings"], "total": round(time.monotonic() - started, 3)}}

@@ -29,14 +29,6 @@ def run_policy(policy_id: int) -> str | None:
 
 
 @console_task
-def run_restore(request_id: int) -> None:
-    from backups.models import RestoreRequest
-    from backups.pipeline import execute_restore
-
-    execute_restore(RestoreRequest.objects.get(pk=request_id))
-
-
-@console_task
 def verify_newest() -> int:
     """Daily: read back the newest good backup of every target."""
     from backups.models import DatabaseTarget
@@ -85,27 +77,15 @@ def record_all_metrics() -> int:
 
 @console_task
 def reap_stalled() -> int:
-    """Running backups and restores whose worker is gone: fail them (with an incident) and
-    abort what the backups left in storage."""
+    """Running backups without a sign of life: their worker is gone. Fail them (with an
+    incident) and abort what they left in storage. (Restores are approval requests: the
+    console's one reaper, `opsconsole.approvals.tasks.reap_interrupted`, takes them.)"""
     from django.utils import timezone
 
-    from backups.models import Backup, RestoreRequest
-    from backups.pipeline import fail, fail_restore
+    from backups.models import Backup
+    from backups.pipeline import fail
 
     reaped = 0
-    for restore in RestoreRequest.interrupted():
-        # Not re-run: half a replace may have renamed databases. Say what to look at.
-        if restore.mode == RestoreRequest.Mode.NEW:
-            look = f"database {restore.new_database} (it may be half restored)"
-        else:
-            name = restore.backup.target.db.dbname
-            look = f"databases {name}, {name}_incoming_* and {name}_pre_restore_*"
-        fail_restore(
-            restore,
-            "the worker stopped before the restore finished; marked failed by the reaper. "
-            f"Check {look} before requesting it again.",
-        )
-        reaped += 1
     for backup in Backup.stale():
         _abort_leftovers(backup)
         ran = (timezone.now() - backup.started_at).total_seconds() if backup.started_at else None

@@ -17,7 +17,7 @@ from deployments.models import (
     VariableSyncRequest,
 )
 from deployments.providers import ProviderError
-from opsconsole.approvals import ApprovalAdminMixin
+from opsconsole.approvals.admin import ApprovalAdminMixin
 from opsconsole.charts import sparkline
 
 BADGES = {

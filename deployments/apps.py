@@ -18,9 +18,6 @@ class DeploymentsConfig(AppConfig):
 
         routes.register("", "deployments.urls")
         schedules.register("deployments.watch", "deployments.tasks.watch", cron="* * * * * */30")
-        schedules.register(
-            "deployments.reap_interrupted", "deployments.tasks.reap_interrupted", cron="*/5 * * * *"
-        )
         roles.grant(
             roles.OPERATOR, "deployments.add_rollbackrequest", "deployments.change_rollbackrequest"
         )

@@ -469,102 +469,28 @@ def request_rollback(
         )
         raise ValidationError(f"A rollback of {env} is already {what}.") from None
     if automatic:
-        from opsconsole.tasks import enqueue
-
-        transaction.on_commit(lambda: enqueue("deployments.tasks.execute_rollback", request.pk))
+        request.enqueue()
     return request
 
 
-def _rollback_failed(request: RollbackRequest, message: str) -> None:
+def carry_out_rollback(request: RollbackRequest) -> dict[str, Any]:
+    """The work of a claimed rollback: the provider call (or gradual steps), then
+    verification. Raises ProviderError with what went wrong."""
     env, target = request.environment, request.target_deployment
-    RollbackRequest.objects.filter(pk=request.pk).update(
-        status=RollbackRequest.Status.FAILED, error=message[:4000], finished_at=timezone.now()
-    )
-    raise_incident(
-        source="deployments",
-        fingerprint=f"rollback-failed:{env.pk}",
-        title=f"Rollback of {env} to {target.version} failed: manual intervention required",
-        priority="critical",
-        component=env.name,
-        details={"error": message[:500]},
-    )
-
-
-def reap_interrupted(now: datetime | None = None) -> int:
-    """Rollbacks still executing after any task may run: their worker died.
-
-    They are failed, not re-run (half a gradual rollback may be serving), with
-    the critical incident of a failed rollback, so the environment can be
-    rolled back again once someone has looked.
-    """
-    from opsconsole.tasks import outlived_any_task
-
-    stuck = RollbackRequest.objects.filter(
-        status__in=[RollbackRequest.Status.EXECUTING, RollbackRequest.Status.VERIFYING],
-        started_at__lt=outlived_any_task(now),
-    ).select_related("environment", "target_deployment")
-    reaped = 0
-    for request in stuck:
-        _rollback_failed(
-            request,
-            "the worker stopped before the rollback finished; marked failed by the reaper. "
-            "Check which version is live before rolling back again.",
-        )
-        resolve_incident(f"rollback:{request.pk}", reason="the rollback was interrupted")
-        reaped += 1
-    return reaped
-
-
-def execute_rollback(request: RollbackRequest) -> RollbackRequest:
-    """Approved → executing → verifying → succeeded (or failed, with an incident)."""
-    claimed = RollbackRequest.objects.filter(
-        pk=request.pk, status=RollbackRequest.Status.APPROVED
-    ).update(status=RollbackRequest.Status.EXECUTING, started_at=timezone.now())
-    request.refresh_from_db()
-    if not claimed:
-        return request
-    env, target = request.environment, request.target_deployment
-    fingerprint = f"rollback:{request.pk}"
-    raise_incident(
-        source="deployments",
-        fingerprint=fingerprint,
-        title=f"Rolling back {env} to {target.version}",
-        priority="high",
-        component=env.name,
-        details={
-            "from": request.from_deployment.version if request.from_deployment else None,
-            "to": target.version,
-            "reason": request.reason,
-            "warnings": request.warnings,
-        },
-    )
     try:
         if env.gradual_rollback and env.backend.supports_weights:
             response = _gradual(request, target)
         else:
             response = env.backend.rollback(target)
-        RollbackRequest.objects.filter(pk=request.pk).update(
-            status=RollbackRequest.Status.VERIFYING, provider_response=response
-        )
-        problem = _verify_rollback(request, target)
-        if problem:
-            raise ProviderError(problem)
     except ProviderError as exc:
-        RollbackRequest.objects.filter(pk=request.pk).update(
-            provider_response=exc.response or request.provider_response
-        )
-        _rollback_failed(request, exc.message)
-        request.refresh_from_db()
-        return request
-    RollbackRequest.objects.filter(pk=request.pk).update(
-        status=RollbackRequest.Status.SUCCEEDED, finished_at=timezone.now()
-    )
-    if request.from_deployment_id:
-        Deployment.objects.filter(pk=request.from_deployment_id).update(status=Status.ROLLED_BACK)
-    resolve_incident(fingerprint, reason=f"{env} is back on {target.version}")
-    resolve_incident(f"deploy:{env.pk}", reason=f"rolled back to {target.version}")
-    request.refresh_from_db()
-    return request
+        if exc.response:
+            RollbackRequest.objects.filter(pk=request.pk).update(provider_response=exc.response)
+        raise
+    request.advance(RollbackRequest.Status.VERIFYING, provider_response=response)
+    problem = _verify_rollback(request, target)
+    if problem:
+        raise ProviderError(problem)
+    return {}
 
 
 def _gradual(request: RollbackRequest, target: Deployment) -> dict[str, Any]:

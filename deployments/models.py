@@ -10,9 +10,10 @@ from django.db import models
 from django.db.models import Avg, Max, Q
 from django.utils import timezone
 
-from deployments.providers import PROVIDERS
+from alerts.incidents import raise_incident, resolve_incident
+from deployments.providers import PROVIDERS, ProviderError
+from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField
-from opsconsole.models import ApprovalRequest, RunStatus
 
 
 def default_endpoints() -> list[dict]:
@@ -132,6 +133,10 @@ class Environment(models.Model):
     def backend(self):
         return PROVIDERS[self.provider](self)
 
+    def fingerprint(self) -> str:
+        """The incident about this environment's current deploy (breach, failed deploy)."""
+        return f"deploy:{self.pk}"
+
     def signing_secrets(self) -> list[str]:
         return [s for s in (self.webhook_secret, settings.OPSCONSOLE_WEBHOOK_SECRET) if s][:1]
 
@@ -164,8 +169,6 @@ class Environment(models.Model):
 
     def variable_diff(self) -> dict[str, list[str]]:
         """Names only: missing on the provider, extra there, or set to a different value."""
-        from deployments.providers import ProviderError
-
         live = self.backend.variables()
         if live is None:
             raise ProviderError(f"{self.backend.label} cannot list variables")
@@ -185,7 +188,7 @@ class Environment(models.Model):
             environment=self, requested_by=user, names=names
         )
         if not self.two_person_rule:
-            request.execute()
+            request.approve_automatically("the environment needs no second person")
         return request
 
     def push_variables(self) -> None:
@@ -341,6 +344,8 @@ class RollbackRequest(ApprovalRequest):
         CANCELLED = "cancelled", "Cancelled"
 
     ACTIVE = ("requested", "approved", "executing", "verifying")
+    RUNNING_STATES = ("executing", "verifying")
+    FAILURES = (ProviderError,)
 
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.REQUESTED, db_index=True
@@ -355,9 +360,6 @@ class RollbackRequest(ApprovalRequest):
     automatic = models.BooleanField(default=False)
     provider_response = models.JSONField(default=dict, blank=True)
     warnings = models.TextField(blank=True)
-    error = models.TextField(blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -378,13 +380,61 @@ class RollbackRequest(ApprovalRequest):
     def confirmation_phrase(self) -> str:
         return self.environment.name
 
-    def approve(self, user, *, confirmation: str, note: str = "") -> None:
-        super().approve(user, confirmation=confirmation, note=note)
-        from django.db import transaction
+    def fingerprint(self) -> str:
+        """The incident that says this rollback is under way."""
+        return f"rollback:{self.pk}"
 
-        from opsconsole.tasks import enqueue
+    def run(self) -> dict:
+        # deployments.rollbacks imports this module: the import breaks the cycle.
+        from deployments import loop
 
-        transaction.on_commit(lambda: enqueue("deployments.tasks.execute_rollback", self.pk))
+        return loop.carry_out_rollback(self)
+
+    def on_started(self) -> None:
+        raise_incident(
+            source="deployments",
+            fingerprint=self.fingerprint(),
+            title=f"Rolling back {self.environment} to {self.target_deployment.version}",
+            priority="high",
+            component=self.environment.name,
+            details={
+                "from": self.from_deployment.version if self.from_deployment else None,
+                "to": self.target_deployment.version,
+                "reason": self.reason,
+                "warnings": self.warnings,
+            },
+        )
+
+    def on_succeeded(self) -> None:
+        env, target = self.environment, self.target_deployment
+        if self.from_deployment_id:
+            Deployment.objects.filter(pk=self.from_deployment_id).update(
+                status=Deployment.Status.ROLLED_BACK
+            )
+        resolve_incident(self.fingerprint(), reason=f"{env} is back on {target.version}")
+        resolve_incident(env.fingerprint(), reason=f"rolled back to {target.version}")
+
+    def on_failed(self, message: str) -> None:
+        env = self.environment
+        raise_incident(
+            source="deployments",
+            fingerprint=f"rollback-failed:{env.pk}",
+            title=(
+                f"Rollback of {env} to {self.target_deployment.version} failed: "
+                "manual intervention required"
+            ),
+            priority="critical",
+            component=env.name,
+            details={"error": message[:500]},
+        )
+        # The critical incident above takes over from the "under way" one.
+        resolve_incident(self.fingerprint(), reason="the rollback failed")
+
+    def interruption_message(self) -> str:
+        return (
+            "the worker stopped before the rollback finished; marked failed by the reaper. "
+            "Check which version is live before rolling back again."
+        )
 
 
 class EnvironmentVariable(models.Model):
@@ -409,6 +459,7 @@ class VariableSyncRequest(ApprovalRequest):
 
     REQUEST_PERMISSION = "opsconsole.run_jobs"
     APPROVE_PERMISSION = "opsconsole.approve_rollback"
+    FAILURES = (ProviderError,)
 
     Status = RunStatus
 
@@ -417,7 +468,6 @@ class VariableSyncRequest(ApprovalRequest):
         Environment, on_delete=models.CASCADE, related_name="variable_syncs"
     )
     names = models.JSONField(default=list, help_text="What will change (names only).")
-    error = models.TextField(blank=True)
 
     def __str__(self) -> str:
         return f"sync variables of {self.environment}"
@@ -428,19 +478,5 @@ class VariableSyncRequest(ApprovalRequest):
     def confirmation_phrase(self) -> str:
         return self.environment.name
 
-    def approve(self, user, *, confirmation: str, note: str = "") -> None:
-        super().approve(user, confirmation=confirmation, note=note)
-        self.execute()
-
-    def execute(self) -> None:
-        from deployments.providers import ProviderError
-
-        try:
-            self.environment.push_variables()
-        except ProviderError as exc:
-            VariableSyncRequest.objects.filter(pk=self.pk).update(
-                status=self.Status.FAILED, error=exc.message
-            )
-        else:
-            VariableSyncRequest.objects.filter(pk=self.pk).update(status=self.Status.SUCCEEDED)
-        self.refresh_from_db()
+    def run(self) -> None:
+        self.environment.push_variables()

@@ -21,18 +21,3 @@ def watch() -> int:
     from deployments import loop
 
     return loop.watch_tick()
-
-
-@console_task
-def execute_rollback(request_id: int) -> str:
-    from deployments import loop
-    from deployments.models import RollbackRequest
-
-    return loop.execute_rollback(RollbackRequest.objects.get(pk=request_id)).status
-
-
-@console_task
-def reap_interrupted() -> int:
-    from deployments import loop
-
-    return loop.reap_interrupted()

@@ -20,7 +20,7 @@ from dr.models import (
     RunbookStep,
     ServiceCheck,
 )
-from opsconsole.approvals import ApprovalAdminMixin
+from opsconsole.approvals.admin import ApprovalAdminMixin
 
 
 @admin.register(ServiceCheck)

@@ -9,10 +9,12 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from alerts.incidents import raise_incident
 from dr.checks import CHECK_KINDS
 from dr.failover import ACTION_KINDS as FAILOVER_KINDS
+from dr.failover import FailoverError
+from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField
-from opsconsole.models import ApprovalRequest, RunStatus
 
 
 class ServiceCheck(models.Model):
@@ -465,6 +467,10 @@ class FailoverAction(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def fingerprint(self) -> str:
+        """The incident raised when a run of this action fails."""
+        return f"failover:{self.pk}"
+
     def clean(self) -> None:
         if self.kind:
             try:
@@ -475,20 +481,18 @@ class FailoverAction(models.Model):
                 raise ValidationError({"config": str(exc)}) from None
 
     def request(self, user, reason: str = "") -> FailoverRun:
+        """File a run; an automatic action is approved by its own setting and queued."""
         FailoverRun.check_can_request(user)
         run = FailoverRun.objects.create(action=self, requested_by=user, reason=reason)
         if self.automatic:
-            FailoverRun.objects.filter(pk=run.pk).update(
-                status=FailoverRun.Status.APPROVED, decision_note="automatic action"
-            )
-            run.refresh_from_db()
-            run.execute()
+            run.approve_automatically("automatic action")
         return run
 
 
 class FailoverRun(ApprovalRequest):
     REQUEST_PERMISSION = "opsconsole.request_failover"
     APPROVE_PERMISSION = "opsconsole.approve_failover"
+    FAILURES = (FailoverError,)
 
     Status = RunStatus
     RETRYABLE = (RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED)
@@ -496,8 +500,6 @@ class FailoverRun(ApprovalRequest):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
     action = models.ForeignKey(FailoverAction, on_delete=models.PROTECT, related_name="runs")
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -508,33 +510,15 @@ class FailoverRun(ApprovalRequest):
     def confirmation_phrase(self) -> str:
         return self.action.name
 
-    def approve(self, user, *, confirmation: str, note: str = "") -> None:
-        super().approve(user, confirmation=confirmation, note=note)
-        self.execute()
+    def run(self) -> dict:
+        return {"result": FAILOVER_KINDS[self.action.kind](self.action).run()}
 
-    def execute(self) -> None:
-        from dr.failover import FailoverError
-
-        if not FailoverRun.objects.filter(pk=self.pk, status=self.Status.APPROVED).exists():
-            return
-        try:
-            result = FAILOVER_KINDS[self.action.kind](self.action).run()
-        except FailoverError as exc:
-            FailoverRun.objects.filter(pk=self.pk).update(
-                status=self.Status.FAILED, error=str(exc)[:4000], finished_at=timezone.now()
-            )
-            from alerts.incidents import raise_incident
-
-            raise_incident(
-                source="dr",
-                fingerprint=f"failover:{self.action_id}",
-                title=f"Failover action {self.action} failed",
-                priority="critical",
-                component="dr",
-                details={"error": str(exc)[:500]},
-            )
-        else:
-            FailoverRun.objects.filter(pk=self.pk).update(
-                status=self.Status.SUCCEEDED, result=result, finished_at=timezone.now()
-            )
-        self.refresh_from_db()
+    def on_failed(self, message: str) -> None:
+        raise_incident(
+            source="dr",
+            fingerprint=self.action.fingerprint(),
+            title=f"Failover action {self.action} failed",
+            priority="critical",
+            component="dr",
+            details={"error": message[:500]},
+        )

@@ -21,6 +21,11 @@ class OpsConsoleConfig(AppConfig):
         schedules.register(
             "opsconsole.heartbeat", "opsconsole.tasks.heartbeat", cron="* * * * * */30"
         )
+        schedules.register(
+            "opsconsole.reap_interrupted",
+            "opsconsole.approvals.tasks.reap_interrupted",
+            cron="*/2 * * * *",
+        )
         dashboard.register(
             dashboard.Panel(
                 "worker", "Worker", "opsconsole/panels/worker.html", worker_panel, order=90

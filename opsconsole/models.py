@@ -1,15 +1,12 @@
-"""The console's own records: worker heartbeats, the role permissions, and the
-request → approve → execute frame that restores, rollbacks and failovers share."""
+"""The console's own records: worker heartbeats, the console-wide permissions, API
+tokens and webhook receipts. The approval frame lives in `opsconsole.approvals`."""
 
 from __future__ import annotations
 
 import os
 import socket
 from datetime import timedelta
-from typing import ClassVar
 
-from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -62,126 +59,6 @@ class WorkerHeartbeat(models.Model):
     @classmethod
     def prune(cls, older_than: timedelta = timedelta(days=1)) -> int:
         return cls.objects.filter(seen_at__lt=timezone.now() - older_than).delete()[0]
-
-
-class ApprovalStatus(models.TextChoices):
-    REQUESTED = "requested", "Requested"
-    APPROVED = "approved", "Approved"
-    REJECTED = "rejected", "Rejected"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-class RunStatus(models.TextChoices):
-    """For requests that, once approved, simply run: a sync, a failover action."""
-
-    REQUESTED = "requested", "Requested"
-    APPROVED = "approved", "Approved"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    REJECTED = "rejected", "Rejected"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-class ApprovalRequest(models.Model):
-    """Request → approve → execute, with the two-person rule enforced here, not in the UI.
-
-    A concrete subclass names its permissions, says whether two people are
-    required (production environments) and what the approver must type to
-    confirm (the environment or database name). It may widen `status` with its
-    own execution states; the decision states below keep their names.
-    """
-
-    REQUEST_PERMISSION: ClassVar[str]
-    APPROVE_PERMISSION: ClassVar[str]
-
-    status = models.CharField(
-        max_length=20,
-        choices=ApprovalStatus.choices,
-        default=ApprovalStatus.REQUESTED,
-        db_index=True,
-    )
-    reason = models.TextField(blank=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    requested_at = models.DateTimeField(default=timezone.now)
-    decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    decided_at = models.DateTimeField(null=True, blank=True)
-    decision_note = models.TextField(blank=True)
-
-    class Meta:
-        abstract = True
-
-    # --- what a subclass decides -------------------------------------------
-    def requires_two_people(self) -> bool:
-        return True
-
-    def confirmation_phrase(self) -> str:
-        """What the approver types to confirm; subclasses return the environment/database name."""
-        return str(self)
-
-    # --- the rules ------------------------------------------------------------
-    @classmethod
-    def check_can_request(cls, user) -> None:
-        if not user.has_perm(cls.REQUEST_PERMISSION):
-            raise PermissionDenied(
-                f"{user} may not request this ({cls.REQUEST_PERMISSION} missing)"
-            )
-
-    def approval_refusal(self, user) -> str | None:
-        """Why `user` may not approve this now, or None when they may."""
-        if self.status != ApprovalStatus.REQUESTED:
-            return f"it is {self.get_status_display().lower()}, not awaiting approval"
-        if not user.has_perm(self.APPROVE_PERMISSION):
-            return "you do not have the approver role"
-        if self.requires_two_people() and self.requested_by_id == user.pk:
-            return "the two-person rule requires someone other than the requester to approve"
-        return None
-
-    def can_approve(self, user) -> bool:
-        return self.approval_refusal(user) is None
-
-    def approve(self, user, *, confirmation: str, note: str = "") -> None:
-        """Approve, after the typed confirmation; raise PermissionDenied or ValidationError."""
-        self._decide(user, ApprovalStatus.APPROVED, confirmation=confirmation, note=note)
-
-    def reject(self, user, *, note: str = "") -> None:
-        self._decide(user, ApprovalStatus.REJECTED, confirmation=None, note=note)
-
-    def cancel(self, user) -> None:
-        """The requester (or an approver) withdraws a request that nobody decided yet."""
-        if user.pk != self.requested_by_id and not user.has_perm(self.APPROVE_PERMISSION):
-            raise PermissionDenied("only the requester or an approver can cancel this request")
-        self._transition(user, ApprovalStatus.CANCELLED, note="")
-
-    def _decide(self, user, status: str, *, confirmation: str | None, note: str) -> None:
-        refusal = self.approval_refusal(user)
-        if refusal and self.status == ApprovalStatus.REQUESTED:
-            raise PermissionDenied(f"You cannot decide this request: {refusal}.")
-        if refusal:
-            raise ValidationError(f"This request cannot be decided: {refusal}.")
-        if confirmation is not None and confirmation.strip() != self.confirmation_phrase():
-            raise ValidationError(
-                f"Type {self.confirmation_phrase()!r} exactly to confirm.", code="confirmation"
-            )
-        self._transition(user, status, note=note)
-
-    def _transition(self, user, status: str, *, note: str) -> None:
-        now = timezone.now()
-        # A conditional update: two approvers clicking at once cannot both win.
-        claimed = (
-            type(self)
-            ._default_manager.filter(pk=self.pk, status=ApprovalStatus.REQUESTED)
-            .update(status=status, decided_by=user, decided_at=now, decision_note=note)
-        )
-        if claimed != 1:
-            self.refresh_from_db(fields=["status"])
-            raise ValidationError(
-                f"This request is already {self.get_status_display().lower()}.", code="stale"
-            )
-        self.status, self.decided_by, self.decided_at, self.decision_note = status, user, now, note
 
 
 class ApiToken(models.Model):

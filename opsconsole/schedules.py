@@ -1,8 +1,9 @@
 """The console's own recurring jobs, kept in django-q2's Schedule table.
 
-Apps register theirs from `AppConfig.ready()`; `sync()` runs after every
-`migrate` and creates or updates the rows, so nobody makes schedules by hand
-and a renamed function is fixed by the next deploy.
+Apps register theirs from `AppConfig.ready()` under names "<app label>.<job>";
+`sync()` runs after every `migrate` and creates or updates the rows, and
+removes rows of that form that no app registers any more, so nobody makes
+schedules by hand and a renamed or retired job is fixed by the next deploy.
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ def registered() -> list[SystemSchedule]:
 
 def sync(**kwargs) -> None:
     """post_migrate receiver: make the Schedule rows match the registry."""
+    from django.apps import apps
     from django_q.models import Schedule
 
+    labels = {config.label for config in apps.get_app_configs()}
+    retired = [
+        row.pk
+        for row in Schedule.objects.filter(name__contains=".").only("pk", "name")
+        if row.name.split(".", 1)[0] in labels and row.name not in _registry
+    ]
+    Schedule.objects.filter(pk__in=retired).delete()
     for item in _registry.values():
         row = Schedule.objects.filter(name=item.name).first()
         if row and (row.func, row.cron, row.schedule_type) == (item.func, item.cron, Schedule.CRON):

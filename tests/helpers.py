@@ -36,3 +36,28 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.
         text=True,
         timeout=timeout,
     )
+
+
+def run_queued() -> list:
+    """Run what the code under test queued, in order, as a django-q2 worker would.
+
+    First the on-commit callbacks still pending in the test's transaction (they
+    are what enqueues), then every task in the ORM broker's queue, including
+    tasks those tasks queue. Returns the tasks' results.
+    """
+    from django.db import connection
+    from django.utils.module_loading import import_string
+    from django_q.models import OrmQ
+
+    pending = list(connection.run_on_commit)
+    connection.run_on_commit[:] = []
+    for _savepoints, callback, _robust in pending:
+        callback()
+    results = []
+    while rows := list(OrmQ.objects.order_by("pk")):
+        for row in rows:
+            OrmQ.objects.filter(pk=row.pk).delete()
+            task = row.task
+            func = import_string(task["func"]) if isinstance(task["func"], str) else task["func"]
+            results.append(func(*task["args"], **task["kwargs"]))
+    return results

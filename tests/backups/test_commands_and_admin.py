@@ -114,7 +114,10 @@ def test_request_restore_then_bob_approves_and_it_is_queued(
     assert response.status_code == 302
     restore.refresh_from_db()
     assert (restore.status, restore.decided_by) == ("approved", bob)
-    assert ("backups.tasks.run_restore", (restore.pk,)) in queued()
+    assert (
+        "opsconsole.approvals.tasks.execute",
+        ("backups.RestoreRequest", restore.pk),
+    ) in queued()
 
 
 def test_the_admin_never_shows_the_dsn_password_or_the_identity(admin_client, db, pg):

@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from backups.models import Backup, RestoreRequest
-from backups.pipeline import execute_restore, run_backup
+from backups.pipeline import run_backup
 from tests.backups.conftest import table_fingerprints
 from tests.conftest import login
 
@@ -32,7 +32,7 @@ def test_restore_into_a_new_database_after_approval(pg, good_backup, alice, bob,
     with pytest.raises(ValidationError, match="exactly"):
         request.approve(bob, confirmation="wrong")
     request.approve(bob, confirmation=request.new_database)
-    execute_restore(RestoreRequest.objects.get(pk=request.pk))
+    RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     assert request.status == "succeeded", request.error
     pg._databases.append(request.new_database)
@@ -61,7 +61,7 @@ def test_a_replace_keeps_the_old_database_and_takes_a_safety_backup(
         conn.execute("DELETE FROM users WHERE id > 100")  # the accident the restore repairs
     request = RestoreRequest.objects.create(backup=good_backup, requested_by=alice, mode="replace")
     request.approve(bob, confirmation=live)
-    execute_restore(RestoreRequest.objects.get(pk=request.pk))
+    RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     assert request.status == "succeeded", request.error
     assert request.old_database.startswith(f"{live}_pre_restore_")
@@ -93,7 +93,7 @@ def test_a_failed_restore_leaves_the_target_untouched(
     before = databases(pg)
     request = RestoreRequest.objects.create(backup=good_backup, requested_by=alice, mode="replace")
     request.approve(bob, confirmation=good_backup.target.db.dbname)
-    execute_restore(RestoreRequest.objects.get(pk=request.pk))
+    RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     assert request.status == "failed" and "checksum mismatch" in request.error
     assert databases(pg) - before == set(), "no fresh or renamed database left behind"
@@ -106,7 +106,7 @@ def restore_new(good_backup, alice, bob):
     request.full_clean()
     request.save()
     request.approve(bob, confirmation=request.new_database)
-    execute_restore(RestoreRequest.objects.get(pk=request.pk))
+    RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     return request
 
@@ -169,7 +169,7 @@ def test_a_restore_whose_worker_died_is_failed_by_the_reaper(good_backup, alice,
     from django.utils import timezone
 
     from alerts.models import Incident
-    from backups.tasks import reap_stalled
+    from opsconsole.approvals.tasks import reap_interrupted
 
     settings.Q_TIMEOUT = 600
     stuck = RestoreRequest.objects.create(
@@ -180,7 +180,7 @@ def test_a_restore_whose_worker_died_is_failed_by_the_reaper(good_backup, alice,
         backup=good_backup, requested_by=alice, decided_by=bob, status="running",
         new_database="shop_restore_y", started_at=timezone.now() - timedelta(minutes=5),
     )  # fmt: skip
-    assert reap_stalled() == 1
+    assert reap_interrupted() == 1
     stuck.refresh_from_db(), fresh.refresh_from_db()
     assert stuck.status == "failed" and "shop_restore_x" in stuck.error
     assert fresh.status == "running", "still within the task timeout"

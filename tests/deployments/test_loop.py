@@ -9,7 +9,9 @@ from django.utils import timezone
 from alerts.models import Incident, Notification
 from deployments import loop
 from deployments.models import Deployment, RollbackRequest
+from opsconsole.approvals.tasks import reap_interrupted
 from tests.deployments.conftest import post_webhook
+from tests.helpers import run_queued
 
 
 def deploy(client, env, version, deployment_id, captured):
@@ -72,7 +74,7 @@ def test_a_faulty_deploy_is_rolled_back_automatically(
         Deployment.objects.get(pk=v1.pk),
     )
     assert queued, "the rollback was queued for a worker"
-    request = loop.execute_rollback(request)
+    request = request.execute()
     assert request.status == "succeeded", request.error
     assert local_env.backend.live_version() == "v1"
     v2.refresh_from_db()
@@ -105,7 +107,7 @@ def test_ask_mode_alice_requests_only_bob_approves(
     with django_capture_on_commit_callbacks(execute=False) as queued:
         request.approve(bob, confirmation="production")
     assert queued
-    assert loop.execute_rollback(RollbackRequest.objects.get(pk=request.pk)).status == "succeeded"
+    assert RollbackRequest.objects.get(pk=request.pk).execute().status == "succeeded"
     assert local_env.backend.live_version() == "v1"
 
 
@@ -245,6 +247,9 @@ def test_local_variables_sync_at_once_without_the_two_person_rule(local_env, ali
     EnvironmentVariable.objects.create(environment=local_env, name="READ_ONLY", value="true")
     assert local_env.variable_diff()["missing"] == ["READ_ONLY"]
     sync = local_env.request_variable_sync(alice)
+    assert sync.status == "approved", "no second person needed: queued at once"
+    run_queued()
+    sync.refresh_from_db()
     assert sync.status == "succeeded"
     assert local_env.backend.variables() == {"READ_ONLY": "true"}
     assert oct(os.stat(local_env.backend.varsfile).st_mode & 0o777) == "0o600"
@@ -271,7 +276,7 @@ def test_a_gradual_rollback_shifts_traffic_in_steps_watching_each(
     v1 = rollback_ready(client, local_env, django_capture_on_commit_callbacks, "v2")
     request = loop.request_rollback(local_env, alice, reason="slow")
     request.approve(bob, confirmation="production")
-    request = loop.execute_rollback(RollbackRequest.objects.get(pk=request.pk))
+    request = RollbackRequest.objects.get(pk=request.pk).execute()
     assert request.status == "succeeded", request.error
     steps = list(
         v1.checks.filter(phase="rollback", name__endswith="% of traffic").values_list(
@@ -305,7 +310,7 @@ def test_a_gradual_rollback_backs_out_when_a_step_breaches(
     local_env.save()
     request = loop.request_rollback(local_env, alice, reason="x")
     request.approve(bob, confirmation="production")
-    request = loop.execute_rollback(RollbackRequest.objects.get(pk=request.pk))
+    request = RollbackRequest.objects.get(pk=request.pk).execute()
     assert request.status == "failed" and "stopped at 50 %" in request.error
     assert local_env.backend.live_version() == "v2", "traffic went back to what was live"
 
@@ -333,8 +338,14 @@ def test_a_rollback_whose_worker_died_is_failed_and_frees_the_environment(
         environment=local_env, target_deployment=v1, status="executing",
         started_at=timezone.now() - timedelta(minutes=16),
     )  # fmt: skip
-    assert loop.reap_interrupted(timezone.now() - timedelta(minutes=2)) == 0, "not yet"
-    assert loop.reap_interrupted() == 1
+    RollbackRequest.objects.filter(pk=stuck.pk).update(
+        started_at=timezone.now() - timedelta(minutes=14)
+    )
+    assert reap_interrupted() == 0, "not yet: still within the task timeout"
+    RollbackRequest.objects.filter(pk=stuck.pk).update(
+        started_at=timezone.now() - timedelta(minutes=16)
+    )
+    assert reap_interrupted() == 1
     stuck.refresh_from_db()
     assert stuck.status == "failed" and "worker stopped" in stuck.error
     incident = Incident.objects.get(fingerprint=f"rollback-failed:{local_env.pk}")

@@ -9,6 +9,7 @@ from werkzeug import Response
 from deployments.models import Deployment, Environment
 from deployments.providers import ProviderError
 from deployments.providers.railway import DEPLOYMENT, LATEST, ROLLBACK, VARIABLES
+from tests.helpers import run_queued
 
 IDS = {"project_id": "proj-1", "environment_id": "env-1", "service_id": "svc-1"}
 
@@ -128,7 +129,7 @@ def test_a_failed_provider_call_fails_the_request_and_asks_for_a_human(
     )
     request = loop.request_rollback(railway, alice, reason="bad")
     request.approve(bob, confirmation="production")
-    request = loop.execute_rollback(request)
+    request = request.execute()
     assert request.status == "failed" and "HTTP 500" in request.error
     assert Incident.objects.get(fingerprint=f"rollback-failed:{railway.pk}").priority == "critical"
 
@@ -224,6 +225,9 @@ def test_railway_variables_validate_by_name_and_sync_with_skip_deploys(
     httpserver.clear()
     httpserver.expect_request("/graphql/v2").respond_with_handler(upsert)
     sync.approve(bob, confirmation="production")
+    assert sync.status == "approved"
+    run_queued()
+    sync.refresh_from_db()
     assert sync.status == "succeeded"
     body = seen[-1][0]
     assert body["query"] == UPSERT
@@ -269,7 +273,7 @@ def test_the_command_provider_rolls_back_gradually_through_set_weights(db, alice
     Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed")
     request = loop.request_rollback(env, alice, reason="x")
     request.approve(bob, confirmation="staging")
-    loop.execute_rollback(request)
+    request.execute()
     # Nothing answers on the health URL here, so the first step breaches and backs out.
     assert log.read_text().splitlines() == ["deploy v1", "weights v1 25", "weights v1 0"]
 

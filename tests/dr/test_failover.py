@@ -13,6 +13,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from dr.models import FailoverAction, FailoverRun
+from tests.helpers import run_queued
 from tests.pgserver import find_bindir, free_port
 
 
@@ -32,6 +33,9 @@ def test_an_action_needs_approval_by_someone_else(db, alice, bob, tmp_path):
     with pytest.raises(PermissionDenied):
         run.approve(alice, confirmation="drain traffic")
     run.approve(bob, confirmation="drain traffic")
+    assert run.status == "approved" and not marker.exists(), "it runs on a worker"
+    run_queued()
+    run.refresh_from_db()
     assert run.status == "succeeded" and marker.exists()
 
 
@@ -41,6 +45,9 @@ def test_an_automatic_action_runs_at_once_and_a_failure_raises_an_incident(db, a
     act = action(name="flip dns", kind="command", automatic=True,
                  config={"argv": [sys.executable, "-c", "import sys; sys.exit(4)"]})  # fmt: skip
     run = act.request(alice)
+    assert run.status == "approved"
+    run_queued()
+    run.refresh_from_db()
     assert run.status == "failed" and "exited with code 4" in run.error
     assert Incident.objects.get(fingerprint=f"failover:{act.pk}").priority == "critical"
 
@@ -55,6 +62,8 @@ def test_set_variables_goes_through_the_deploy_provider(db, alice):
     act = action(name="read-only", kind="set_variables", automatic=True,
                  config={"environment": "production", "variables": {"READ_ONLY": "true"}})  # fmt: skip
     run = act.request(alice)
+    run_queued()
+    run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert env.backend.variables() == {"READ_ONLY": "true"}
 
@@ -121,10 +130,14 @@ def test_a_real_standby_is_promoted_and_leaves_recovery(db, standby, alice, bob)
     act = action(name="promote standby", kind="promote_standby", secret=standby)
     run = act.request(alice, reason="primary lost")
     run.approve(bob, confirmation="promote standby")
+    run_queued()
+    run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert run.result == {"promoted": True, "in_recovery": False}
     with psycopg.connect(standby) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
     again = act.request(alice)
     again.approve(bob, confirmation="promote standby")
+    run_queued()
+    again.refresh_from_db()
     assert again.status == "failed" and "not a standby" in again.error

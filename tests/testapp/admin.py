@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from opsconsole.approvals import ApprovalAdminMixin
+from opsconsole.approvals.admin import ApprovalAdminMixin
 
 from .models import ChangeRequest, Vault
 

@@ -2,8 +2,8 @@
 
 from django.db import models
 
+from opsconsole.approvals.models import ApprovalRequest
 from opsconsole.fields import EncryptedTextField
-from opsconsole.models import ApprovalRequest
 
 
 class Vault(models.Model):
