@@ -14,3 +14,11 @@ class BackupError(Exception):
 
 class RestoreRefused(Exception):
     """The backup failed a check; no database was touched."""
+
+
+class EngineError(Exception):
+    """The engine cannot do this (a missing tool, an operation it does not offer)."""
+
+
+class StorageError(Exception):
+    """The storage refused or failed; the message names the object, never a credential."""

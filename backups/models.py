@@ -57,6 +57,10 @@ class DatabaseTarget(models.Model):
         if created:
             BackupPolicy.create_defaults(self)
 
+    def fingerprint(self) -> str:
+        """The incident that says this target's backups are failing."""
+        return f"backup:{self.pk}"
+
     def newest_good_backup(self) -> Backup | None:
         return self.backups.filter(status__in=Backup.GOOD).order_by("-created_at").first()
 
@@ -362,6 +366,10 @@ class Backup(models.Model):
     def is_good(self) -> bool:
         return self.status in self.GOOD
 
+    def verification_fingerprint(self) -> str:
+        """The incident that says this backup failed to read back."""
+        return f"verify:{self.pk}"
+
     def claim(self, now: datetime | None = None) -> bool:
         """queued → running, once: a re-delivered task or a second worker gets False."""
         from django.db import IntegrityError, transaction
@@ -437,8 +445,11 @@ class RestoreRequest(ApprovalRequest):
         return f"restore {self.backup_id} {self.get_mode_display().lower()}"
 
     def clean(self) -> None:
-        if self.backup_id and self.backup.target.engine != "postgresql":
-            raise ValidationError("Restores through the console are for PostgreSQL targets.")
+        if self.backup_id and not self.backup.target.db.restores_into_databases:
+            raise ValidationError(
+                f"The console cannot restore {self.backup.target.db.label} targets; "
+                "restore by hand (see the README)."
+            )
         if self.backup_id and not self.backup.is_good:
             raise ValidationError(
                 {"backup": "Only a succeeded or verified backup can be restored."}
@@ -462,7 +473,7 @@ class RestoreRequest(ApprovalRequest):
 
     def run(self) -> dict:
         # The pipeline imports these models: the import breaks the cycle.
-        from backups.pipeline import carry_out_restore
+        from backups.restore import carry_out_restore
 
         return carry_out_restore(self)
 

@@ -9,8 +9,8 @@ from opsconsole.tasks import console_task
 
 @console_task
 def run_backup(backup_id: str) -> str:
+    from backups.backup import back_up
     from backups.models import Backup
-    from backups.pipeline import back_up
 
     return back_up(Backup.objects.get(pk=backup_id)).status
 
@@ -23,7 +23,7 @@ def run_policy(policy_id: int) -> str | None:
     policy = BackupPolicy.objects.filter(pk=policy_id, enabled=True).first()
     if policy is None:
         return None
-    from backups.pipeline import back_up
+    from backups.backup import back_up
 
     return back_up(policy.start()).status
 
@@ -31,8 +31,9 @@ def run_policy(policy_id: int) -> str | None:
 @console_task
 def verify_newest() -> int:
     """Daily: read back the newest good backup of every target."""
+    from backups.errors import RestoreRefused
     from backups.models import DatabaseTarget
-    from backups.pipeline import RestoreRefused, verify_backup
+    from backups.verify import verify_backup
 
     checked = 0
     for target in DatabaseTarget.objects.all():
@@ -47,8 +48,9 @@ def verify_newest() -> int:
 
 @console_task
 def verify_one(backup_id: str) -> str:
+    from backups.errors import RestoreRefused
     from backups.models import Backup
-    from backups.pipeline import RestoreRefused, verify_backup
+    from backups.verify import verify_backup
 
     backup = Backup.objects.get(pk=backup_id)
     with contextlib.suppress(RestoreRefused):
@@ -82,12 +84,13 @@ def reap_stalled() -> int:
     console's one reaper, `opsconsole.approvals.tasks.reap_interrupted`, takes them.)"""
     from django.utils import timezone
 
+    from backups.backup import fail
     from backups.models import Backup
-    from backups.pipeline import fail
 
     reaped = 0
     for backup in Backup.stale():
-        _abort_leftovers(backup)
+        if backup.storage_key:
+            backup.storage.backend.abort_partial(backup.storage_key)
         ran = (timezone.now() - backup.started_at).total_seconds() if backup.started_at else None
         fail(
             backup,
@@ -97,20 +100,3 @@ def reap_stalled() -> int:
         )
         reaped += 1
     return reaped
-
-
-def _abort_leftovers(backup) -> None:
-    backend = backup.storage.backend
-    if backup.storage.kind == "s3":
-        client, bucket = backend.client(), backend.config["bucket"]
-        key = backend._key(backup.storage_key) if backup.storage_key else None
-        for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-            if key and upload["Key"] == key:
-                client.abort_multipart_upload(
-                    Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                )
-    elif backup.storage_key:
-        from pathlib import Path
-
-        partial = Path(backend._path(backup.storage_key))
-        partial.with_name(partial.name + ".partial").unlink(missing_ok=True)

@@ -31,8 +31,9 @@ def main() -> None:
     import django
 
     django.setup()
+    from backups.backup import run_backup
     from backups.models import Backup, DatabaseTarget, StorageLocation
-    from backups.pipeline import restore_into, run_backup
+    from backups.restore import restore_into
 
     action, name = sys.argv[1], sys.argv[2]
     writes_before = io_write_bytes()

@@ -80,8 +80,6 @@ def deploy(environment: str, version: str) -> Deployment:
     env = Environment.objects.filter(name=environment).first()
     if env is None:
         raise DemoError(f"no environment named {environment!r}; run `manage.py demo` first")
-    if env.provider != "local":
-        raise DemoError(f"{environment} is not a local sample environment")
     from deployments.providers.base import ProviderError
 
     try:

@@ -8,7 +8,8 @@ from datetime import datetime
 from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
-from backups.pipeline import BackupError, RestoreRefused, restore_into
+from backups.errors import BackupError, RestoreRefused
+from backups.restore import restore_into
 from dr.models import RecoveryDrill, RecoveryObjective
 
 
@@ -84,7 +85,7 @@ def check_objectives(now: datetime | None = None) -> int:
 def drill_all() -> int:
     count = 0
     for objective in RecoveryObjective.objects.select_related("target"):
-        if objective.target.engine == "postgresql":
+        if objective.target.db.restores_into_databases:
             run_drill(objective.target)
             count += 1
     return count

@@ -30,6 +30,10 @@ class Provider:
             raise ValueError("The configuration must be a JSON object.")
         return config
 
+    def deploy(self, version: str) -> dict[str, Any]:
+        """Put `version` live. Most providers are deployed by the pipeline, not the console."""
+        raise ProviderError(f"{self.label} deploys from your pipeline, not from the console")
+
     def rollback(self, target) -> dict[str, Any]:
         """Make `target` (a Deployment) live again; return the provider's response."""
         raise ProviderError(f"{self.label} cannot roll back")

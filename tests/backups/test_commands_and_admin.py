@@ -95,7 +95,7 @@ def test_viewer_has_no_back_up_now(client, carol, target):
 def test_request_restore_then_bob_approves_and_it_is_queued(
     client, alice, bob, target, local_storage, django_capture_on_commit_callbacks
 ):
-    from backups.pipeline import run_backup
+    from backups.backup import run_backup
 
     backup = run_backup(Backup.objects.create(target=target, storage=local_storage))
     login(client, alice)

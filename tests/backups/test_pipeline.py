@@ -8,9 +8,13 @@ import psycopg
 import pytest
 
 from alerts.models import Incident
-from backups import pipeline
+from backups import verify
+from backups.backup import run_backup
+from backups.engines import postgresql as pg_engine
+from backups.errors import RestoreRefused
 from backups.models import Backup, BackupKey, DatabaseTarget
-from backups.pipeline import RestoreRefused, restore_into, run_backup, verify_backup
+from backups.restore import restore_into
+from backups.verify import verify_backup
 from tests.backups.conftest import table_fingerprints
 
 pytestmark = pytest.mark.postgres
@@ -39,6 +43,11 @@ def test_backup_to_local_storage_and_restore_into_a_new_database(
     stored = Path(local_storage.config["path"]) / backup.storage_key
     assert stored.stat().st_size == backup.bytes_stored
     assert not list(stored.parent.glob("*.partial"))
+    # The storage keeps the checksum beside the object, checkable without the console.
+    check = subprocess.run(["sha256sum", "--check", stored.name + ".sha256"], cwd=stored.parent,
+                           capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert check.returncode == 0 and check.stdout.strip() == f"{stored.name}: OK"
+    assert backup.sha256 in (stored.parent / (stored.name + ".sha256")).read_text()
 
     verified = verify_backup(backup)
     assert verified.status == "verified"
@@ -168,7 +177,7 @@ def test_the_password_never_reaches_a_command_line(db, pg, local_storage, monkey
             )
             super().__init__(argv, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline.subprocess, "Popen", Recording)
+    monkeypatch.setattr(pg_engine.subprocess, "Popen", Recording)
     backup = run_backup(new_backup(target, local_storage))
     assert backup.status == "succeeded", backup.error
     assert all("s3cret" not in " ".join(argv) and "p4ss" not in " ".join(argv) for argv, _ in seen)
@@ -233,7 +242,7 @@ def test_sqlite_targets_use_the_online_backup_api(db, local_storage, tmp_path):
     backup = run_backup(new_backup(target, local_storage))
     assert backup.status == "succeeded", backup.error
     out = tmp_path / "restored.sqlite3"
-    pipeline.extract(backup, out)
+    verify.extract(backup, out)
     with sqlite3.connect(out) as conn:
         assert conn.execute("SELECT count(*), sum(x) FROM t").fetchone() == (1000, sum(range(1000)))
 
@@ -269,7 +278,7 @@ def test_extract_tells_time_waiting_on_storage_from_decrypting(
             self.raw.close()
 
     monkeypatch.setattr(local, "open_reader", lambda self, key: SlowReader(real_open(self, key)))
-    timings = pipeline.extract(backup, tmp_path / "out.sqlite3")
+    timings = verify.extract(backup, tmp_path / "out.sqlite3")
     assert timings["download"] >= 0.2, timings
     assert timings["decrypt_decompress"] < timings["download"], timings
 

@@ -103,11 +103,13 @@ def test_prune_deletes_the_object_and_records_it(sqlite_target, tmp_path):
     obj = tmp_path / "s" / old.storage_key
     obj.parent.mkdir(parents=True, exist_ok=True)
     obj.write_bytes(b"x")
+    storage.backend.record_checksum(old.storage_key, "0" * 64)
     assert [b.pk for b in retention.prune(NOW, dry_run=True)] == [old.pk]
     assert obj.exists(), "a dry run deletes nothing"
     assert [b.pk for b in retention.prune(NOW)] == [old.pk]
     old.refresh_from_db()
     assert old.status == "deleted" and old.deleted_at is not None and not obj.exists()
+    assert not list(obj.parent.iterdir()), "its checksum went with it"
 
 
 def test_metrics_give_the_live_rpo_for_alert_rules(sqlite_target):

@@ -4,8 +4,8 @@ import psycopg
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from backups.backup import run_backup
 from backups.models import Backup, RestoreRequest
-from backups.pipeline import run_backup
 from tests.backups.conftest import table_fingerprints
 from tests.conftest import login
 

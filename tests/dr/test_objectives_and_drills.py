@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from alerts.models import Incident
+from backups.backup import run_backup
 from backups.models import Backup, DatabaseTarget
-from backups.pipeline import run_backup
 from dr.drills import check_objectives, run_drill
 from dr.models import RecoveryDrill, RecoveryObjective
 

@@ -2,8 +2,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from backups.backup import back_up
+from backups.engines import ENGINES, engine_for_dsn
 from backups.models import Backup, DatabaseTarget, StorageLocation
-from backups.pipeline import back_up
 
 
 class Command(BaseCommand):
@@ -25,7 +26,9 @@ class Command(BaseCommand):
         if dsn:
             row = DatabaseTarget.objects.filter(name=_dsn_name(dsn)).first()
             if row is None:
-                engine = "sqlite" if dsn.startswith("sqlite:") else "postgresql"
+                engine = engine_for_dsn(dsn)
+                if engine is None:
+                    raise CommandError(f"bad --dsn: no engine for it (known: {', '.join(ENGINES)})")
                 row = DatabaseTarget(name=_dsn_name(dsn), engine=engine, dsn=dsn)
                 try:
                     row.full_clean()

@@ -2,8 +2,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from backups.errors import BackupError, RestoreRefused
 from backups.models import Backup
-from backups.pipeline import BackupError, RestoreRefused, restore_into
+from backups.restore import restore_into
 
 
 class Command(BaseCommand):

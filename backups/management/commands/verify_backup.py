@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from backups.errors import RestoreRefused
 from backups.models import Backup
-from backups.pipeline import RestoreRefused, verify_backup
+from backups.verify import verify_backup
 
 
 class Command(BaseCommand):

@@ -1,4 +1,4 @@
-"""Database engines: how to dump, how to restore, how to check. One class per engine.
+"""PostgreSQL: pg_dump's custom format out, pg_restore into a new database, checks by SQL.
 
 Passwords reach the PostgreSQL tools through a 0600 passfile named in the
 child's environment (PGPASSFILE) — never in argv, never in a URI on the
@@ -7,29 +7,40 @@ command line, never in a log line.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import glob
 import os
+import re
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
+from django.conf import settings
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from backups.engines.base import Dump, Engine
+from backups.errors import BackupError, EngineError, RestoreRefused
+from backups.streams import StderrTail, watchdog
 
-class EngineError(Exception):
-    pass
+# The entries of `pg_restore --list` counted in a backup's table of contents.
+ARCHIVE_KINDS = (
+    "TABLE DATA",
+    "SEQUENCE SET",
+    "FK CONSTRAINT",
+    "TABLE",
+    "INDEX",
+    "SEQUENCE",
+    "CONSTRAINT",
+)
 
 
 def _pg_bindir() -> Path | None:
-    from django.conf import settings
-
     configured = getattr(settings, "OPSCONSOLE_PG_BIN", "")
     if configured:
         return Path(configured)
@@ -56,21 +67,11 @@ def _escape_passfile(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-class Engine:
-    kind: ClassVar[str]
-    label: ClassVar[str]
-
-    def __init__(self, target):
-        self.target = target
-        self.dsn: str = target.dsn
-
-    @classmethod
-    def validate_dsn(cls, dsn: str) -> None: ...
-
-
 class PostgresEngine(Engine):
     kind = "postgresql"
     label = "PostgreSQL"
+    schemes = ("postgresql", "postgres")
+    restores_into_databases = True
 
     @classmethod
     def validate_dsn(cls, dsn: str) -> None:
@@ -136,6 +137,66 @@ class PostgresEngine(Engine):
         for pattern in exclude_table_data:
             argv.append(f"--exclude-table-data={pattern}")
         return [*argv, "--dbname", self.dbname]
+
+    @contextlib.contextmanager
+    def dump(self) -> Iterator[Dump]:
+        """pg_dump's custom format, uncompressed (zstd does that), streamed from its stdout."""
+        with self.tool_env() as (conn_args, env):
+            argv = self.dump_argv(conn_args, self.target.exclude_table_data)
+            process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret in it
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+            tail = StderrTail(process.stderr)
+            timer = watchdog(process, settings.BACKUPS_TIMEOUT_SECONDS)
+            dump = Dump(process.stdout)
+            try:
+                yield dump
+                code = process.wait(timeout=60)
+            except BaseException:
+                process.kill()
+                process.wait(timeout=30)
+                raise
+            finally:
+                timer.cancel()
+            dump.stderr = tail.text()
+            if code != 0:
+                reason = "timed out" if code == -9 else f"exited with code {code}"
+                last = dump.stderr.strip().splitlines()[-1] if dump.stderr.strip() else ""
+                raise BackupError(f"pg_dump {reason}: {last}".rstrip(": "), dump.stderr)
+
+    def describe_archive(self, archive: Path) -> dict[str, int]:
+        """pg_restore --list, counted by kind of entry (tables, data, indexes, ...)."""
+        result = subprocess.run(  # noqa: S603 - argv list
+            self.list_argv(archive), capture_output=True, text=True, timeout=600, check=False
+        )
+        if result.returncode != 0:
+            raise RestoreRefused(f"not a readable pg_dump archive: {result.stderr.strip()[:300]}")
+        counts: collections.Counter[str] = collections.Counter()
+        for line in result.stdout.splitlines():
+            entry = re.sub(r"^\d+; \d+ \d+ ", "", line)
+            if line.startswith(";") or entry == line:
+                continue
+            counts[next((k for k in ARCHIVE_KINDS if entry.startswith(k + " ")), "other")] += 1
+        return dict(counts)
+
+    def restore_archive(self, archive: Path, dbname: str) -> None:
+        """pg_restore into `dbname`, stopping at the first error."""
+        with self.tool_env() as (conn_args, env):
+            jobs = max(1, min(4, os.cpu_count() or 1))
+            result = subprocess.run(  # noqa: S603 - argv list, password in the passfile
+                self.restore_argv(conn_args, archive, dbname, jobs),
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=settings.BACKUPS_TIMEOUT_SECONDS,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise BackupError(f"pg_restore exited with code {result.returncode}", result.stderr)
 
     def versions(self) -> tuple[str, str]:
         client = subprocess.run(  # noqa: S603 - argv list
@@ -253,35 +314,3 @@ class PostgresEngine(Engine):
                 if not row or not row[0]:
                     problems.append(f"check {query!r} returned {row[0] if row else 'no row'}")
         return problems
-
-
-class SqliteEngine(Engine):
-    """SQLite through its online backup API (consistent while others write)."""
-
-    kind = "sqlite"
-    label = "SQLite"
-
-    @classmethod
-    def validate_dsn(cls, dsn: str) -> None:
-        if not dsn.startswith("sqlite:///"):
-            raise ValueError("SQLite targets are written sqlite:////absolute/path.db")
-
-    @property
-    def path(self) -> str:
-        return self.dsn.removeprefix("sqlite:///")
-
-    def snapshot(self, into: Path) -> None:
-        source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
-        try:
-            destination = sqlite3.connect(into)
-            with destination:
-                source.backup(destination, pages=1024)
-            destination.close()
-        finally:
-            source.close()
-
-    def versions(self) -> tuple[str, str]:
-        return f"sqlite {sqlite3.sqlite_version}", f"sqlite {sqlite3.sqlite_version}"
-
-
-ENGINES: dict[str, type[Engine]] = {cls.kind: cls for cls in (PostgresEngine, SqliteEngine)}

@@ -1,122 +1,22 @@
-"""Where backup objects live: one class per kind, one registry.
+"""Amazon S3 or a compatible service (MinIO, R2) through boto3.
 
-A writer streams an object in and either commits it whole or leaves nothing:
-local storage writes a temporary name and renames it; S3 uses a multipart
-upload that is completed on commit and aborted otherwise.
+How a backup is written to S3: a multipart upload fed in 16 MiB parts as the
+encrypted stream arrives (never the whole object in memory or on disk),
+completed on commit and aborted on failure; the checksum is then added to
+the object's metadata by a server-side copy (a tag above CopyObject's 5 GiB).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any
 
-from django.conf import settings
+from backups.errors import StorageError
+from backups.storages.base import Storage, Writer
 
 # S3 parts: 16 MiB keeps memory bounded and allows 160 GiB objects in 10,000 parts.
 PART_SIZE = 16 * 1024 * 1024
-
-
-class StorageError(Exception):
-    pass
-
-
-class Writer:
-    def write(self, data: bytes) -> int:
-        raise StorageError("not writable")
-
-    def commit(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-class Storage:
-    kind: ClassVar[str]
-    label: ClassVar[str]
-
-    def __init__(self, location):
-        self.location = location
-        self.config: dict[str, Any] = location.config or {}
-        self.secret: str = location.secret or ""
-
-    @classmethod
-    def validate(cls, config: dict[str, Any], secret: str) -> dict[str, Any]:
-        if not isinstance(config, dict):
-            raise ValueError("The configuration must be a JSON object.")
-        return config
-
-    def open_writer(self, key: str, metadata: dict[str, str]) -> Writer:
-        raise StorageError("not implemented for this storage")
-
-    def open_reader(self, key: str) -> IO[bytes]:
-        raise StorageError("not implemented for this storage")
-
-    def delete(self, key: str) -> None:
-        raise StorageError("not implemented for this storage")
-
-    def exists(self, key: str) -> bool:
-        raise StorageError("not implemented for this storage")
-
-
-# --- local folder ----------------------------------------------------------------
-
-
-class _LocalWriter(Writer):
-    def __init__(self, final: Path):
-        self.final = final
-        self.partial = final.with_name(final.name + ".partial")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self.file = os.fdopen(fd, "wb")
-
-    def write(self, data: bytes) -> int:
-        return self.file.write(data)
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.partial, self.final)
-
-    def abort(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-        self.partial.unlink(missing_ok=True)
-
-
-class LocalStorage(Storage):
-    """A folder on this machine (the embedded default: var/backups)."""
-
-    kind = "local"
-    label = "Local folder"
-
-    @property
-    def root(self) -> Path:
-        return Path(self.config.get("path") or settings.VAR_DIR / "backups")
-
-    def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
-            raise StorageError(f"key {key!r} escapes the storage folder")
-        return path
-
-    def open_writer(self, key, metadata) -> Writer:
-        return _LocalWriter(self._path(key))
-
-    def open_reader(self, key):
-        try:
-            return open(self._path(key), "rb")
-        except FileNotFoundError:
-            raise StorageError(f"no object {key!r} in {self.root}") from None
-
-    def delete(self, key) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    def exists(self, key) -> bool:
-        return self._path(key).exists()
-
-
-# --- S3 and compatibles ----------------------------------------------------------------
+# CopyObject copies at most 5 GiB; above that the checksum goes into a tag.
+COPY_LIMIT = 5 * 1024**3
 
 
 class _S3Writer(Writer):
@@ -239,12 +139,48 @@ class S3Storage(Storage):
             return False
         return True
 
-    def open_uploads(self) -> list[str]:
-        """Multipart uploads left open under our prefix (a reaper aborts them)."""
+    def record_checksum(self, key: str, sha256: str) -> None:
+        client, bucket, full_key = self.client(), self.config["bucket"], self._key(key)
+        head = client.head_object(Bucket=bucket, Key=full_key)
+        if head["ContentLength"] < COPY_LIMIT:
+            extra = {
+                "StorageClass": head.get("StorageClass")
+                or self.config.get("storage_class")
+                or "STANDARD_IA"
+            }
+            if head.get("ServerSideEncryption"):
+                extra["ServerSideEncryption"] = head["ServerSideEncryption"]
+            client.copy_object(
+                Bucket=bucket,
+                Key=full_key,
+                CopySource={"Bucket": bucket, "Key": full_key},
+                Metadata={**head.get("Metadata", {}), "sha256": sha256},
+                MetadataDirective="REPLACE",
+                **extra,
+            )
+        else:
+            client.put_object_tagging(
+                Bucket=bucket,
+                Key=full_key,
+                Tagging={"TagSet": [{"Key": "sha256", "Value": sha256}]},
+            )
+
+    def open_uploads(self, key: str = "") -> list[dict[str, str]]:
+        """Multipart uploads left open under our prefix (or for one key)."""
         response = self.client().list_multipart_uploads(
-            Bucket=self.config["bucket"], Prefix=self._key("")
+            Bucket=self.config["bucket"], Prefix=self._key(key)
         )
-        return [u["UploadId"] for u in response.get("Uploads", [])]
+        return [
+            {"Key": u["Key"], "UploadId": u["UploadId"]}
+            for u in response.get("Uploads", [])
+            if not key or u["Key"] == self._key(key)
+        ]
 
-
-STORAGE_KINDS: dict[str, type[Storage]] = {cls.kind: cls for cls in (LocalStorage, S3Storage)}
+    def abort_partial(self, key: str) -> int:
+        client, bucket = self.client(), self.config["bucket"]
+        uploads = self.open_uploads(key)
+        for upload in uploads:
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        return len(uploads)

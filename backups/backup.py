@@ -1,0 +1,160 @@
+"""Taking a backup: the engine's dump → zstd → age → SHA-256 → the storage, streamed.
+
+Pipes and bounded buffers all the way: memory stays flat whatever the size of
+the database, and nothing is staged on disk (the storage's writer commits the
+object whole or leaves nothing). Reading it back is `backups.verify`; restoring
+it is `backups.restore`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import IO
+
+import pyrage
+import zstandard
+from django.conf import settings
+from django.utils import timezone
+
+from alerts.incidents import raise_incident, resolve_incident
+from backups import retention
+from backups.errors import BackupError, RestoreRefused
+from backups.metrics import record_metrics
+from backups.models import Backup, BackupKey
+from backups.streams import CHUNK, HashingWriter
+from backups.verify import verify_backup
+
+log = logging.getLogger("opsconsole.backups")
+
+PROGRESS_EVERY = 2.0  # seconds between progress writes to the record
+
+
+class ProgressReader:
+    """Counts what passes and writes the count to the record now and then (a heartbeat)."""
+
+    def __init__(self, raw: IO[bytes], backup: Backup):
+        self.raw, self.backup, self.count = raw, backup, 0
+        self.last = time.monotonic()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(CHUNK if size is None or size < 0 else size)
+        self.count += len(data)
+        if time.monotonic() - self.last >= PROGRESS_EVERY:
+            self.last = time.monotonic()
+            Backup.objects.filter(pk=self.backup.pk).update(
+                bytes_read=self.count, progress_at=timezone.now()
+            )
+        return data
+
+
+def compress_and_encrypt(reader: ProgressReader, out: HashingWriter, recipient: str) -> None:
+    """zstd, then age to `recipient`, streamed from `reader` into `out`."""
+    compressed = zstandard.ZstdCompressor(level=settings.BACKUPS_ZSTD_LEVEL).stream_reader(reader)
+    pyrage.encrypt_io(compressed, out, [pyrage.x25519.Recipient.from_str(recipient)])
+
+
+def object_key(backup: Backup) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", backup.target.name).strip("-") or "target"
+    return f"{slug}/{backup.id}.dump.zst.age"
+
+
+def back_up(backup: Backup) -> Backup:
+    """The whole job: run, read back (unless the policy says not to), metrics, retention."""
+    backup = run_backup(backup)
+    if backup.status == Backup.Status.SUCCEEDED and (
+        backup.policy is None or backup.policy.verify_after
+    ):
+        try:
+            backup = verify_backup(backup)
+        except RestoreRefused:
+            backup.refresh_from_db()
+    record_metrics(backup.target_id)
+    if backup.is_good:
+        retention.prune()
+    return backup
+
+
+def run_backup(backup: Backup) -> Backup:
+    """Execute a queued backup record. Idempotent: a second call does nothing."""
+    if not backup.claim():
+        backup.refresh_from_db()
+        return backup
+    started = time.monotonic()
+    target = backup.target
+    recipient = (
+        backup.policy.recipient.strip() if backup.policy else ""
+    ) or BackupKey.current().recipient
+    storage_key = object_key(backup)
+    storage = backup.storage.backend
+    writer = None
+    stderr = ""
+    try:
+        engine = target.db
+        client_version, server_version = engine.versions()
+        Backup.objects.filter(pk=backup.pk).update(
+            client_version=client_version[:100],
+            server_version=server_version[:100],
+            storage_key=storage_key,
+            recipient=recipient,
+        )
+        metadata = {
+            "backup-id": backup.id,
+            "date": backup.created_at.isoformat(),
+            "service": target.name,
+        }
+        writer = storage.open_writer(storage_key, metadata)
+        hashing = HashingWriter(writer)
+        with engine.dump() as dump:
+            reader = ProgressReader(dump.stream, backup)
+            compress_and_encrypt(reader, hashing, recipient)
+        stderr = dump.stderr
+        writer.commit()
+        writer = None
+    except Exception as exc:
+        if writer is not None:
+            try:
+                writer.abort()
+            except Exception:  # the original failure matters more
+                log.exception("could not abort the partial object of %s", backup.id)
+        message = exc.message if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+        stderr = exc.stderr if isinstance(exc, BackupError) else stderr
+        fail(backup, message, stderr, time.monotonic() - started)
+        backup.refresh_from_db()
+        return backup
+    storage.record_checksum(storage_key, hashing.hash.hexdigest())
+    Backup.objects.filter(pk=backup.pk).update(
+        status=Backup.Status.SUCCEEDED,
+        finished_at=timezone.now(),
+        duration_seconds=round(time.monotonic() - started, 3),
+        bytes_read=reader.count,
+        bytes_stored=hashing.count,
+        sha256=hashing.hash.hexdigest(),
+        progress_at=timezone.now(),
+        stderr_tail=stderr[-4000:],
+    )
+    backup.refresh_from_db()
+    log.info("backup %s of %s: %s bytes stored", backup.id, target.name, backup.bytes_stored)
+    resolve_incident(target.fingerprint(), reason=f"backup {backup.id} succeeded")
+    return backup
+
+
+def fail(backup: Backup, message: str, stderr: str, duration: float | None) -> None:
+    """Record the failure and raise it through the incident door (high)."""
+    Backup.objects.filter(pk=backup.pk).update(
+        status=Backup.Status.FAILED,
+        finished_at=timezone.now(),
+        duration_seconds=None if duration is None else round(duration, 3),
+        error=message[:4000],
+        stderr_tail=stderr[-4000:],
+    )
+    log.error("backup %s of %s failed: %s", backup.id, backup.target.name, message)
+    raise_incident(
+        source="backups",
+        fingerprint=backup.target.fingerprint(),
+        title=f"Backup of {backup.target.name} failed",
+        priority="high",
+        component="backups",
+        details={"backup": backup.id, "target": backup.target.name, "error": message[:500]},
+    )
