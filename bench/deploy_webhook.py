@@ -118,7 +118,7 @@ def watch_benchmark() -> None:
     import httpx
     from django.utils import timezone
 
-    from deployments import loop
+    from deployments import probes, watch
     from deployments.models import Deployment, Environment
     from tests.pgserver import free_port
 
@@ -161,14 +161,14 @@ def watch_benchmark() -> None:
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         started = time.perf_counter()
-        loop.probe(one, pool)
+        probes.probe(one, pool)
         baseline = time.perf_counter() - started
     ticks, watched = [], []
     for _ in range(3):
         # Keep all 50 under watch for every round (the silent one fails the first).
         Deployment.objects.filter(environment__name__startswith="svc-").update(status="watching")
         started = time.perf_counter()
-        watched.append(loop.watch_tick())
+        watched.append(watch.watch_tick())
         ticks.append(time.perf_counter() - started)
     failed = Deployment.objects.filter(
         environment__name__startswith="svc-", status="failed"

@@ -1,4 +1,4 @@
-"""Deployments in the admin: presents and asks; the loop and the models decide."""
+"""Deployments in the admin: presents and asks; the models and the deployments modules decide."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils.html import format_html
 
-from deployments import loop
 from deployments.models import (
     Deployment,
     DeploymentCheck,
@@ -17,6 +16,7 @@ from deployments.models import (
     VariableSyncRequest,
 )
 from deployments.providers import ProviderError
+from deployments.rollbacks import request_rollback
 from opsconsole.approvals.admin import ApprovalAdminMixin
 from opsconsole.charts import sparkline
 
@@ -185,7 +185,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     def request_rollback(self, request, queryset):
         for deployment in queryset:
             try:
-                rollback = loop.request_rollback(
+                rollback = request_rollback(
                     deployment.environment,
                     request.user,
                     reason=f"requested by {request.user}",

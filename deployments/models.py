@@ -386,9 +386,9 @@ class RollbackRequest(ApprovalRequest):
 
     def run(self) -> dict:
         # deployments.rollbacks imports this module: the import breaks the cycle.
-        from deployments import loop
+        from deployments.rollbacks import carry_out_rollback
 
-        return loop.carry_out_rollback(self)
+        return carry_out_rollback(self)
 
     def on_started(self) -> None:
         raise_incident(

@@ -1,23 +1,24 @@
-"""What django-q2 runs for deployments. Thin: the loop holds the work."""
+"""What django-q2 runs for deployments. Thin: intake and the watch hold the work.
+
+(Rollbacks run through the approval frame's one task, `opsconsole.approvals.tasks`.)
+"""
 
 from __future__ import annotations
 
+from deployments import intake
+from deployments import watch as watching
+from deployments.models import Deployment
 from opsconsole.tasks import console_task
 
 
 @console_task
 def process_deployment(deployment_id: int) -> str:
-    from deployments import loop
-    from deployments.models import Deployment
-
     deployment = Deployment.objects.get(pk=deployment_id)
-    loop.process(deployment)
+    intake.process(deployment)
     deployment.refresh_from_db()
     return deployment.status
 
 
 @console_task
 def watch() -> int:
-    from deployments import loop
-
-    return loop.watch_tick()
+    return watching.watch_tick()

@@ -9,8 +9,9 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from deployments import loop
+from deployments import intake
 from deployments.models import Environment
+from deployments.rollbacks import request_rollback
 from opsconsole.models import ApiToken
 from opsconsole.tasks import enqueue
 from opsconsole.webhooks import WebhookError, parse_json, read_body, verify_timestamped
@@ -63,7 +64,7 @@ def deploy_webhook(request):
         )
     except WebhookError as exc:
         return exc.response()
-    deployment, created = loop.receive(env, payload)
+    deployment, created = intake.receive(env, payload)
     transaction.on_commit(lambda: enqueue("deployments.tasks.process_deployment", deployment.pk))
     return JsonResponse(
         {"deployment": deployment.pk, "status": deployment.status, "created": created},
@@ -89,7 +90,7 @@ def rollback_api(request):
         if env is None:
             raise WebhookError(404, f"unknown environment {payload['environment']!r}")
         try:
-            rollback = loop.request_rollback(
+            rollback = request_rollback(
                 env,
                 None,
                 reason=str(payload["reason"])[:2000],

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from alerts.models import Channel, EscalationPolicy
 from backups.models import DatabaseTarget
-from deployments import loop
+from deployments import intake
 from deployments.models import Deployment, Environment
 from dr.models import RecoveryObjective, Runbook, ServiceCheck
 from opsconsole.tasks import enqueue
@@ -87,7 +87,7 @@ def deploy(environment: str, version: str) -> Deployment:
     except ProviderError as exc:
         raise DemoError(str(exc)) from None
     with transaction.atomic():
-        deployment, _ = loop.receive(
+        deployment, _ = intake.receive(
             env,
             {
                 "deployment_id": f"demo-{timezone.now():%Y%m%d%H%M%S%f}",

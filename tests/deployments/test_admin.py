@@ -45,9 +45,9 @@ def test_bob_approves_after_typing_the_environment_name(
     client, alice, bob, db, django_capture_on_commit_callbacks
 ):
     env, _, new = setup_env(db)
-    from deployments import loop
+    from deployments import rollbacks
 
-    request = loop.request_rollback(env, alice, reason="errors", from_deployment=new)
+    request = rollbacks.request_rollback(env, alice, reason="errors", from_deployment=new)
     login(client, bob)
     assert (
         "Approve…"

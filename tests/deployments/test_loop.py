@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
 from alerts.models import Incident, Notification
-from deployments import loop
+from deployments import intake, rollbacks, watch
 from deployments.models import Deployment, RollbackRequest
 from opsconsole.approvals.tasks import reap_interrupted
 from tests.deployments.conftest import post_webhook
@@ -22,7 +22,7 @@ def deploy(client, env, version, deployment_id, captured):
                                          "version": version, "status": "succeeded", "started_by": "ci"})  # fmt: skip
     assert response.status_code == 201, response.json()
     deployment = Deployment.objects.get(pk=response.json()["deployment"])
-    loop.process(deployment)
+    intake.process(deployment)
     deployment.refresh_from_db()
     return deployment
 
@@ -44,10 +44,10 @@ def test_a_healthy_deploy_is_watched_then_succeeds(
     v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
     assert v1.status == "watching"
     assert v1.checks.filter(phase="post_deploy", passed=True).count() == 4
-    loop.watch_tick()
+    watch.watch_tick()
     sample = v1.samples.get()
     assert sample.passed and sample.error_rate == 0 and sample.availability == 100
-    loop.watch_tick(timezone.now() + timedelta(minutes=11))
+    watch.watch_tick(timezone.now() + timedelta(minutes=11))
     v1.refresh_from_db()
     assert v1.status == "succeeded"
 
@@ -61,7 +61,7 @@ def test_a_faulty_deploy_is_rolled_back_automatically(
         v2 = deploy(client, local_env, "v2-faulty", "d2", django_capture_on_commit_callbacks)
         if v2.status == "watching":  # verification can pass by luck; the watch will not
             for _ in range(5):
-                loop.watch_tick()
+                watch.watch_tick()
                 v2.refresh_from_db()
                 if v2.status != "watching":
                     break
@@ -98,7 +98,7 @@ def test_ask_mode_alice_requests_only_bob_approves(
     v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
     settle(v1, local_env)
     deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
-    request = loop.request_rollback(local_env, alice, reason="users report errors")
+    request = rollbacks.request_rollback(local_env, alice, reason="users report errors")
     assert request.status == "requested" and request.requested_by == alice
     with pytest.raises(PermissionDenied):
         request.approve(alice, confirmation="production")
@@ -116,7 +116,7 @@ def test_without_a_stable_target_the_rollback_is_refused_with_an_incident(
 ):
     deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)  # still young
     with pytest.raises(ValidationError, match="roll back by hand"):
-        loop.request_rollback(local_env, alice, reason="x")
+        rollbacks.request_rollback(local_env, alice, reason="x")
     assert (
         Incident.objects.get(fingerprint=f"no-rollback-target:{local_env.pk}").priority
         == "critical"
@@ -130,14 +130,14 @@ def test_a_second_rollback_request_is_refused_naming_the_first(
     v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
     settle(v1, local_env)
     deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
-    first = loop.request_rollback(local_env, alice, reason="one")
+    first = rollbacks.request_rollback(local_env, alice, reason="one")
     with pytest.raises(ValidationError, match=f"already requested \\(#{first.pk}, to v1\\)"):
-        loop.request_rollback(local_env, bob, reason="two")
+        rollbacks.request_rollback(local_env, bob, reason="two")
 
 
 def test_carol_may_not_request(local_env, carol):
     with pytest.raises(PermissionDenied):
-        loop.request_rollback(local_env, carol, reason="x")
+        rollbacks.request_rollback(local_env, carol, reason="x")
 
 
 def test_a_rollback_warns_when_it_crosses_an_irreversible_migration(
@@ -149,7 +149,7 @@ def test_a_rollback_warns_when_it_crosses_an_irreversible_migration(
     Deployment.objects.filter(pk=v2.pk).update(
         migrations=[{"name": "0042_drop_legacy", "irreversible": True}]
     )
-    request = loop.request_rollback(local_env, alice, reason="x")
+    request = rollbacks.request_rollback(local_env, alice, reason="x")
     assert "0042_drop_legacy" in request.warnings
 
 
@@ -189,7 +189,7 @@ def test_a_clean_watch_announces_the_deploy_on_the_channels(
 
     v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
     Deployment.objects.filter(pk=v1.pk).update(started_by="octocat")
-    loop.watch_tick(timezone.now() + timedelta(minutes=11))
+    watch.watch_tick(timezone.now() + timedelta(minutes=11))
     note = Notification.objects.get(event="announce")
     assert note.incident is None
     message = build_message(note)
@@ -213,7 +213,7 @@ def test_the_error_rate_metric_can_trigger_the_rollback(
     v2 = deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
     MetricSample.objects.create(key="api.error_rate", value=12.5, labels={"environment": "production"},
                                 observed_at=timezone.now())  # fmt: skip
-    loop.watch_tick()
+    watch.watch_tick()
     sample = v2.samples.get()
     assert sample.metric_error_rate == 12.5 and not sample.passed
     assert "api.error_rate at 12.5 %" in sample.breach
@@ -274,7 +274,7 @@ def test_a_gradual_rollback_shifts_traffic_in_steps_watching_each(
     local_env.full_clean()
     local_env.save()
     v1 = rollback_ready(client, local_env, django_capture_on_commit_callbacks, "v2")
-    request = loop.request_rollback(local_env, alice, reason="slow")
+    request = rollbacks.request_rollback(local_env, alice, reason="slow")
     request.approve(bob, confirmation="production")
     request = RollbackRequest.objects.get(pk=request.pk).execute()
     assert request.status == "succeeded", request.error
@@ -308,7 +308,7 @@ def test_a_gradual_rollback_backs_out_when_a_step_breaches(
     local_env.backend.set_variables({"SAMPLE_ERROR_RATE": "1.0"})
     local_env.probe_requests = 24
     local_env.save()
-    request = loop.request_rollback(local_env, alice, reason="x")
+    request = rollbacks.request_rollback(local_env, alice, reason="x")
     request.approve(bob, confirmation="production")
     request = RollbackRequest.objects.get(pk=request.pk).execute()
     assert request.status == "failed" and "stopped at 50 %" in request.error
@@ -351,7 +351,9 @@ def test_a_rollback_whose_worker_died_is_failed_and_frees_the_environment(
     incident = Incident.objects.get(fingerprint=f"rollback-failed:{local_env.pk}")
     assert incident.priority == "critical" and "manual intervention" in incident.title
     settle(v1, local_env)
-    again = loop.request_rollback(local_env, alice, reason="after looking", target_version="v1")
+    again = rollbacks.request_rollback(
+        local_env, alice, reason="after looking", target_version="v1"
+    )
     assert again.status == "requested", "the environment is free for a new rollback"
 
 
@@ -382,7 +384,7 @@ def policy(env, **limits):
 def test_the_watch_rolls_back_on_the_error_rate_alone(local_env):
     policy(local_env, max_error_rate=5.0)
     deployment = watched(local_env, "v2-faulty", {"SAMPLE_ERROR_RATE": "1.0"})
-    loop.watch_tick()
+    watch.watch_tick()
     sample = deployment.samples.get()
     assert sample.error_rate > 50 and sample.breach.startswith("error rate"), sample.breach
     deployment.refresh_from_db()
@@ -392,7 +394,7 @@ def test_the_watch_rolls_back_on_the_error_rate_alone(local_env):
 def test_the_watch_rolls_back_on_slow_responses_alone(local_env):
     policy(local_env, max_avg_response_ms=150.0)
     deployment = watched(local_env, "v2-slow", {"SAMPLE_DELAY_MS": "400"})
-    loop.watch_tick()
+    watch.watch_tick()
     sample = deployment.samples.get()
     assert sample.error_rate == 0 and sample.availability == 100
     assert sample.breach.startswith("average response"), sample.breach
@@ -403,7 +405,7 @@ def test_the_watch_rolls_back_on_slow_responses_alone(local_env):
 def test_the_same_slow_version_passes_a_policy_that_allows_it(local_env):
     policy(local_env, max_avg_response_ms=5_000.0)
     deployment = watched(local_env, "v2-slow", {"SAMPLE_DELAY_MS": "400"})
-    loop.watch_tick()
+    watch.watch_tick()
     assert deployment.samples.get().passed
     deployment.refresh_from_db()
     assert deployment.status == "watching"
@@ -414,7 +416,7 @@ def test_the_watch_rolls_back_on_availability_alone(local_env):
     local_env.endpoints = [{"path": "/api/auth/status", "ok": [200]}]
     policy(local_env, min_availability=90.0)
     deployment = watched(local_env, "v2")
-    loop.watch_tick()
+    watch.watch_tick()
     sample = deployment.samples.get()
     assert sample.error_rate == 0 and sample.availability == 50
     assert sample.breach.startswith("availability"), sample.breach

@@ -118,7 +118,7 @@ def test_a_failed_provider_call_fails_the_request_and_asks_for_a_human(
     from django.utils import timezone
 
     from alerts.models import Incident
-    from deployments import loop
+    from deployments import rollbacks
 
     httpserver.expect_request("/graphql/v2").respond_with_data("down", status=500)
     old = target(railway)
@@ -127,7 +127,7 @@ def test_a_failed_provider_call_fails_the_request_and_asks_for_a_human(
     Deployment.objects.create(
         environment=railway, external_id="dep-bad", version="v2", status="failed"
     )
-    request = loop.request_rollback(railway, alice, reason="bad")
+    request = rollbacks.request_rollback(railway, alice, reason="bad")
     request.approve(bob, confirmation="production")
     request = request.execute()
     assert request.status == "failed" and "HTTP 500" in request.error
@@ -257,7 +257,7 @@ def test_the_command_provider_rolls_back_gradually_through_set_weights(db, alice
 
     from django.utils import timezone
 
-    from deployments import loop
+    from deployments import rollbacks
 
     log = tmp_path / "weights.log"
     script = f"import sys; open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + chr(10))"
@@ -271,7 +271,7 @@ def test_the_command_provider_rolls_back_gradually_through_set_weights(db, alice
     Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=2),
                                                 live_at=timezone.now() - timedelta(hours=2))  # fmt: skip
     Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed")
-    request = loop.request_rollback(env, alice, reason="x")
+    request = rollbacks.request_rollback(env, alice, reason="x")
     request.approve(bob, confirmation="staging")
     request.execute()
     # Nothing answers on the health URL here, so the first step breaches and backs out.

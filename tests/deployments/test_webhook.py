@@ -47,9 +47,9 @@ def test_a_signed_webhook_records_the_deployment_once(client, env):
         ("audit", False),
         ("tests", True),
     ]
-    from deployments import loop
+    from deployments import intake
 
-    loop.process(deployment)
+    intake.process(deployment)
     deployment.refresh_from_db()
     assert deployment.status == "deploying"
     assert deployment.checks.filter(
