@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.db.models import Count
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -18,7 +16,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from alerts import evaluation, notify
+from alerts import evaluation, incidents, notify
 from alerts.channels import CHANNEL_KINDS
 from alerts.models import (
     AlertRule,
@@ -36,8 +34,9 @@ from alerts.models import (
     RuleState,
     Silence,
 )
+from opsconsole import permissions
 
-ACK_PERMISSION = "opsconsole.acknowledge_incident"
+ACK_PERMISSION = permissions.ACKNOWLEDGE_INCIDENT
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -249,7 +248,7 @@ class IncidentAdmin(admin.ModelAdmin):
     def acknowledge_selected(self, request, queryset):
         done = 0
         for incident in queryset.filter(status=Incident.Status.TRIGGERED):
-            incident.acknowledge(request.user)
+            incidents.acknowledge(incident, request.user)
             self.log_change(request, incident, "Acknowledged")
             done += 1
         self.message_user(request, f"Acknowledged {done} incident(s).")
@@ -258,7 +257,7 @@ class IncidentAdmin(admin.ModelAdmin):
     def resolve_selected(self, request, queryset):
         done = 0
         for incident in queryset.exclude(status=Incident.Status.RESOLVED):
-            incident.resolve(request.user, reason=f"resolved by {request.user}")
+            incidents.resolve_by_hand(incident, request.user, reason=f"resolved by {request.user}")
             self.log_change(request, incident, "Resolved")
             done += 1
         self.message_user(request, f"Resolved {done} incident(s).")
@@ -286,7 +285,7 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def acknowledge_view(self, request, pk):
         incident = get_object_or_404(Incident, pk=pk)
-        incident.acknowledge(request.user)  # PermissionDenied -> 403
+        incidents.acknowledge(incident, request.user)  # PermissionDenied -> 403
         self.log_change(request, incident, "Acknowledged")
         self.message_user(request, f"Acknowledged: {incident.title}")
         target = request.POST.get("next", "")
@@ -296,8 +295,10 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def resolve_view(self, request, pk):
         incident = get_object_or_404(Incident, pk=pk)
-        incident.resolve(
-            request.user, reason=request.POST.get("reason") or f"resolved by {request.user}"
+        incidents.resolve_by_hand(
+            incident,
+            request.user,
+            reason=request.POST.get("reason") or f"resolved by {request.user}",
         )
         self.log_change(request, incident, "Resolved")
         self.message_user(request, f"Resolved: {incident.title}")
@@ -317,19 +318,6 @@ class IncidentAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), "can_ack": request.user.has_perm(ACK_PERMISSION)}
         return super().change_view(request, object_id, form_url, extra_context)
-
-
-def incidents_panel(request) -> dict:
-    open_incidents = Incident.objects.exclude(status=Incident.Status.RESOLVED)
-    by_priority = dict(open_incidents.values_list("priority").annotate(n=Count("pk")))
-    return {
-        "by_priority": [(p.label, by_priority.get(p.value, 0), p.value) for p in Priority],
-        "recent": list(open_incidents.order_by("status", "-opened_at")[:5]),
-        "can_ack": request.user.has_perm(ACK_PERMISSION),
-        "resolved_today": Incident.objects.filter(
-            resolved_at__gte=timezone.now() - timedelta(hours=24)
-        ).count(),
-    }
 
 
 # --- channels and routing --------------------------------------------------------
@@ -384,7 +372,7 @@ class ChannelAdmin(admin.ModelAdmin):
         return ""
 
     def has_run_permission(self, request):
-        return request.user.has_perm("opsconsole.run_jobs")
+        return request.user.has_perm(permissions.RUN_JOBS)
 
     @admin.action(description="Send a test notification", permissions=["run"])
     def send_test(self, request, queryset):

@@ -17,6 +17,8 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts and incidents"
 
     def ready(self) -> None:
+        # These read models: imported once the app registry is ready.
+        from alerts.panels import incidents_panel
         from opsconsole import dashboard, roles, routes, schedules
 
         routes.register("", "alerts.urls")
@@ -35,8 +37,6 @@ class AlertsConfig(AppConfig):
             *(f"alerts.{verb}_{model}" for verb in ("add", "change") for model in EDITABLE),
         )
         roles.grant(roles.APPROVER, *(f"alerts.delete_{model}" for model in EDITABLE))
-        from alerts.admin import incidents_panel
-
         dashboard.register(
             dashboard.Panel(
                 "incidents", "Incidents", "alerts/panel.html", incidents_panel, order=10

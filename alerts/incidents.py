@@ -12,10 +12,12 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from alerts import notify
 from alerts.models import (
     Channel,
     EscalationLevel,
@@ -27,6 +29,7 @@ from alerts.models import (
     PriorityPolicy,
     Silence,
 )
+from opsconsole import permissions
 
 log = logging.getLogger("opsconsole.alerts")
 
@@ -109,6 +112,13 @@ def resolve_incident(
     return incident
 
 
+def resolve_by_hand(incident: Incident, user, reason: str = "resolved by hand") -> Incident | None:
+    """A person says it is over; PermissionDenied for a user without the right."""
+    if not user.has_perm(permissions.ACKNOWLEDGE_INCIDENT):
+        raise PermissionDenied("You may not resolve incidents.")
+    return resolve_incident(incident.fingerprint, reason=reason, user=user)
+
+
 def announce(
     source: str,
     title: str,
@@ -140,14 +150,19 @@ def announce(
             if c.receives(priority)
         ]
     )
-    from alerts import notify
 
     notify.enqueue_after_commit([n.pk for n in rows])
     return rows
 
 
 def acknowledge(incident: Incident, user, now: datetime | None = None) -> bool:
-    """Stop escalation and repeats. Returns False when it was not in the triggered state."""
+    """Someone has it: stop escalation and repeats, and tell whoever was paged.
+
+    PermissionDenied for a user without the right; False when the incident was
+    not in the triggered state (acknowledged or resolved already).
+    """
+    if not user.has_perm(permissions.ACKNOWLEDGE_INCIDENT):
+        raise PermissionDenied("You may not acknowledge incidents.")
     now = now or timezone.now()
     with transaction.atomic():
         claimed = Incident.objects.filter(pk=incident.pk, status=Status.TRIGGERED).update(
@@ -324,7 +339,6 @@ def told_firing(incident: Incident) -> list[Channel]:
 def _notify(
     incident: Incident, channels: list[Channel], event: str, *, level: int, now: datetime
 ) -> None:
-    from alerts import notify
 
     rows = Notification.objects.bulk_create(
         [

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from alerts.channels import CHANNEL_KINDS, channel_class
 from alerts.sources import SOURCE_KINDS, source_class
+from opsconsole import permissions
 from opsconsole.fields import EncryptedTextField
 
 
@@ -367,6 +368,10 @@ class Channel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def fingerprint(self) -> str:
+        """The incident that says this channel cannot deliver."""
+        return f"channel:{self.pk}"
+
     @property
     def transport(self):
         return channel_class(self.kind)(self)
@@ -564,23 +569,9 @@ class Incident(models.Model):
     def silenced(self) -> bool:
         return self.silence_id is not None
 
-    def acknowledge(self, user) -> None:
-        if not user.has_perm("opsconsole.acknowledge_incident"):
-            raise PermissionDenied("You may not acknowledge incidents.")
-        from alerts import incidents
-
-        incidents.acknowledge(self, user)
-
-    def resolve(self, user, reason: str = "resolved by hand") -> None:
-        if not user.has_perm("opsconsole.acknowledge_incident"):
-            raise PermissionDenied("You may not resolve incidents.")
-        from alerts import incidents
-
-        incidents.resolve_incident(self.fingerprint, reason=reason, user=user)
-
     def add_note(self, user, text: str) -> IncidentEvent:
         """Someone working the incident writes down what they found or did."""
-        if not user.has_perm("opsconsole.acknowledge_incident"):
+        if not user.has_perm(permissions.ACKNOWLEDGE_INCIDENT):
             raise PermissionDenied("You may not add notes to incidents.")
         if not text.strip():
             raise ValueError("The note is empty.")

@@ -257,11 +257,12 @@ def _failed(
 
 def _raise_channel_incident(channel: Channel, exc: TransportError) -> None:
     """A channel that cannot deliver is itself an incident, told on the other channels."""
+    # The door (alerts.incidents) hands its notifications to this module: import at use.
     from alerts.incidents import raise_incident
 
     raise_incident(
         source="alerts",
-        fingerprint=f"channel:{channel.pk}",
+        fingerprint=channel.fingerprint(),
         title=f"Notification channel '{channel.name}' cannot deliver",
         priority=Priority.HIGH,
         component="alerts",

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
+
+from alerts.evaluation import evaluate_all
+from alerts.incidents import escalate_due
+from alerts.models import InboxMessage, MetricSample, MetricSource
+from alerts.notify import deliver, dispatch_due
+from opsconsole.models import WebhookReceipt
 from opsconsole.tasks import console_task
 
 
 @console_task
 def evaluate_rules() -> int:
-    from alerts.evaluation import evaluate_all
-
     return evaluate_all()
 
 
 @console_task
 def collect_sources() -> int:
-    from django.utils import timezone
-
-    from alerts.models import MetricSource
-
     now = timezone.now()
     pulled = 0
     for source in MetricSource.objects.filter(enabled=True):
@@ -28,28 +29,19 @@ def collect_sources() -> int:
 
 @console_task
 def escalate() -> int:
-    from alerts.incidents import escalate_due
-
     return escalate_due()
 
 
 @console_task
 def dispatch_notifications() -> int:
-    from alerts.notify import dispatch_due
-
     return dispatch_due()
 
 
 @console_task
 def deliver_notification(notification_id: int) -> str | None:
-    from alerts.notify import deliver
-
     return deliver(notification_id)
 
 
 @console_task
 def prune() -> int:
-    from alerts.models import InboxMessage, MetricSample
-    from opsconsole.models import WebhookReceipt
-
     return MetricSample.prune() + WebhookReceipt.prune() + InboxMessage.prune()

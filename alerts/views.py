@@ -13,7 +13,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core import signing
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
@@ -25,7 +24,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from alerts import incidents, notify
 from alerts.models import LABEL_NAME, Incident, MetricSample, Priority, canonical_labels
-from opsconsole.models import ApiToken, WebhookReceipt
+from opsconsole import permissions
+from opsconsole.api import bearer_token
+from opsconsole.models import WebhookReceipt
 from opsconsole.webhooks import WebhookError, parse_json, read_body
 
 METRICS_MAX_BODY = 1024 * 1024
@@ -34,13 +35,6 @@ MAX_LABELS = 10
 MAX_FUTURE = timedelta(minutes=5)
 SAMPLE_FIELDS = {"key", "value", "labels", "observed_at"}
 METRIC_KEY_MAX = 200
-
-
-def _require_token(request) -> ApiToken:
-    token = ApiToken.authenticate(request.headers.get("Authorization"))
-    if token is None:
-        raise WebhookError(401, "missing, wrong or revoked bearer token")
-    return token
 
 
 def _errors_for_sample(entry: Any, now: datetime) -> tuple[list[str], MetricSample | None]:
@@ -97,13 +91,11 @@ def _errors_for_sample(entry: Any, now: datetime) -> tuple[list[str], MetricSamp
     )
 
 
-@csrf_exempt
-@login_not_required
 @require_POST
+@bearer_token()
 def push_metrics(request):
     """All or nothing: any bad sample refuses the whole batch, naming each by index."""
     try:
-        _require_token(request)
         body = parse_json(read_body(request, METRICS_MAX_BODY))
         if not isinstance(body, list):
             raise WebhookError(400, "the body must be a JSON list of samples")
@@ -192,13 +184,11 @@ ALERTMANAGER_PRIORITY = {
 }
 
 
-@csrf_exempt
-@login_not_required
 @require_POST
+@bearer_token()
 def alertmanager_webhook(request):
     """Alertmanager's webhook receiver: firing alerts open incidents, resolved ones resolve them."""
     try:
-        _require_token(request)
         payload = parse_json(read_body(request, 1024 * 1024))
         if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
             raise WebhookError(
@@ -250,11 +240,9 @@ def acknowledge_link(request, token: str):
         return render(request, "alerts/ack.html", {"error": "This link has expired."}, status=410)
     except (signing.BadSignature, Incident.DoesNotExist):
         return render(request, "alerts/ack.html", {"error": "This link is not valid."}, status=404)
-    allowed = request.user.has_perm("opsconsole.acknowledge_incident")
+    allowed = request.user.has_perm(permissions.ACKNOWLEDGE_INCIDENT)
     if request.method == "POST":
-        if not allowed:
-            raise PermissionDenied("You may not acknowledge incidents.")
-        if incidents.acknowledge(incident, request.user):
+        if incidents.acknowledge(incident, request.user):  # PermissionDenied -> 403
             messages.success(request, f"Acknowledged: {incident.title}. Escalation stopped.")
         else:
             messages.info(

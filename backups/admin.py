@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from backups import retention
 from backups.models import (
     Backup,
     BackupKey,
@@ -21,10 +23,11 @@ from backups.models import (
     RestoreRequest,
     StorageLocation,
 )
+from opsconsole import permissions
 from opsconsole.approvals.admin import ApprovalAdminMixin
 from opsconsole.tasks import enqueue
 
-RUN = "opsconsole.run_jobs"
+RUN = permissions.RUN_JOBS
 
 
 def _queue(backup: Backup) -> None:
@@ -132,16 +135,11 @@ class BackupAdmin(RunJobsMixin, admin.ModelAdmin):
     change_list_template = "admin/backups/backup/change_list.html"
 
     def get_urls(self):
-        from django.urls import path
-
         view = self.admin_site.admin_view(self.retention_view)
         return [path("retention/", view, name="backups_backup_retention"), *super().get_urls()]
 
     def retention_view(self, request):
         """What the next prune would delete, and why the rest stays."""
-        from django.template.response import TemplateResponse
-
-        from backups import retention
 
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -253,8 +251,6 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Drop the database kept after a replace", permissions=["approve"])
     def drop_old_database(self, request, queryset):
-        from django.core.exceptions import ValidationError
-
         for restore in queryset:
             try:
                 restore.drop_old_database(request.user)

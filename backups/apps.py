@@ -6,6 +6,7 @@ class BackupsConfig(AppConfig):
     verbose_name = "Backups"
 
     def ready(self) -> None:
+        # These read models: imported once the app registry is ready.
         from backups.panels import backups_panel
         from opsconsole import dashboard, roles, schedules
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
+
+from alerts.models import MetricSample
+from backups.models import DatabaseTarget
+
 
 def record_metrics(target_id: int) -> None:
     """Samples for alert rules: live RPO (age of the newest good backup), last size and duration."""
-    from django.utils import timezone
-
-    from alerts.models import MetricSample
-    from backups.models import DatabaseTarget
-
     target = DatabaseTarget.objects.get(pk=target_id)
     now = timezone.now()
     labels = {"target": target.name}

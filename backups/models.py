@@ -7,16 +7,20 @@ import secrets
 import subprocess
 from datetime import datetime, timedelta
 
+import pyrage
+from croniter import croniter
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.models import Schedule
 
 from alerts.incidents import raise_incident
 from backups.engines import ENGINES, EngineError
 from backups.errors import BackupError, RestoreRefused
 from backups.storages import STORAGE_KINDS, StorageError
+from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalRequest
 from opsconsole.fields import EncryptedTextField
 
@@ -57,9 +61,14 @@ class DatabaseTarget(models.Model):
         if created:
             BackupPolicy.create_defaults(self)
 
-    def fingerprint(self) -> str:
-        """The incident that says this target's backups are failing."""
-        return f"backup:{self.pk}"
+    # What a target raises incidents about: failing backups, and failing drills.
+    INCIDENTS = ("backup", "drill")
+
+    def fingerprint(self, about: str = "backup") -> str:
+        """The key of this target's incident `about` one of INCIDENTS."""
+        if about not in self.INCIDENTS:
+            raise ValueError(f"a database target raises no {about!r} incident")
+        return f"{about}:{self.pk}"
 
     def newest_good_backup(self) -> Backup | None:
         return self.backups.filter(status__in=Backup.GOOD).order_by("-created_at").first()
@@ -144,7 +153,6 @@ class BackupKey(models.Model):
     @classmethod
     def current(cls) -> BackupKey:
         """The active key, made on first use."""
-        import pyrage
 
         key = cls.objects.filter(active=True).first()
         if key is None:
@@ -157,8 +165,6 @@ class BackupKey(models.Model):
     @classmethod
     def identities(cls) -> list:
         """Every identity that may open a backup: the console's, then any from the environment."""
-        import pyrage
-
         kept = [k.identity for k in cls.objects.all()]
         return [
             pyrage.x25519.Identity.from_str(i) for i in [*kept, *settings.BACKUPS_AGE_IDENTITIES]
@@ -167,7 +173,6 @@ class BackupKey(models.Model):
     @classmethod
     def rotate(cls) -> BackupKey:
         """Make a new active key; the old ones stay, so older backups remain readable."""
-        from django.db import transaction
 
         with transaction.atomic():
             cls.objects.filter(active=True).update(active=False)
@@ -214,26 +219,21 @@ class BackupPolicy(models.Model):
         self.sync_schedule()
 
     def delete(self, *args, **kwargs):
-        from django_q.models import Schedule
-
         Schedule.objects.filter(name=self.schedule_name).delete()
         return super().delete(*args, **kwargs)
 
     def clean(self) -> None:
         if self.recipient:
-            import pyrage
-
             try:
                 pyrage.x25519.Recipient.from_str(self.recipient.strip())
             except Exception:
                 raise ValidationError({"recipient": "Not an age public key (age1…)."}) from None
-        if self.kind != self.Kind.MANUAL:
-            from croniter import croniter
-
-            if not self.schedule or not croniter.is_valid(self.schedule):
-                raise ValidationError(
-                    {"schedule": "A cron expression such as '0 2 * * *' (daily at 02:00)."}
-                )
+        if self.kind != self.Kind.MANUAL and (
+            not self.schedule or not croniter.is_valid(self.schedule)
+        ):
+            raise ValidationError(
+                {"schedule": "A cron expression such as '0 2 * * *' (daily at 02:00)."}
+            )
 
     @classmethod
     def create_defaults(cls, target: DatabaseTarget) -> None:
@@ -256,8 +256,6 @@ class BackupPolicy(models.Model):
 
     def sync_schedule(self) -> None:
         """The django-q2 schedule follows the policy: created, updated, removed with it."""
-        from django_q.models import Schedule
-
         if not self.enabled or self.kind == self.Kind.MANUAL or not self.schedule:
             Schedule.objects.filter(name=self.schedule_name).delete()
             return
@@ -372,8 +370,6 @@ class Backup(models.Model):
 
     def claim(self, now: datetime | None = None) -> bool:
         """queued → running, once: a re-delivered task or a second worker gets False."""
-        from django.db import IntegrityError, transaction
-
         now = now or timezone.now()
         try:
             with transaction.atomic():
@@ -404,8 +400,8 @@ class Backup(models.Model):
 class RestoreRequest(ApprovalRequest):
     """Request → approve → execute. Restores always go into a fresh database first."""
 
-    REQUEST_PERMISSION = "opsconsole.request_restore"
-    APPROVE_PERMISSION = "opsconsole.approve_restore"
+    REQUEST_PERMISSION = permissions.REQUEST_RESTORE
+    APPROVE_PERMISSION = permissions.APPROVE_RESTORE
 
     class Mode(models.TextChoices):
         NEW = "new", "Into a new database"
@@ -472,7 +468,7 @@ class RestoreRequest(ApprovalRequest):
         return f"restore:{self.pk}"
 
     def run(self) -> dict:
-        # The pipeline imports these models: the import breaks the cycle.
+        # backups.restore imports these models: import at use.
         from backups.restore import carry_out_restore
 
         return carry_out_restore(self)

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import contextlib
 
+from django.utils import timezone
+
+from backups import retention
+from backups.backup import back_up, fail
+from backups.errors import RestoreRefused
+from backups.metrics import record_metrics
+from backups.models import Backup, BackupPolicy, DatabaseTarget
+from backups.verify import verify_backup
 from opsconsole.tasks import console_task
 
 
 @console_task
 def run_backup(backup_id: str) -> str:
-    from backups.backup import back_up
-    from backups.models import Backup
-
     return back_up(Backup.objects.get(pk=backup_id)).status
 
 
 @console_task
 def run_policy(policy_id: int) -> str | None:
     """What a policy's schedule calls: one backup record, then the normal run."""
-    from backups.models import BackupPolicy
 
     policy = BackupPolicy.objects.filter(pk=policy_id, enabled=True).first()
     if policy is None:
         return None
-    from backups.backup import back_up
 
     return back_up(policy.start()).status
 
@@ -31,10 +34,6 @@ def run_policy(policy_id: int) -> str | None:
 @console_task
 def verify_newest() -> int:
     """Daily: read back the newest good backup of every target."""
-    from backups.errors import RestoreRefused
-    from backups.models import DatabaseTarget
-    from backups.verify import verify_backup
-
     checked = 0
     for target in DatabaseTarget.objects.all():
         newest = target.newest_good_backup()
@@ -48,10 +47,6 @@ def verify_newest() -> int:
 
 @console_task
 def verify_one(backup_id: str) -> str:
-    from backups.errors import RestoreRefused
-    from backups.models import Backup
-    from backups.verify import verify_backup
-
     backup = Backup.objects.get(pk=backup_id)
     with contextlib.suppress(RestoreRefused):
         backup = verify_backup(backup)
@@ -61,16 +56,11 @@ def verify_one(backup_id: str) -> str:
 
 @console_task
 def prune() -> int:
-    from backups import retention
-
     return len(retention.prune())
 
 
 @console_task
 def record_all_metrics() -> int:
-    from backups.metrics import record_metrics
-    from backups.models import DatabaseTarget
-
     ids = list(DatabaseTarget.objects.values_list("pk", flat=True))
     for pk in ids:
         record_metrics(pk)
@@ -82,11 +72,6 @@ def reap_stalled() -> int:
     """Running backups without a sign of life: their worker is gone. Fail them (with an
     incident) and abort what they left in storage. (Restores are approval requests: the
     console's one reaper, `opsconsole.approvals.tasks.reap_interrupted`, takes them.)"""
-    from django.utils import timezone
-
-    from backups.backup import fail
-    from backups.models import Backup
-
     reaped = 0
     for backup in Backup.stale():
         if backup.storage_key:

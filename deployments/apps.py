@@ -6,6 +6,7 @@ class DeploymentsConfig(AppConfig):
     verbose_name = "Deployments"
 
     def ready(self) -> None:
+        # These read models: imported once the app registry is ready.
         from deployments.panels import deployments_panel
         from opsconsole import dashboard, roles, routes, schedules
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
 from deployments.providers import PROVIDERS, ProviderError
+from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField
 
@@ -133,9 +134,15 @@ class Environment(models.Model):
     def backend(self):
         return PROVIDERS[self.provider](self)
 
-    def fingerprint(self) -> str:
-        """The incident about this environment's current deploy (breach, failed deploy)."""
-        return f"deploy:{self.pk}"
+    # What the environment raises incidents about: its current deploy (a breach, a
+    # failed deploy), a rollback that failed, and a rollback with no stable target.
+    INCIDENTS = ("deploy", "rollback-failed", "no-rollback-target")
+
+    def fingerprint(self, about: str = "deploy") -> str:
+        """The key of this environment's incident `about` one of INCIDENTS."""
+        if about not in self.INCIDENTS:
+            raise ValueError(f"an environment raises no {about!r} incident")
+        return f"{about}:{self.pk}"
 
     def signing_secrets(self) -> list[str]:
         return [s for s in (self.webhook_secret, settings.OPSCONSOLE_WEBHOOK_SECRET) if s][:1]
@@ -330,8 +337,8 @@ class HealthSample(models.Model):
 
 
 class RollbackRequest(ApprovalRequest):
-    REQUEST_PERMISSION = "opsconsole.request_rollback"
-    APPROVE_PERMISSION = "opsconsole.approve_rollback"
+    REQUEST_PERMISSION = permissions.REQUEST_ROLLBACK
+    APPROVE_PERMISSION = permissions.APPROVE_ROLLBACK
 
     class Status(models.TextChoices):
         REQUESTED = "requested", "Requested"
@@ -385,7 +392,7 @@ class RollbackRequest(ApprovalRequest):
         return f"rollback:{self.pk}"
 
     def run(self) -> dict:
-        # deployments.rollbacks imports this module: the import breaks the cycle.
+        # deployments.rollbacks imports these models: import at use.
         from deployments.rollbacks import carry_out_rollback
 
         return carry_out_rollback(self)
@@ -418,7 +425,7 @@ class RollbackRequest(ApprovalRequest):
         env = self.environment
         raise_incident(
             source="deployments",
-            fingerprint=f"rollback-failed:{env.pk}",
+            fingerprint=env.fingerprint("rollback-failed"),
             title=(
                 f"Rollback of {env} to {self.target_deployment.version} failed: "
                 "manual intervention required"
@@ -457,8 +464,8 @@ class EnvironmentVariable(models.Model):
 class VariableSyncRequest(ApprovalRequest):
     """Pushing the console's variables to the provider (approved first where two are needed)."""
 
-    REQUEST_PERMISSION = "opsconsole.run_jobs"
-    APPROVE_PERMISSION = "opsconsole.approve_rollback"
+    REQUEST_PERMISSION = permissions.RUN_JOBS
+    APPROVE_PERMISSION = permissions.APPROVE_ROLLBACK
     FAILURES = (ProviderError,)
 
     Status = RunStatus

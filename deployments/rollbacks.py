@@ -57,7 +57,7 @@ def choose_target(
         return target
     raise_incident(
         source="deployments",
-        fingerprint=f"no-rollback-target:{env.pk}",
+        fingerprint=env.fingerprint("no-rollback-target"),
         title=f"No stable deployment of {env} to roll back to: manual intervention required",
         priority="critical",
         component=env.name,

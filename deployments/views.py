@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from deployments import intake
 from deployments.models import Environment
 from deployments.rollbacks import request_rollback
-from opsconsole.models import ApiToken
+from opsconsole.api import bearer_token
 from opsconsole.tasks import enqueue
 from opsconsole.webhooks import WebhookError, parse_json, read_body, verify_timestamped
 
@@ -72,14 +72,11 @@ def deploy_webhook(request):
     )
 
 
-@csrf_exempt
-@login_not_required
 @require_POST
+@bearer_token()
 def rollback_api(request):
     """Files a rollback request; approval still applies (it never bypasses it)."""
     try:
-        if ApiToken.authenticate(request.headers.get("Authorization")) is None:
-            raise WebhookError(401, "missing, wrong or revoked bearer token")
         payload = parse_json(read_body(request, WEBHOOK_MAX_BODY))
         if not isinstance(payload, dict):
             raise WebhookError(400, "the body must be a JSON object")

@@ -16,6 +16,7 @@ from alerts.incidents import announce, raise_incident, resolve_incident
 from alerts.models import MetricSample
 from deployments.models import Deployment, Environment, HealthSample, RollbackRequest
 from deployments.probes import PROBE_THREADS, submit_probes, summarize
+from deployments.rollbacks import request_rollback
 
 log = logging.getLogger("opsconsole.deployments")
 Status = Deployment.Status
@@ -109,9 +110,6 @@ def breach(deployment: Deployment, reason: str) -> RollbackRequest | None:
         details={"deployment": deployment.external_id, "reason": reason},
     )
     finish(deployment, Status.FAILED, reason)
-    # rollbacks imports the watch's neighbours; the import breaks the cycle.
-    from deployments.rollbacks import request_rollback
-
     try:
         return request_rollback(
             env,

@@ -1,8 +1,10 @@
+import csv
 from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseRedirect
+from django.db import transaction
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -10,6 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from alerts.models import Incident
 from dr.models import (
     FailoverAction,
     FailoverRun,
@@ -19,8 +22,11 @@ from dr.models import (
     RunbookExecution,
     RunbookStep,
     ServiceCheck,
+    availability_report,
 )
+from opsconsole import permissions
 from opsconsole.approvals.admin import ApprovalAdminMixin
+from opsconsole.tasks import enqueue
 
 
 @admin.register(ServiceCheck)
@@ -73,11 +79,6 @@ class ServiceCheckAdmin(admin.ModelAdmin):
 
     def availability_view(self, request):
         """The monthly availability report, as a page or as CSV (?format=csv)."""
-        import csv
-
-        from django.http import HttpResponse
-
-        from dr.models import availability_report
 
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -138,14 +139,10 @@ class RecoveryObjectiveAdmin(admin.ModelAdmin):
         )
 
     def has_drill_permission(self, request):
-        return request.user.has_perm("opsconsole.run_jobs")
+        return request.user.has_perm(permissions.RUN_JOBS)
 
     @admin.action(description="Run a recovery drill now", permissions=["drill"])
     def drill_now(self, request, queryset):
-        from django.db import transaction
-
-        from opsconsole.tasks import enqueue
-
         for objective in queryset:
             transaction.on_commit(
                 lambda pk=objective.target_id: enqueue("dr.tasks.drill_target", pk)
@@ -183,7 +180,7 @@ class RunbookAdmin(admin.ModelAdmin):
         return runbook.steps.count()
 
     def has_start_permission(self, request):
-        return request.user.has_perm("opsconsole.acknowledge_incident")
+        return request.user.has_perm(permissions.WORK_RUNBOOKS)
 
     @admin.action(description="Start working this runbook", permissions=["start"])
     def start_execution(self, request, queryset):
@@ -248,7 +245,7 @@ class RunbookExecutionAdmin(admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "steps": rows,
-            "can_work": request.user.has_perm("opsconsole.acknowledge_incident"),
+            "can_work": request.user.has_perm(permissions.WORK_RUNBOOKS),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -269,9 +266,7 @@ class RunbookExecutionAdmin(admin.ModelAdmin):
 
     def start_view(self, request):
         """Start working a runbook, by hand or for an incident (its check's runbook suggested)."""
-        from alerts.models import Incident
-
-        if not request.user.has_perm("opsconsole.acknowledge_incident"):
+        if not request.user.has_perm(permissions.WORK_RUNBOOKS):
             raise PermissionDenied
         source = request.POST if request.method == "POST" else request.GET
         incident = None

@@ -6,6 +6,7 @@ class DrConfig(AppConfig):
     verbose_name = "Disaster recovery"
 
     def ready(self) -> None:
+        # These read models: imported once the app registry is ready.
         from dr.panels import health_panel, objectives_panel
         from opsconsole import dashboard, roles, routes, schedules
 

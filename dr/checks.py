@@ -7,6 +7,9 @@ import time
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import psycopg
+import redis
+
 from opsconsole import http
 
 
@@ -144,8 +147,6 @@ class PostgresKind(Kind):
         return bool(secret)
 
     def run(self) -> str:
-        import psycopg
-
         try:
             with psycopg.connect(self.secret, connect_timeout=max(1, int(self.timeout))) as conn:
                 conn.execute(f"SET statement_timeout = {int(self.timeout * 1000)}")
@@ -171,8 +172,6 @@ class RedisKind(Kind):
         return bool(secret)
 
     def run(self) -> str:
-        import redis
-
         client = redis.Redis.from_url(
             self.secret, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
         )

@@ -15,6 +15,7 @@ import secrets
 from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -25,6 +26,8 @@ from alerts.models import Channel, EscalationPolicy
 from backups.models import DatabaseTarget
 from deployments import intake
 from deployments.models import Deployment, Environment
+from deployments.providers.base import ProviderError
+from dr.health import run_due
 from dr.models import RecoveryObjective, Runbook, ServiceCheck
 from opsconsole.tasks import enqueue
 
@@ -64,7 +67,6 @@ def setup(*, password: str | None = None, postgres_url: str = "", port: int = DE
     for env in environments:
         _two_versions(env)
         _health_check(env)
-    from dr.health import run_due
 
     run_due()  # the dashboard shows real states from the first page on
     return {
@@ -80,7 +82,6 @@ def deploy(environment: str, version: str) -> Deployment:
     env = Environment.objects.filter(name=environment).first()
     if env is None:
         raise DemoError(f"no environment named {environment!r}; run `manage.py demo` first")
-    from deployments.providers.base import ProviderError
 
     try:
         env.backend.deploy(version)
@@ -172,8 +173,6 @@ def _environment(name: str, port: int, *, mode: str, two_people: bool) -> Enviro
 
 def _two_versions(env: Environment) -> None:
     """v1.0 ran for hours, v1.1 is live and has run an hour: both are rollback targets."""
-    from deployments.providers.base import ProviderError
-
     try:
         env.backend.deploy("v1.1")
     except ProviderError as exc:
@@ -237,8 +236,6 @@ def _console_target() -> DatabaseTarget:
 
 def _sample_postgres(url: str) -> DatabaseTarget | None:
     """A small shop database on the PostgreSQL server at `url`, when it answers."""
-    import psycopg
-
     try:
         with psycopg.connect(url, connect_timeout=3, autocommit=True) as admin:
             exists = admin.execute(

@@ -32,7 +32,7 @@ def run_drill(target) -> RecoveryDrill:
         )
         raise_incident(
             source="dr",
-            fingerprint=f"drill:{target.pk}",
+            fingerprint=target.fingerprint("drill"),
             title=f"Recovery drill of {target} failed",
             priority="high",
             component="dr",
@@ -54,7 +54,7 @@ def run_drill(target) -> RecoveryDrill:
         rto_met=rto_met,
         scratch_database=scratch,
     )
-    resolve_incident(f"drill:{target.pk}", reason="the latest drill succeeded")
+    resolve_incident(target.fingerprint("drill"), reason="the latest drill succeeded")
     drill.refresh_from_db()
     return drill
 
@@ -65,7 +65,7 @@ def check_objectives(now: datetime | None = None) -> int:
     breached = 0
     for objective in RecoveryObjective.objects.select_related("target"):
         problems = objective.breaches(now)
-        fingerprint = f"objective:{objective.pk}"
+        fingerprint = objective.fingerprint()
         if problems:
             breached += 1
             raise_incident(

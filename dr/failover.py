@@ -6,6 +6,10 @@ import subprocess
 import time
 from typing import Any, ClassVar
 
+import psycopg
+
+from deployments.models import Environment
+from deployments.providers import ProviderError
 from opsconsole import http
 
 
@@ -103,9 +107,6 @@ class SetVariablesAction(ActionKind):
         return config
 
     def run(self):
-        from deployments.models import Environment
-        from deployments.providers import ProviderError
-
         env = Environment.objects.filter(name=self.config["environment"]).first()
         if env is None:
             raise FailoverError(f"no environment {self.config['environment']!r}")
@@ -131,8 +132,6 @@ class PromoteStandbyAction(ActionKind):
         return config
 
     def run(self):
-        import psycopg
-
         wait = int(self.config.get("wait_seconds", 60))
         try:
             with psycopg.connect(self.secret, autocommit=True, connect_timeout=10) as conn:

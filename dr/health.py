@@ -71,7 +71,7 @@ def _depth(check: ServiceCheck) -> int:
 
 
 def _door(check: ServiceCheck, before: str, after: str) -> None:
-    fingerprint = f"check:{check.pk}"
+    fingerprint = check.fingerprint()
     if after == ServiceCheck.State.UNHEALTHY and before != after:
         cause = check.parent_unhealthy()
         if cause is not None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+import statistics
 from datetime import datetime, timedelta
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.utils import timezone
 
 from alerts.incidents import raise_incident
+from alerts.models import Incident, Silence
 from dr.checks import CHECK_KINDS
 from dr.failover import ACTION_KINDS as FAILOVER_KINDS
 from dr.failover import FailoverError
+from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField
 
@@ -77,6 +80,10 @@ class ServiceCheck(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def fingerprint(self) -> str:
+        """The incident that says this check is failing."""
+        return f"check:{self.pk}"
+
     def clean(self) -> None:
         if not self.kind:
             return
@@ -132,8 +139,6 @@ class ServiceCheck(models.Model):
         self, start: datetime, end: datetime
     ) -> list[tuple[datetime, datetime]]:
         """Silences overlapping [start, end) that would silence this check's incident."""
-        from alerts.models import Incident, Silence
-
         # The incident this check would open, unsaved: the silence decides by its own rules.
         incident = Incident(component=self.name, priority="critical", source="health", details={})
         windows = sorted(
@@ -234,14 +239,16 @@ class RecoveryObjective(models.Model):
     def __str__(self) -> str:
         return f"objectives for {self.target}"
 
+    def fingerprint(self) -> str:
+        """The incident that says these objectives are not met."""
+        return f"objective:{self.pk}"
+
     def live_rpo(self, now: datetime | None = None) -> timedelta | None:
         newest = self.target.newest_good_backup()
         return None if newest is None else (now or timezone.now()) - newest.created_at
 
     def measured_rto(self, last: int = 5) -> timedelta | None:
         """The median duration of the last successful drills."""
-        import statistics
-
         durations = list(
             self.target.drills.filter(status=RecoveryDrill.Status.SUCCEEDED)
             .order_by("-started_at")
@@ -343,6 +350,8 @@ class Runbook(models.Model):
         return self.scenario
 
     def start(self, user, incident=None) -> RunbookExecution:
+        if not user.has_perm(permissions.WORK_RUNBOOKS):
+            raise PermissionDenied("You may not work runbooks.")
         return RunbookExecution.objects.create(runbook=self, started_by=user, incident=incident)
 
 
@@ -393,9 +402,7 @@ class RunbookExecution(models.Model):
         action is automatic, after a second person's approval otherwise); doing
         the step again after the run failed or was rejected requests a new run.
         """
-        from django.core.exceptions import PermissionDenied
-
-        if not user.has_perm("opsconsole.acknowledge_incident"):
+        if not user.has_perm(permissions.WORK_RUNBOOKS):
             raise PermissionDenied("You may not work runbooks.")
         if step.runbook_id != self.runbook_id:
             raise ValidationError("That step belongs to another runbook.")
@@ -490,8 +497,8 @@ class FailoverAction(models.Model):
 
 
 class FailoverRun(ApprovalRequest):
-    REQUEST_PERMISSION = "opsconsole.request_failover"
-    APPROVE_PERMISSION = "opsconsole.approve_failover"
+    REQUEST_PERMISSION = permissions.REQUEST_FAILOVER
+    APPROVE_PERMISSION = permissions.APPROVE_FAILOVER
     FAILURES = (FailoverError,)
 
     Status = RunStatus

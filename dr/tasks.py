@@ -1,39 +1,33 @@
+"""What django-q2 runs for disaster recovery. Thin: health, drills and objectives hold the work."""
+
 from __future__ import annotations
 
+from backups.models import DatabaseTarget
+from dr import drills, health
+from dr.models import CheckResult
 from opsconsole.tasks import console_task
 
 
 @console_task
 def run_checks() -> int:
-    from dr.health import run_due
-
-    return run_due()
+    return health.run_due()
 
 
 @console_task
 def prune_results() -> int:
-    from dr.models import CheckResult
-
     return CheckResult.prune()
 
 
 @console_task
 def check_objectives() -> int:
-    from dr.drills import check_objectives
-
-    return check_objectives()
+    return drills.check_objectives()
 
 
 @console_task
 def monthly_drills() -> int:
-    from dr.drills import drill_all
-
-    return drill_all()
+    return drills.drill_all()
 
 
 @console_task
 def drill_target(target_id: int) -> str:
-    from backups.models import DatabaseTarget
-    from dr.drills import run_drill
-
-    return run_drill(DatabaseTarget.objects.get(pk=target_id)).status
+    return drills.run_drill(DatabaseTarget.objects.get(pk=target_id)).status

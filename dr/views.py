@@ -9,21 +9,18 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from opsconsole.models import ApiToken, WorkerHeartbeat
+from alerts.models import Incident
+from backups.models import DatabaseTarget
+from deployments.models import Deployment
+from dr.models import ServiceCheck
+from opsconsole.api import bearer_token
+from opsconsole.models import WorkerHeartbeat
 
 
 @require_GET
-@login_not_required
+@bearer_token(allow_staff_session=True)
 def system_status(request):
     """Session (staff) or bearer token; health, backups and RPO, deployments, incidents, worker."""
-    staff = request.user.is_authenticated and request.user.is_staff
-    if not staff and ApiToken.authenticate(request.headers.get("Authorization")) is None:
-        return JsonResponse({"error": "log in, or send a bearer API token"}, status=401)
-    from alerts.models import Incident
-    from backups.models import DatabaseTarget
-    from deployments.models import Deployment
-    from dr.models import ServiceCheck
-
     now = timezone.now()
     checks = [
         {
@@ -87,8 +84,6 @@ def status_page(request):
     """The public status page, when turned on: service names, states, open incident titles."""
     if not settings.DR_STATUS_PAGE_ENABLED:
         raise Http404("The status page is turned off.")
-    from alerts.models import Incident
-    from dr.models import ServiceCheck
 
     checks = list(ServiceCheck.objects.filter(enabled=True, public=True).only("name", "state"))
     # Only incidents about the services listed, and none silenced for maintenance:

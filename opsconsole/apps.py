@@ -1,5 +1,9 @@
-from django.apps import AppConfig
+"""The console's own app: signals, its schedules and panel, and the admin site."""
+
+from django.apps import AppConfig, apps
 from django.contrib.admin.apps import AdminConfig
+from django.db.backends.signals import connection_created
+from django.db.models.signals import post_migrate
 
 
 class OpsConsoleConfig(AppConfig):
@@ -7,12 +11,13 @@ class OpsConsoleConfig(AppConfig):
     verbose_name = "Console"
 
     def ready(self) -> None:
-        from django.db.backends.signals import connection_created
-        from django.db.models.signals import post_migrate
+        # What follows reads models (django-q2's signals too): it is imported once
+        # the app registry is ready.
         from django_q.signals import post_spawn
 
         from opsconsole import dashboard, schedules
         from opsconsole.db import install_slow_query_logger
+        from opsconsole.panels import worker_panel
         from opsconsole.tasks import worker_started
 
         connection_created.connect(install_slow_query_logger, dispatch_uid="opsconsole-slow-query")
@@ -35,35 +40,13 @@ class OpsConsoleConfig(AppConfig):
 
 def _after_last_app_migrated(sender, **kwargs) -> None:
     """post_migrate is sent once per app; roles must see every app's permissions."""
-    from django.apps import apps
-
+    # Read models: imported when the signal comes, never at start-up.
     from opsconsole import roles, schedules
 
     with_models = [c for c in apps.get_app_configs() if c.models_module is not None]
     if sender is with_models[-1]:
         roles.sync()
         schedules.sync()
-
-
-def worker_panel(request) -> dict:
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-    from django_q.models import Failure, OrmQ
-
-    from opsconsole.models import WorkerHeartbeat
-
-    age = WorkerHeartbeat.age()
-    alive = age is not None and age.total_seconds() <= settings.WORKER_HEARTBEAT_MAX_AGE
-    since = timezone.now() - timedelta(hours=24)
-    return {
-        "alive": alive,
-        "heartbeat": "never" if age is None else f"{int(age.total_seconds())} s ago",
-        # OrmQ holds the ORM broker's queue; with Redis it is empty and the queue lives there.
-        "queued": OrmQ.objects.count(),
-        "failed": Failure.objects.filter(stopped__gte=since).count(),
-    }
 
 
 class OpsAdminConfig(AdminConfig):

@@ -18,6 +18,7 @@ import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
 
 PREFIX = "v1"
 NONCE_BYTES = 12
@@ -57,8 +58,6 @@ def key_id(key: bytes) -> str:
 
 
 def _keys() -> list[bytes]:
-    from django.conf import settings
-
     return settings.OPSCONSOLE_ENCRYPTION_KEYS
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.apps import apps
 from django.db import models
 
 from opsconsole import crypto
@@ -115,8 +116,6 @@ class EncryptedTextField(models.TextField):
 
 def encrypted_fields() -> list[EncryptedTextField]:
     """Every encrypted field of every installed model (concrete fields only)."""
-    from django.apps import apps
-
     return [
         field
         for model in apps.get_models()

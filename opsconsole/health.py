@@ -12,6 +12,8 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from opsconsole.models import WorkerHeartbeat
+
 log = logging.getLogger("opsconsole.health")
 
 
@@ -46,8 +48,6 @@ def check_migrations() -> tuple[bool, str]:
 
 
 def check_worker() -> tuple[bool, str]:
-    from opsconsole.models import WorkerHeartbeat
-
     age = WorkerHeartbeat.age()
     if age is None:
         return False, "no worker heartbeat yet"

@@ -13,6 +13,8 @@ import re
 import uuid
 from typing import Any
 
+from django.conf import settings
+
 REDACTED = "[redacted]"
 
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -93,8 +95,6 @@ class ContextFilter(logging.Filter):
     """Adds the environment name and the current correlation id to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from django.conf import settings
-
         if not getattr(record, "correlation_id", None):
             record.correlation_id = get_correlation_id()
         record.environment = getattr(settings, "OPSCONSOLE_ENV", None)

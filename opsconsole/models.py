@@ -3,11 +3,13 @@ tokens and webhook receipts. The approval frame lives in `opsconsole.approvals`.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import socket
 from datetime import timedelta
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 
@@ -24,6 +26,7 @@ class ConsolePermission(models.Model):
         permissions = [
             ("run_jobs", "Can run backups, checks and drills on demand"),
             ("acknowledge_incident", "Can acknowledge incidents"),
+            ("work_runbooks", "Can work through runbooks (and request their actions)"),
             ("request_rollback", "Can request a rollback"),
             ("approve_rollback", "Can approve a rollback"),
             ("request_restore", "Can request a database restore"),
@@ -86,14 +89,11 @@ class ApiToken(models.Model):
 
     @staticmethod
     def _hash(token: str) -> str:
-        import hashlib
-
         return hashlib.sha256(token.encode()).hexdigest()
 
     @classmethod
     def issue(cls, name: str) -> tuple[ApiToken, str]:
         """Create a token; returns the row and the only copy of the secret."""
-        import secrets
 
         token = "oc_" + secrets.token_urlsafe(32)
         row = cls.objects.create(
@@ -141,10 +141,6 @@ class WebhookReceipt(models.Model):
     @classmethod
     def first_time(cls, source: str, signature: str) -> bool:
         """Record a signature; False when it was seen before (a replay)."""
-        import hashlib
-
-        from django.db import IntegrityError, transaction
-
         digest = hashlib.sha256(signature.encode()).hexdigest()
         try:
             with transaction.atomic():

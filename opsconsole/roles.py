@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
+from django.contrib.auth.models import Group, Permission
+
+from opsconsole import permissions
+
 VIEWER, OPERATOR, APPROVER = "Viewer", "Operator", "Approver"
 ROLES = (VIEWER, OPERATOR, APPROVER)
 
@@ -19,11 +23,12 @@ CONSOLE_APPS = ("opsconsole", "alerts", "backups", "deployments", "dr", "django_
 _grants: dict[str, set[str]] = {
     VIEWER: {f"{app}.view_*" for app in CONSOLE_APPS},
     OPERATOR: {
-        "opsconsole.run_jobs",
-        "opsconsole.acknowledge_incident",
-        "opsconsole.request_rollback",
-        "opsconsole.request_restore",
-        "opsconsole.request_failover",
+        permissions.RUN_JOBS,
+        permissions.ACKNOWLEDGE_INCIDENT,
+        permissions.WORK_RUNBOOKS,
+        permissions.REQUEST_ROLLBACK,
+        permissions.REQUEST_RESTORE,
+        permissions.REQUEST_FAILOVER,
     },
     APPROVER: {"opsconsole.approve_*"},
 }
@@ -50,8 +55,6 @@ def sync(**kwargs) -> None:
 
     It only adds: what an administrator granted a group by hand stays.
     """
-    from django.contrib.auth.models import Group, Permission
-
     permissions = list(Permission.objects.select_related("content_type"))
     for role in ROLES:
         group, _ = Group.objects.get_or_create(name=role)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.apps import apps
+from django_q.models import Schedule
+
 _registry: dict[str, SystemSchedule] = {}
 
 
@@ -30,9 +33,6 @@ def registered() -> list[SystemSchedule]:
 
 def sync(**kwargs) -> None:
     """post_migrate receiver: make the Schedule rows match the registry."""
-    from django.apps import apps
-    from django_q.models import Schedule
-
     labels = {config.label for config in apps.get_app_configs()}
     retired = [
         row.pk

@@ -8,6 +8,8 @@ would register on a half-made one.
 from __future__ import annotations
 
 from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from opsconsole import dashboard
 
@@ -23,8 +25,6 @@ class OpsAdminSite(admin.AdminSite):
         return super().index(request, extra_context)
 
     def get_urls(self):
-        from django.urls import path
-
         return [
             path(
                 "dashboard/panels/",
@@ -36,8 +36,6 @@ class OpsAdminSite(admin.AdminSite):
 
     def panels_view(self, request):
         """The panels alone, for the dashboard to refresh itself in place."""
-        from django.template.response import TemplateResponse
-
         # admin_view already marks it never_cache.
         return TemplateResponse(
             request, "admin/opsconsole_panels.html", {"panels": dashboard.panels_for(request)}

@@ -14,12 +14,19 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import sentry_sdk
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from django_q.tasks import async_task
+
 from opsconsole.logs import (
     get_correlation_id,
     new_correlation_id,
     reset_correlation_id,
     set_correlation_id,
 )
+from opsconsole.models import WorkerHeartbeat
 
 log = logging.getLogger("opsconsole.tasks")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,8 +41,6 @@ def console_task(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except Exception:
-            import sentry_sdk
-
             with sentry_sdk.new_scope() as scope:
                 scope.set_tag("task", f"{func.__module__}.{func.__qualname__}")
                 scope.set_tag("correlation_id", correlation_id)
@@ -51,15 +56,11 @@ def console_task(func: F) -> F:
 def outlived_any_task(now: datetime | None = None) -> datetime:
     """Work started before this has run longer than django-q2 lets a task run (Q_TIMEOUT,
     plus a margin): its worker is gone, whatever the record still says."""
-    from django.conf import settings
-    from django.utils import timezone
-
     return (now or timezone.now()) - timedelta(seconds=settings.Q_TIMEOUT + 300)
 
 
 def enqueue(func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> str:
     """async_task with the current correlation id attached. Returns the task id."""
-    from django_q.tasks import async_task
 
     kwargs.setdefault(CORRELATION_KWARG, get_correlation_id())
     return async_task(func, *args, **kwargs)
@@ -68,18 +69,12 @@ def enqueue(func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> str:
 @console_task
 def heartbeat() -> None:
     """Scheduled every ~30 s: proves the scheduler, the broker and a worker all work."""
-    from opsconsole.models import WorkerHeartbeat
-
     WorkerHeartbeat.beat()
     WorkerHeartbeat.prune()
 
 
 def worker_started(sender: Any = None, proc_name: str = "", **kwargs: Any) -> None:
     """django-q2 post_spawn receiver: a fresh worker counts as alive at once."""
-    from django.db import close_old_connections
-
-    from opsconsole.models import WorkerHeartbeat
-
     close_old_connections()
     try:
         WorkerHeartbeat.beat()

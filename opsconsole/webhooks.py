@@ -14,6 +14,8 @@ from typing import Any
 
 from django.http import JsonResponse
 
+from opsconsole.models import WebhookReceipt
+
 MAX_SKEW_SECONDS = 300
 
 
@@ -78,8 +80,6 @@ def verify_timestamped(
     now: float | None = None,
 ) -> None:
     """Check "<timestamp>.<body>" against any of `secrets`; refuse stale or replayed requests."""
-    from opsconsole.models import WebhookReceipt
-
     if not timestamp or not signature:
         raise WebhookError(401, "missing X-Opsconsole-Timestamp or X-Opsconsole-Signature")
     try:

@@ -9,6 +9,7 @@ class InboxChannel(Transport):
     local = True
 
     def send(self, message: Message) -> Delivery:
+        # alerts.models builds its kind choices from this registry: import at use.
         from alerts.models import InboxMessage
 
         item = InboxMessage.objects.create(

@@ -15,6 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 from django.conf import settings
+from twilio.base.exceptions import TwilioRestException
+from twilio.http import HttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
 
 from alerts.channels.base import Delivery, Message, Transport, TransportError, string_list
 from opsconsole import http
@@ -75,8 +79,6 @@ def sms_text(text: str) -> str:
 @functools.cache
 def console_http_client_class():
     """Twilio's client is imported on first use: it is large, and most processes never page."""
-    from twilio.http import HttpClient
-    from twilio.http.response import Response
 
     class ConsoleTwilioHttpClient(HttpClient):
         def __init__(self, timeout: float = 15.0):
@@ -120,15 +122,11 @@ class _TwilioChannel(Transport):
         return {**config, "to_numbers": string_list(config, "to_numbers")}
 
     def client(self) -> Client:
-        from twilio.rest import Client
-
         return Client(
             self.config["account_sid"], self.secret, http_client=console_http_client_class()()
         )
 
     def send(self, message: Message) -> Delivery:
-        from twilio.base.exceptions import TwilioRestException
-
         client, sids = self.client(), []
         for number in self.config["to_numbers"]:
             try:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
 from backups.errors import StorageError
 from backups.storages.base import Storage, Writer
 
@@ -84,9 +88,6 @@ class S3Storage(Storage):
         return {**config, "server_side_encryption": sse}
 
     def client(self):
-        import boto3
-        from botocore.config import Config
-
         return boto3.client(
             "s3",
             region_name=self.config.get("region") or "us-east-1",
@@ -116,8 +117,6 @@ class S3Storage(Storage):
         return _S3Writer(self.client(), self.config["bucket"], self._key(key), extra)
 
     def open_reader(self, key):
-        from botocore.exceptions import ClientError
-
         try:
             return self.client().get_object(Bucket=self.config["bucket"], Key=self._key(key))[
                 "Body"
@@ -131,8 +130,6 @@ class S3Storage(Storage):
         self.client().delete_object(Bucket=self.config["bucket"], Key=self._key(key))
 
     def exists(self, key) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
             self.client().head_object(Bucket=self.config["bucket"], Key=self._key(key))
         except ClientError:

@@ -8,6 +8,7 @@ pid is kept in a file so the next deploy or rollback replaces it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -106,8 +107,6 @@ class LocalProvider(Provider):
             self._spawn("router", argv, dict(os.environ))
 
     def _weights(self) -> dict[int, int]:
-        import json
-
         try:
             data = json.loads(self.weights_file.read_text())["backends"]
         except (FileNotFoundError, ValueError, KeyError):
@@ -115,8 +114,6 @@ class LocalProvider(Provider):
         return {b["port"] - self.config["port"]: b["weight"] for b in data}
 
     def _set_weights(self, shares: dict[int, int]) -> None:
-        import json
-
         backends = [
             {"port": self.slot_port(slot), "weight": weight} for slot, weight in shares.items()
         ]
@@ -197,8 +194,6 @@ class LocalProvider(Provider):
         return self._version_at(self.config["port"])
 
     def variables(self) -> dict[str, str]:
-        import json
-
         try:
             return json.loads(self.varsfile.read_text())
         except FileNotFoundError:
@@ -206,8 +201,6 @@ class LocalProvider(Provider):
 
     def set_variables(self, values: dict[str, str]) -> None:
         """Kept beside the processes; the next deploy or rollback starts with them."""
-        import json
-
         merged = {**self.variables(), **values}
         fd = os.open(self.varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -73,7 +73,7 @@ def test_escalation_waits_for_each_level_and_stops_on_acknowledge(channels, alic
     assert sent_to(incident) == ["first", "second"], "each level fires once"
 
     incident.refresh_from_db()
-    incident.acknowledge(alice)
+    incidents.acknowledge(incident, alice)
     incidents.escalate_due(T0 + timedelta(minutes=31))
     assert sent_to(incident, "firing") == ["first", "second"], "acknowledged: no level 2"
     assert sent_to(incident, "acknowledged") == ["first", "second"]
@@ -96,7 +96,7 @@ def test_resolved_goes_to_everyone_told_firing_even_after_ack(channels, alice):
     incident = raise_it()
     incidents.escalate_due(T0 + timedelta(minutes=15))
     incident.refresh_from_db()
-    incident.acknowledge(alice)
+    incidents.acknowledge(incident, alice)
     incidents.resolve_incident("disk:db1", reason="cleaned up", now=T0 + timedelta(minutes=20))
     assert sent_to(incident, "resolved") == ["first", "second"]
     incident.refresh_from_db()
@@ -158,7 +158,7 @@ def test_silences_are_validated(db, settings):
 def test_carol_cannot_acknowledge(channels, carol, client):
     incident = raise_it()
     with pytest.raises(PermissionDenied):
-        incident.acknowledge(carol)
+        incidents.acknowledge(incident, carol)
     login(client, carol)
     response = client.post(f"/admin/alerts/incident/{incident.pk}/acknowledge/")
     assert response.status_code == 403

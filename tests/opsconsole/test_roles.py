@@ -21,7 +21,8 @@ def test_the_three_roles_exist_with_their_permissions(db):
 
     viewer, operator, approver = perms("Viewer"), perms("Operator"), perms("Approver")
     assert viewer and all(p.startswith("view_") for p in viewer)
-    assert {"run_jobs", "request_rollback", "request_restore", "acknowledge_incident"} <= operator
+    assert {"run_jobs", "request_rollback", "request_restore", "acknowledge_incident",
+            "work_runbooks"} <= operator  # fmt: skip
     assert not {p for p in operator if p.startswith("approve_")}
     assert {"approve_rollback", "approve_restore", "approve_failover"} <= approver
     assert viewer < operator < approver
@@ -159,3 +160,19 @@ def test_approvers_racing_on_postgresql_decide_once(django_user_model):
     assert len(won) == 1 and len(lost) == 3, (won, lost)
     request.refresh_from_db()
     assert request.decided_by.username == won[0]
+
+
+def test_working_runbooks_is_its_own_permission(db, django_user_model):
+    from django.core.exceptions import PermissionDenied as Denied
+
+    from dr.models import Runbook
+
+    acker = django_user_model.objects.create_user("acker")
+    acker.user_permissions.add(Permission.objects.get(codename="acknowledge_incident"))
+    runbook = Runbook.objects.first()
+    with pytest.raises(Denied, match="may not work runbooks"):
+        runbook.start(acker)
+    worker = django_user_model.objects.create_user("worker")
+    worker.user_permissions.add(Permission.objects.get(codename="work_runbooks"))
+    execution = runbook.start(worker)
+    assert execution.check_off(runbook.steps.first(), worker).done_by == worker

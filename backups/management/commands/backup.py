@@ -1,6 +1,7 @@
 import json
 
 from django.core.management.base import BaseCommand, CommandError
+from psycopg.conninfo import conninfo_to_dict
 
 from backups.backup import back_up
 from backups.engines import ENGINES, engine_for_dsn
@@ -61,8 +62,6 @@ class Command(BaseCommand):
 
 
 def _dsn_name(dsn: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict
-
     if dsn.startswith("sqlite:"):
         return "sqlite " + dsn.removeprefix("sqlite:///")
     try:

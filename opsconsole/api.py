@@ -1,0 +1,39 @@
+"""The machine APIs' one door: every bearer-token view goes through `bearer_token`.
+
+A token-authenticated view is never a session view, so the decorator also
+exempts it from CSRF and from the login requirement; a view that people may
+also open in their browser says `allow_staff_session=True`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from django.contrib.auth.decorators import login_not_required
+from django.views.decorators.csrf import csrf_exempt
+
+from opsconsole.models import ApiToken
+from opsconsole.webhooks import json_error
+
+
+def bearer_token(*, allow_staff_session: bool = False) -> Callable:
+    """Let the request through with a live `Authorization: Bearer …` token (set as
+    `request.api_token`), or with a staff session where allowed; 401 with a JSON body
+    otherwise."""
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(request, *args, **kwargs):
+            request.api_token = None
+            if allow_staff_session and request.user.is_authenticated and request.user.is_staff:
+                return view(request, *args, **kwargs)
+            request.api_token = ApiToken.authenticate(request.headers.get("Authorization"))
+            if request.api_token is None:
+                wanted = "log in, or send a bearer API token" if allow_staff_session else ""
+                return json_error(401, wanted or "missing, wrong or revoked bearer token")
+            return view(request, *args, **kwargs)
+
+        return csrf_exempt(login_not_required(wrapped))
+
+    return decorate
