@@ -235,9 +235,7 @@ class IncidentAdmin(admin.ModelAdmin):
         label = incident.get_status_display()
         if incident.silenced and incident.is_open:
             label += " (silenced)"
-        css = {"triggered": "state-bad", "acknowledged": "state-warn"}.get(
-            incident.status, "state-ok"
-        )
+        css = Incident.STATUS_CSS.get(incident.status, "state-ok")
         return format_html('<span class="{}">{}</span>', css, label)
 
     @admin.display(description="Details")
@@ -476,9 +474,6 @@ class NotificationAdmin(admin.ModelAdmin):
         return super().get_queryset(request).select_related("channel", "incident")
 
 
-PRIORITY_CSS = {"critical": "state-bad", "high": "state-bad", "medium": "state-warn"}
-
-
 @admin.register(InboxMessage)
 class InboxAdmin(admin.ModelAdmin):
     """The in-console inbox: what inbox channels delivered, newest first, as a pager shows it."""
@@ -498,7 +493,9 @@ class InboxAdmin(admin.ModelAdmin):
     @admin.display(description="Priority")
     def priority_badge(self, item):
         return format_html(
-            '<span class="{}">{}</span>', PRIORITY_CSS.get(item.priority, ""), item.priority
+            '<span class="{}">{}</span>',
+            Incident.PRIORITY_CSS.get(item.priority, ""),
+            item.priority,
         )
 
     @admin.display(description="Message")

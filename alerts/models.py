@@ -516,6 +516,10 @@ class Incident(models.Model):
         ACKNOWLEDGED = "acknowledged", "Acknowledged"
         RESOLVED = "resolved", "Resolved"
 
+    # How a status and a priority are coloured wherever they are shown.
+    STATUS_CSS = {"triggered": "state-bad", "acknowledged": "state-warn"}
+    PRIORITY_CSS = {"critical": "state-bad", "high": "state-bad", "medium": "state-warn"}
+
     fingerprint = models.CharField(max_length=255)
     source = models.CharField(max_length=50)
     title = models.CharField(max_length=300)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import time
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -18,12 +15,12 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from alerts import incidents, notify
-from alerts.models import LABEL_NAME, Incident, MetricSample, Priority, canonical_labels
+from alerts.metrics import parse_sample
+from alerts.models import Incident, MetricSample, Priority
 from opsconsole import permissions
 from opsconsole.api import bearer_token
 from opsconsole.models import WebhookReceipt
@@ -31,64 +28,6 @@ from opsconsole.webhooks import WebhookError, parse_json, read_body
 
 METRICS_MAX_BODY = 1024 * 1024
 METRICS_MAX_SAMPLES = 1000
-MAX_LABELS = 10
-MAX_FUTURE = timedelta(minutes=5)
-SAMPLE_FIELDS = {"key", "value", "labels", "observed_at"}
-METRIC_KEY_MAX = 200
-
-
-def _errors_for_sample(entry: Any, now: datetime) -> tuple[list[str], MetricSample | None]:
-    if not isinstance(entry, dict):
-        return ["a sample must be a JSON object"], None
-    errors = []
-    unknown = sorted(set(entry) - SAMPLE_FIELDS)
-    if unknown:
-        errors.append(f"unknown field(s): {', '.join(unknown)}")
-    key = entry.get("key")
-    if not isinstance(key, str) or not key.strip():
-        errors.append("missing key")
-    elif len(key) > METRIC_KEY_MAX:
-        errors.append(f"key longer than {METRIC_KEY_MAX} characters")
-    value = entry.get("value")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        errors.append("value must be a number")
-    elif not math.isfinite(value):
-        errors.append("value must be finite (no NaN or infinity)")
-    labels = entry.get("labels", {})
-    if not isinstance(labels, dict):
-        errors.append("labels must be an object")
-        labels = {}
-    else:
-        if len(labels) > MAX_LABELS:
-            errors.append(f"too many labels: {len(labels)}, at most {MAX_LABELS}")
-        for name, label_value in labels.items():
-            if not LABEL_NAME.match(name):
-                errors.append(f"label name {name!r} is not a valid identifier")
-            if not isinstance(label_value, str | int) or isinstance(label_value, bool):
-                errors.append(f"label {name!r} must be a string")
-            elif len(str(label_value)) > 200:
-                errors.append(f"label {name!r} is longer than 200 characters")
-    observed = now
-    if "observed_at" in entry:
-        raw = entry["observed_at"]
-        if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
-            observed = datetime.fromtimestamp(raw, tz=UTC)
-        elif isinstance(raw, str) and (parsed := parse_datetime(raw)) is not None:
-            observed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        else:
-            errors.append("observed_at must be ISO 8601 or Unix seconds")
-        if observed - now > MAX_FUTURE:
-            errors.append("observed_at is more than 5 minutes in the future")
-    if errors:
-        return errors, None
-    labels = {k: str(v) for k, v in labels.items()}
-    return [], MetricSample(
-        key=key.strip(),
-        labels=labels,
-        labels_key=canonical_labels(labels),
-        value=float(value),
-        observed_at=observed,
-    )
 
 
 @require_POST
@@ -108,7 +47,7 @@ def push_metrics(request):
         now = timezone.now()
         samples, problems = [], []
         for index, entry in enumerate(body):
-            errors, sample = _errors_for_sample(entry, now)
+            errors, sample = parse_sample(entry, now)
             if errors:
                 problems.append({"index": index, "errors": errors})
             else:

@@ -204,7 +204,7 @@ class BackupPolicy(models.Model):
     class Meta:
         verbose_name_plural = "backup policies"
 
-    # The original design's schedules; each kind is judged by its own retention window.
+    # Daily, weekly and monthly dumps, each kept for its own window (7, 30, 365 days).
     DEFAULTS = (
         ("daily", "0 2 * * *", 7),
         ("weekly", "0 3 * * 0", 30),

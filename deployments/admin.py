@@ -20,14 +20,6 @@ from deployments.rollbacks import request_rollback
 from opsconsole.approvals.admin import ApprovalAdminMixin
 from opsconsole.charts import sparkline
 
-BADGES = {
-    "succeeded": "state-ok",
-    "watching": "state-warn",
-    "verifying": "state-warn",
-    "failed": "state-bad",
-    "rolled_back": "state-bad",
-}
-
 
 class VariablesInline(admin.TabularInline):
     model = EnvironmentVariable
@@ -94,8 +86,18 @@ class EnvironmentAdmin(admin.ModelAdmin):
                     "stable_max_error_rate",
                     "probe_requests",
                     "probe_timeout_seconds",
+                    "error_rate_metric",
+                    "error_rate_labels",
                 )
             },
+        ),
+        (
+            "Gradual rollback",
+            {"fields": ("gradual_rollback", "gradual_steps", "gradual_step_seconds")},
+        ),
+        (
+            "Database before a deploy",
+            {"fields": ("backup_target", "backup_max_age_hours", "backup_before_deploy")},
         ),
     )
     formfield_overrides = {
@@ -176,7 +178,7 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     @admin.display(description="Status")
     def status_badge(self, deployment):
-        css = BADGES.get(deployment.status, "")
+        css = Deployment.STATUS_CSS.get(deployment.status, "")
         return format_html('<span class="{}">{}</span>', css, deployment.get_status_display())
 
     @admin.action(

@@ -18,7 +18,8 @@ from opsconsole.fields import EncryptedTextField
 
 
 def default_endpoints() -> list[dict]:
-    # What the original checked after a deploy; protected endpoints may answer 401.
+    # Checked after a deploy: health, a public API path, and paths that may answer 401
+    # (protected ones prove the service is up without credentials).
     return [
         {"path": "/health", "ok": [200]},
         {"path": "/api/videos/trending", "ok": [200]},
@@ -228,6 +229,14 @@ class Deployment(models.Model):
         SUPERSEDED = "superseded", "Superseded"
 
     ACTIVE = ("received", "preflight", "deploying", "verifying", "watching")
+    # How a status is coloured wherever it is shown (admin list, dashboard).
+    STATUS_CSS = {
+        "succeeded": "state-ok",
+        "watching": "state-warn",
+        "verifying": "state-warn",
+        "failed": "state-bad",
+        "rolled_back": "state-bad",
+    }
 
     environment = models.ForeignKey(
         Environment, on_delete=models.CASCADE, related_name="deployments"

@@ -3,7 +3,7 @@
 VERSION picks the behaviour: a version containing "faulty" answers 500 to a
 share of requests (SAMPLE_ERROR_RATE, default 0.5); one containing "slow"
 answers after SAMPLE_DELAY_MS (default 2500). It serves /health, /version,
-/metrics and the original's API paths.
+/metrics and a few API paths (/api/videos/trending, /api/auth/status).
 """
 
 from __future__ import annotations

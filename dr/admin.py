@@ -195,9 +195,6 @@ class RunbookAdmin(admin.ModelAdmin):
         self.message_user(request, "Started; check the steps off under Runbook executions.")
 
 
-RUN_CSS = {"succeeded": "state-ok", "failed": "state-bad", "rejected": "state-bad"}
-
-
 @admin.register(RunbookExecution)
 class RunbookExecutionAdmin(admin.ModelAdmin):
     """Work a runbook: the change page lists the steps, each checked off with its own form."""
@@ -237,7 +234,9 @@ class RunbookExecutionAdmin(admin.ModelAdmin):
                         "step": step,
                         "record": record,
                         "run": run,
-                        "run_css": RUN_CSS.get(run.status, "state-warn") if run else "",
+                        "run_css": FailoverRun.STATUS_CSS.get(run.status, "state-warn")
+                        if run
+                        else "",
                         "can_do": record is None
                         or (step.action_id and run is not None and run.status in run.RETRYABLE),
                     }

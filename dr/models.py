@@ -503,6 +503,8 @@ class FailoverRun(ApprovalRequest):
 
     Status = RunStatus
     RETRYABLE = (RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED)
+    # How a status is coloured wherever it is shown; the rest are under way.
+    STATUS_CSS = {"succeeded": "state-ok", "failed": "state-bad", "rejected": "state-bad"}
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
     action = models.ForeignKey(FailoverAction, on_delete=models.PROTECT, related_name="runs")

@@ -1,4 +1,4 @@
-"""The original design's nine alert rules, cooldowns, channels and three-level escalation.
+"""The nine shipped alert rules, cooldowns, channels and three-level escalation.
 
 All editable afterwards. Channels that need addresses, numbers or keys ship
 disabled until someone configures them; the log channel works from the start.

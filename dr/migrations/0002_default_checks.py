@@ -1,4 +1,4 @@
-"""The original design's health checks: editable, disabled until their target is configured."""
+"""The shipped health checks: editable, disabled until their target is configured."""
 
 from django.db import migrations
 

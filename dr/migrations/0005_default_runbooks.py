@@ -1,4 +1,4 @@
-"""The original design's recovery procedures, editable: API failure, database failure and
+"""The shipped recovery procedures, editable: API failure, database failure and
 complete outage (six steps each), plus cache failure and upstream API failure."""
 
 from django.db import migrations

@@ -99,3 +99,19 @@ def test_the_watch_is_drawn_as_svg_without_any_script(client, carol, db):
     )
     chart = page.split('<svg class="sparkline"')[1].split("</svg>")[0]
     assert "<polyline points=" in chart and 'class="limit"' in chart and "last 9, max 9" in chart
+
+
+def test_every_setting_of_an_environment_can_be_set_in_the_browser(admin_client, db):
+    from deployments.admin import EnvironmentAdmin
+
+    shown = {f for _, options in EnvironmentAdmin.fieldsets for f in options["fields"]}
+    editable = {
+        f.name
+        for f in Environment._meta.get_fields()
+        if getattr(f, "editable", False) and not f.auto_created and f.concrete
+    }
+    assert editable - shown == set()
+    page = admin_client.get("/admin/deployments/environment/add/").content.decode()
+    for name in ("error_rate_metric", "backup_target", "backup_max_age_hours",
+                 "backup_before_deploy", "gradual_steps", "gradual_step_seconds"):  # fmt: skip
+        assert f'name="{name}"' in page, name

@@ -1,4 +1,4 @@
-"""Runbooks ship with the original procedures; an execution records who did what, when."""
+"""Runbooks ship with procedures for each kind of failure; an execution records who did what, when."""
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -8,7 +8,7 @@ from dr.models import Runbook
 from tests.helpers import run_queued
 
 
-def test_the_original_procedures_ship(db):
+def test_the_shipped_procedures_are_there(db):
     counts = {r.scenario: r.steps.count() for r in Runbook.objects.all()}
     assert counts["API failure"] == counts["Database failure"] == counts["Complete outage"] == 6
     assert "Cache failure" in counts and "Upstream API failure" in counts
