@@ -18,8 +18,10 @@ class AlertsConfig(AppConfig):
 
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
-        from alerts.panels import incidents_panel
-        from opsconsole import dashboard, roles, routes, schedules
+        from alerts.panels import incidents_panel, incidents_status
+        from opsconsole import dashboard, roles, routes, schedules, status
+
+        status.register("incidents", incidents_status, degrades=bool)
 
         routes.register("", "alerts.urls")
         every_tick = "* * * * * */30"

@@ -1,4 +1,7 @@
-"""The alerts app's dashboard panel: open incidents by priority, the newest first."""
+"""The alerts app's dashboard panel: open incidents by priority, the newest first.
+
+Also this app's part of the system status API (`opsconsole.status`).
+"""
 
 from __future__ import annotations
 
@@ -22,3 +25,17 @@ def incidents_panel(request) -> dict:
             resolved_at__gte=timezone.now() - timedelta(hours=24)
         ).count(),
     }
+
+
+def incidents_status(now) -> list[dict]:
+    """The system status API's "incidents": the open ones (any makes the status degraded)."""
+    return [
+        {
+            "id": i.pk,
+            "title": i.title,
+            "priority": i.priority,
+            "status": i.status,
+            "opened_at": i.opened_at,
+        }
+        for i in Incident.objects.exclude(status=Incident.Status.RESOLVED)[:50]
+    ]

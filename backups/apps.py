@@ -7,8 +7,10 @@ class BackupsConfig(AppConfig):
 
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
-        from backups.panels import backups_panel
-        from opsconsole import dashboard, roles, schedules
+        from backups.panels import backups_panel, backups_status
+        from opsconsole import dashboard, roles, schedules, status
+
+        status.register("backups", backups_status)
 
         dashboard.register(
             dashboard.Panel(

@@ -1,4 +1,7 @@
-"""Dashboard panel: the latest backup per target, with the trend of sizes and durations."""
+"""Dashboard panel: the latest backup per target, with the trend of sizes and durations.
+
+Also this app's part of the system status API (`opsconsole.status`).
+"""
 
 from __future__ import annotations
 
@@ -38,3 +41,19 @@ def backups_panel(request) -> dict:
             }
         )  # fmt: skip
     return {"targets": rows}
+
+
+def backups_status(now) -> list[dict]:
+    """The system status API's "backups": the newest good backup and live RPO per target."""
+    rows = []
+    for target in DatabaseTarget.objects.all():
+        newest = target.newest_good_backup()
+        rows.append(
+            {
+                "target": target.name,
+                "latest_backup": newest.id if newest else None,
+                "rpo_seconds": round((now - newest.created_at).total_seconds()) if newest else None,
+                "bytes_stored": newest.bytes_stored if newest else None,
+            }
+        )
+    return rows

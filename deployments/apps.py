@@ -7,8 +7,10 @@ class DeploymentsConfig(AppConfig):
 
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
-        from deployments.panels import deployments_panel
-        from opsconsole import dashboard, roles, routes, schedules
+        from deployments.panels import deployments_panel, deployments_status
+        from opsconsole import dashboard, roles, routes, schedules, status
+
+        status.register("deployments", deployments_status)
 
         dashboard.register(
             dashboard.Panel(

@@ -7,8 +7,10 @@ class DrConfig(AppConfig):
 
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
-        from dr.panels import health_panel, objectives_panel
-        from opsconsole import dashboard, roles, routes, schedules
+        from dr.panels import any_unhealthy, checks_status, health_panel, objectives_panel
+        from opsconsole import dashboard, roles, routes, schedules, status
+
+        status.register("checks", checks_status, degrades=any_unhealthy)
 
         dashboard.register(
             dashboard.Panel("health", "Service health", "dr/panel.html", health_panel, order=20)

@@ -1,4 +1,7 @@
-"""Dashboard panels: service health with latency sparklines; recovery objectives in colour."""
+"""Dashboard panels: service health with latency sparklines; recovery objectives in colour.
+
+Also this app's part of the system status API (`opsconsole.status`).
+"""
 
 from __future__ import annotations
 
@@ -52,3 +55,20 @@ def objectives_panel(request) -> dict:
     return {
         "objectives": [o.summary(now) for o in RecoveryObjective.objects.select_related("target")]
     }
+
+
+def checks_status(now) -> list[dict]:
+    """The system status API's "checks": every enabled check's state and latency."""
+    return [
+        {
+            "name": c.name,
+            "state": c.state,
+            "last_checked_at": c.last_checked_at,
+            "latency_ms": c.last_latency_ms,
+        }
+        for c in ServiceCheck.objects.filter(enabled=True)
+    ]
+
+
+def any_unhealthy(checks: list[dict]) -> bool:
+    return any(c["state"] == "unhealthy" for c in checks)

@@ -1,81 +1,16 @@
-"""GET /api/system/status: the console's view of the service, for people and scripts."""
+"""The public status page (when turned on): service names and states, public incident titles."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from alerts.models import Incident
-from backups.models import DatabaseTarget
-from deployments.models import Deployment
 from dr.models import ServiceCheck
-from opsconsole.api import bearer_token
-from opsconsole.models import WorkerHeartbeat
-
-
-@require_GET
-@bearer_token(allow_staff_session=True)
-def system_status(request):
-    """Session (staff) or bearer token; health, backups and RPO, deployments, incidents, worker."""
-    now = timezone.now()
-    checks = [
-        {
-            "name": c.name,
-            "state": c.state,
-            "last_checked_at": c.last_checked_at,
-            "latency_ms": c.last_latency_ms,
-        }
-        for c in ServiceCheck.objects.filter(enabled=True)
-    ]
-    backups = []
-    for target in DatabaseTarget.objects.all():
-        newest = target.newest_good_backup()
-        backups.append(
-            {
-                "target": target.name,
-                "latest_backup": newest.id if newest else None,
-                "rpo_seconds": round((now - newest.created_at).total_seconds()) if newest else None,
-                "bytes_stored": newest.bytes_stored if newest else None,
-            }
-        )
-    deployments = [
-        {
-            "environment": d.environment.name,
-            "version": d.version,
-            "status": d.status,
-            "received_at": d.received_at,
-        }
-        for d in Deployment.objects.select_related("environment")[:5]
-    ]
-    incidents = [
-        {
-            "id": i.pk,
-            "title": i.title,
-            "priority": i.priority,
-            "status": i.status,
-            "opened_at": i.opened_at,
-        }
-        for i in Incident.objects.exclude(status="resolved")[:50]
-    ]
-    age = WorkerHeartbeat.age()
-    unhealthy = any(c["state"] == "unhealthy" for c in checks)
-    return JsonResponse(
-        {
-            "status": "degraded" if unhealthy or incidents else "ok",
-            "generated_at": now,
-            "checks": checks,
-            "backups": backups,
-            "deployments": deployments,
-            "incidents": incidents,
-            "worker": {
-                "heartbeat_seconds_ago": None if age is None else round(age.total_seconds())
-            },
-        }
-    )
 
 
 @require_GET

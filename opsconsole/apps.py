@@ -15,9 +15,9 @@ class OpsConsoleConfig(AppConfig):
         # the app registry is ready.
         from django_q.signals import post_spawn
 
-        from opsconsole import dashboard, schedules
+        from opsconsole import dashboard, schedules, status
         from opsconsole.db import install_slow_query_logger
-        from opsconsole.panels import worker_panel
+        from opsconsole.panels import worker_panel, worker_status
         from opsconsole.tasks import worker_started
 
         connection_created.connect(install_slow_query_logger, dispatch_uid="opsconsole-slow-query")
@@ -31,6 +31,7 @@ class OpsConsoleConfig(AppConfig):
             "opsconsole.approvals.tasks.reap_interrupted",
             cron="*/2 * * * *",
         )
+        status.register("worker", worker_status)
         dashboard.register(
             dashboard.Panel(
                 "worker", "Worker", "opsconsole/panels/worker.html", worker_panel, order=90

@@ -1,4 +1,7 @@
-"""The console's own dashboard panel: is a worker alive, how much is queued, what failed."""
+"""The console's own dashboard panel: is a worker alive, how much is queued, what failed.
+
+Also this app's part of the system status API (`opsconsole.status`).
+"""
 
 from __future__ import annotations
 
@@ -22,3 +25,9 @@ def worker_panel(request) -> dict:
         "queued": OrmQ.objects.count(),
         "failed": Failure.objects.filter(stopped__gte=since).count(),
     }
+
+
+def worker_status(now) -> dict:
+    """The system status API's "worker": how long ago a worker last proved it works."""
+    age = WorkerHeartbeat.age()
+    return {"heartbeat_seconds_ago": None if age is None else round(age.total_seconds())}

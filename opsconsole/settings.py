@@ -91,6 +91,8 @@ INSTALLED_APPS = [
     "backups",
     "deployments",
     "dr",
+    # Sample data for the whole console (`manage.py demo`); nothing imports it.
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("opsconsole", "alerts", "backups", "deployments", "dr")
+APPS = ("opsconsole", "alerts", "backups", "deployments", "dr", "demo")
 # Each registry, and the package where its kinds may be named.
 REGISTRIES = {
     "backups.engines:ENGINES": "backups/engines",

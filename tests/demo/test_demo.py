@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from alerts.models import Channel, EscalationPolicy
 from backups.models import BackupPolicy, DatabaseTarget
 from deployments.models import Deployment, Environment
-from dr import demo
+from demo import sample as demo
 from dr.models import RecoveryObjective, ServiceCheck
 from tests.pgserver import free_port_block
 

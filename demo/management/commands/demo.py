@@ -12,7 +12,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from dr import demo
+from demo import sample as demo
 
 
 class Command(BaseCommand):
