@@ -234,7 +234,7 @@ def _failed(
         wait = backoff_delay(attempts - 1, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
         if exc.retry_after:
             wait = max(wait, min(exc.retry_after, RETRY_CAP_SECONDS))
-        # Never sooner than the base: a burst of retries is what a struggling peer needs least.
+        # Never sooner than 5 s: a burst of retries is what a struggling peer needs least.
         update.update(status=Status.RETRYING, next_attempt_at=now + timedelta(seconds=max(wait, 5)))
     Notification.objects.filter(pk=notification.pk).update(**update)
     channel_update = {"last_status": "failed" if final else "retrying"}

@@ -1,4 +1,4 @@
-"""Backups in the admin: presents and asks; the pipeline and the models do the work."""
+"""Backups in the admin: presents and asks; the models and the queued tasks do the work."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Taking a backup: the engine's dump → zstd → age → SHA-256 → the storage, streamed.
 
 Pipes and bounded buffers all the way: memory stays flat whatever the size of
-the database, and nothing is staged on disk (the storage's writer commits the
-object whole or leaves nothing). Reading it back is `backups.verify`; restoring
-it is `backups.restore`.
+the database, and the storage's writer commits the object whole or leaves
+nothing. (PostgreSQL's dump is never staged on disk; SQLite's consistent
+snapshot is a file in the scratch folder, streamed from there.) Reading it
+back is `backups.verify`; restoring it is `backups.restore`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Backup targets, storage locations, keys, policies and backup records."""
+"""Backup targets, storage locations, keys, policies, backup records, and restore requests
+(an approval kind: a safety backup first, the old database kept after a replace)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Small named stream pieces the backup and restore pipelines compose.
+"""Small named pieces that backing up, verifying and restoring compose.
 
-Each one passes bytes along in bounded chunks and counts, hashes or drains
-something on the way: memory stays flat whatever the size of the dump.
+The stream pieces pass bytes along in bounded chunks and count, hash or drain
+something on the way, so memory stays flat whatever the size of the dump;
+`watchdog` kills a child process that outlives its time, and `scratch_dir` is
+the console's own folder for decrypted archives and snapshots.
 """
 
 from __future__ import annotations

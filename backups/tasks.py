@@ -1,4 +1,5 @@
-"""What django-q2 runs for backups. Thin: the pipeline holds the work."""
+"""What django-q2 runs for backups. Thin: `backups.backup`, `verify` and `retention` hold
+the work."""
 
 from __future__ import annotations
 
@@ -70,8 +71,9 @@ def record_all_metrics() -> int:
 @console_task
 def reap_stalled() -> int:
     """Running backups without a sign of life: their worker is gone. Fail them (with an
-    incident) and abort what they left in storage. (Restores are approval requests: the
-    console's one reaper, `opsconsole.approvals.tasks.reap_interrupted`, takes them.)"""
+    incident) and abort what they left in storage. Backups are not approval requests, so
+    this is their own reaper; restores are reaped with every other approval kind by
+    `opsconsole.approvals.tasks.reap_interrupted`."""
     reaped = 0
     for backup in Backup.stale():
         if backup.storage_key:

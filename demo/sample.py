@@ -5,8 +5,9 @@ two environments of the bundled sample service (local provider), the console's
 own database (and a small sample database on a PostgreSQL server, when one is
 reachable) as backup targets with their default policies and recovery
 objectives, health checks on the sample service, three people with the three
-roles, and channels that deliver into the in-console inbox on the shipped
-escalation chain. Running it again brings the same state back.
+roles, and one in-console inbox per level of the default escalation policy,
+shortened to 0 / 2 / 4 minutes so escalation can be watched (other channels
+are switched off). Running it again brings the same state back.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Environments, deployments and their checks and health samples, rollback requests."""
+"""Environments, deployments with their checks and health samples, and the two approval
+kinds of an environment: rollback requests and variable syncs (its variables are here too)."""
 
 from __future__ import annotations
 
@@ -188,7 +189,8 @@ class Environment(models.Model):
         }
 
     def request_variable_sync(self, user) -> VariableSyncRequest:
-        """Two-person environments file a request; others push at once."""
+        """Two-person environments file a request; for others it is approved at once and
+        queued for a worker."""
         diff = self.variable_diff()
         names = sorted(diff["missing"] + diff["different"])
         VariableSyncRequest.check_can_request(user)

@@ -1,3 +1,6 @@
+"""Disaster recovery in the admin: checks and their availability report, objectives and
+drills, runbooks and their execution pages, failover actions and their runs."""
+
 import csv
 from datetime import timedelta
 

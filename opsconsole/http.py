@@ -1,10 +1,11 @@
-"""The one way the console talks HTTP to the outside world.
+"""The one way the console's integrations talk HTTP to the outside world.
 
-Every integration (channels, providers, pull sources, failover webhooks) sends
-through `request()`: shared timeouts, user agent, redaction of secrets in logs
-and errors, and one classification of failures into permanent (do not retry,
-flag the integration) and temporary (retry with backoff). It is also the one
-seam unit tests replace, with `use_transport()`.
+Every integration (channels, providers, pull sources, checks, failover
+webhooks) sends through `request()`: shared timeouts, user agent, redaction of
+secrets in logs and errors, and one classification of failures into permanent
+(do not retry, flag the integration) and temporary (retry with backoff). It is
+also the seam unit tests replace, with `use_transport()`. (S3 goes through
+boto3 with its own timeouts and retries, and Sentry through its SDK.)
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Readable lines for a terminal: time, level, logger, [correlation id] message key=value."""
+    """Readable lines for a terminal: time level logger: message [correlation id] key=value."""
 
     def format(self, record: logging.LogRecord) -> str:
         when = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")

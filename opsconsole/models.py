@@ -65,7 +65,8 @@ class WorkerHeartbeat(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token for the console's machine APIs (metrics push, rollback requests).
+    """A bearer token for the console's machine APIs (metrics push, rollback requests, the
+    Alertmanager webhook, the system status).
 
     Only a SHA-256 of the token is stored; the token itself is shown once, when
     it is made. The prefix identifies it in lists without revealing it.

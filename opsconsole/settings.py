@@ -168,8 +168,9 @@ STORAGES = {
 
 # django-q2. The ORM broker is the default because it acknowledges a task only
 # when it finished: a worker that dies mid-task has it re-delivered. Redis is
-# faster but BLPOP loses the task of a dead worker; the records' reconciler
-# re-drives those (every task claims its record first, so a re-run is harmless).
+# faster but BLPOP loses the task of a dead worker. Every task claims its record
+# first, so a re-run is harmless; notifications are re-driven by the dispatcher,
+# and work left running is failed by the reapers.
 Q_TIMEOUT = env.int("Q_TIMEOUT", default=3600)
 Q_CLUSTER = {
     "name": "opsconsole",

@@ -44,7 +44,7 @@ class TransportError(Exception):
 class Message:
     """One incident event, in the words every channel renders its own way."""
 
-    event: str  # firing, repeat, acknowledged, resolved, test
+    event: str  # firing, repeat, acknowledged, resolved, announce, test
     title: str
     priority: str
     component: str

@@ -78,7 +78,8 @@ def sms_text(text: str) -> str:
 
 @functools.cache
 def console_http_client_class():
-    """Twilio's client is imported on first use: it is large, and most processes never page."""
+    """The Twilio client's HTTP layer, routed through `opsconsole.http` (built once, on the
+    first page sent)."""
 
     class ConsoleTwilioHttpClient(HttpClient):
         def __init__(self, timeout: float = 15.0):

@@ -1,8 +1,12 @@
 """Runs versions of the bundled sample service as local processes on loopback.
 
-So the whole loop — deploy, watch, breach, roll back — can be watched on one
-machine and in the demo. The process outlives the task that started it; its
-pid is kept in a file so the next deploy or rollback replaces it.
+So the whole life of a deploy — deploy, watch, breach, roll back — can be
+watched on one machine and in the demo. Three processes per environment: a
+weighted router on the environment's port and two slots behind it (port+1,
+port+2). A deploy starts the new version in the idle slot, moves the weights
+to it and stops the other (blue/green); weights in between make a gradual
+rollback possible. Each process outlives the task that started it and keeps
+its pid in a file.
 """
 
 from __future__ import annotations

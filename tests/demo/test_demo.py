@@ -6,8 +6,8 @@ from django.core.management import CommandError, call_command
 
 from alerts.models import Channel, EscalationPolicy
 from backups.models import BackupPolicy, DatabaseTarget
-from deployments.models import Deployment, Environment
 from demo import sample as demo
+from deployments.models import Deployment, Environment
 from dr.models import RecoveryObjective, ServiceCheck
 from tests.pgserver import free_port_block
 

@@ -39,7 +39,7 @@ class Command(BaseCommand):
             "--port",
             type=int,
             default=demo.DEFAULT_PORT,
-            help="first of the sample services' ports (uses 20 from there)",
+            help="first of the sample services' ports (uses 13 from there)",
         )
 
     def handle(self, *args, action, password, postgres_url, port, **options):

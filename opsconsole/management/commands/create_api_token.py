@@ -4,7 +4,10 @@ from opsconsole.models import ApiToken
 
 
 class Command(BaseCommand):
-    help = "Create a bearer token for the metrics and rollback APIs; it is printed only once."
+    help = (
+        "Create a bearer token for the machine APIs (metrics, rollbacks, Alertmanager, "
+        "system status); it is printed only once."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="what the token is for, e.g. 'ci' or 'api-server'")

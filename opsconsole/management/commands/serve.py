@@ -1,8 +1,9 @@
 """Run the web server and one django-q2 cluster together, supervised.
 
 If either child dies the other is stopped and the command exits non-zero with
-the reason; SIGTERM or Ctrl-C stops both and leaves no process behind (each
-child runs in its own process group, which is signalled as a whole).
+the reason; SIGTERM or Ctrl-C stops both and leaves no process behind: each
+child leads its own process group, the leaders are asked to stop, and any
+process still left in a group is killed at the end.
 """
 
 from __future__ import annotations
