@@ -17,7 +17,7 @@ from django.utils import timezone
 from alerts.channels import CHANNEL_KINDS, channel_class
 from alerts.sources import SOURCE_KINDS, source_class
 from opsconsole import permissions
-from opsconsole.fields import EncryptedTextField
+from opsconsole.fields import EncryptedTextField, reveal
 
 
 class Priority(models.TextChoices):
@@ -101,7 +101,7 @@ class MetricSource(models.Model):
         if not self.kind:
             return
         try:
-            self.config = source_class(self.kind).validate(self.config or {}, self.secret)
+            self.config = source_class(self.kind).validate(self.config or {}, reveal(self.secret))
         except ValueError as exc:
             raise ValidationError({"config": str(exc)}) from None
         if self.interval_seconds < 30:
@@ -388,7 +388,7 @@ class Channel(models.Model):
                 {"priorities": f"Unknown priority {bad[0]!r}; use {', '.join(Priority.values)}."}
             )
         try:
-            self.config = cls.validate(self.config or {}, self.secret or "")
+            self.config = cls.validate(self.config or {}, reveal(self.secret))
         except ValueError as exc:
             raise ValidationError({"config": str(exc)}) from None
 

@@ -23,7 +23,7 @@ from backups.errors import BackupError, RestoreRefused
 from backups.storages import STORAGE_KINDS, StorageError
 from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalRequest
-from opsconsole.fields import EncryptedTextField
+from opsconsole.fields import EncryptedTextField, reveal
 
 
 def default_exclusions() -> list[str]:
@@ -77,7 +77,7 @@ class DatabaseTarget(models.Model):
     def clean(self) -> None:
         if self.engine and self.dsn:
             try:
-                ENGINES[self.engine].validate_dsn(self.dsn)
+                ENGINES[self.engine].validate_dsn(reveal(self.dsn))
             except ValueError as exc:
                 raise ValidationError({"dsn": str(exc)}) from None
         for field in ("exclude_table_data", "required_tables", "check_queries"):
@@ -111,7 +111,7 @@ class StorageLocation(models.Model):
         if not self.kind:
             return
         try:
-            self.config = STORAGE_KINDS[self.kind].validate(self.config or {}, self.secret or "")
+            self.config = STORAGE_KINDS[self.kind].validate(self.config or {}, reveal(self.secret))
         except ValueError as exc:
             raise ValidationError({"config": str(exc)}) from None
 
@@ -166,7 +166,7 @@ class BackupKey(models.Model):
     @classmethod
     def identities(cls) -> list:
         """Every identity that may open a backup: the console's, then any from the environment."""
-        kept = [k.identity for k in cls.objects.all()]
+        kept = [reveal(k.identity) for k in cls.objects.all()]
         return [
             pyrage.x25519.Identity.from_str(i) for i in [*kept, *settings.BACKUPS_AGE_IDENTITIES]
         ]

@@ -15,7 +15,7 @@ from alerts.incidents import raise_incident, resolve_incident
 from deployments.providers import PROVIDERS, ProviderError
 from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
-from opsconsole.fields import EncryptedTextField
+from opsconsole.fields import EncryptedTextField, reveal
 
 
 def default_endpoints() -> list[dict]:
@@ -110,7 +110,7 @@ class Environment(models.Model):
         if self.provider:
             try:
                 self.provider_config = PROVIDERS[self.provider].validate(
-                    self.provider_config or {}, self.provider_secret or ""
+                    self.provider_config or {}, reveal(self.provider_secret)
                 )
             except ValueError as exc:
                 raise ValidationError({"provider_config": str(exc)}) from None
@@ -147,7 +147,9 @@ class Environment(models.Model):
         return f"{about}:{self.pk}"
 
     def signing_secrets(self) -> list[str]:
-        return [s for s in (self.webhook_secret, settings.OPSCONSOLE_WEBHOOK_SECRET) if s][:1]
+        return [s for s in (reveal(self.webhook_secret), settings.OPSCONSOLE_WEBHOOK_SECRET) if s][
+            :1
+        ]
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
@@ -181,7 +183,7 @@ class Environment(models.Model):
         live = self.backend.variables()
         if live is None:
             raise ProviderError(f"{self.backend.label} cannot list variables")
-        wanted = {v.name: v.value for v in self.variables.all()}
+        wanted = {v.name: reveal(v.value) for v in self.variables.all()}
         return {
             "missing": sorted(set(wanted) - set(live)),
             "extra": sorted(set(live) - set(wanted)),
@@ -202,7 +204,7 @@ class Environment(models.Model):
         return request
 
     def push_variables(self) -> None:
-        self.backend.set_variables({v.name: v.value for v in self.variables.all()})
+        self.backend.set_variables({v.name: reveal(v.value) for v in self.variables.all()})
 
     def stable_target(self, before: Deployment | None = None) -> Deployment | None:
         """The newest earlier deployment that ran long enough with a low error rate."""

@@ -11,6 +11,7 @@ import psycopg
 import redis
 
 from opsconsole import http
+from opsconsole.fields import reveal
 
 
 class CheckFailed(Exception):
@@ -24,7 +25,7 @@ class Kind:
     def __init__(self, check):
         self.check = check
         self.config: dict[str, Any] = check.config or {}
-        self.secret: str = check.secret or ""
+        self.secret: str = reveal(check.secret)
         self.timeout: float = float(check.timeout_seconds)
 
     @classmethod

@@ -11,6 +11,7 @@ import psycopg
 from deployments.models import Environment
 from deployments.providers import ProviderError
 from opsconsole import http
+from opsconsole.fields import reveal
 
 
 class FailoverError(Exception):
@@ -24,7 +25,7 @@ class ActionKind:
     def __init__(self, action):
         self.action = action
         self.config: dict[str, Any] = action.config or {}
-        self.secret: str = action.secret or ""
+        self.secret: str = reveal(action.secret)
 
     @classmethod
     def validate(cls, config: dict[str, Any], secret: str) -> dict[str, Any]:

@@ -7,11 +7,16 @@ would register on a half-made one.
 
 from __future__ import annotations
 
+import functools
+
 from django.contrib import admin
+from django.db.models.base import ModelBase
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.text import capfirst
 
 from opsconsole import dashboard
+from opsconsole.fields import EncryptedTextField, secret_status
 
 
 class OpsAdminSite(admin.AdminSite):
@@ -19,6 +24,19 @@ class OpsAdminSite(admin.AdminSite):
     site_title = "opsconsole"
     index_title = "Dashboard"
     index_template = "admin/opsconsole_index.html"
+
+    def register(self, model_or_iterable, admin_class=None, **options):
+        """Register as usual; then, on pages where an encrypted field is read-only, it shows
+        its status ("set, changed … by …") instead of the field (whose value is a Secret
+        and would print only "set")."""
+        super().register(model_or_iterable, admin_class, **options)
+        models = (
+            [model_or_iterable] if isinstance(model_or_iterable, ModelBase) else model_or_iterable
+        )
+        for model in models:
+            secrets = [f for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]
+            if secrets:
+                _show_secret_status(self._registry[model], secrets)
 
     def index(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "panels": dashboard.panels_for(request)}
@@ -40,3 +58,31 @@ class OpsAdminSite(admin.AdminSite):
         return TemplateResponse(
             request, "admin/opsconsole_panels.html", {"panels": dashboard.panels_for(request)}
         )
+
+
+def _show_secret_status(model_admin, secrets: list[EncryptedTextField]) -> None:
+    """Where the person may not change the record, each encrypted field becomes a read-only
+    line with its status."""
+    names = {f.name: f"{f.name}_status" for f in secrets}
+    for field in secrets:
+        display = functools.partial(secret_status, field=field)
+        display.short_description = capfirst(field.verbose_name)
+        setattr(model_admin, names[field.name], display)
+    get_fieldsets = model_admin.get_fieldsets
+
+    def fieldsets(request, obj=None):
+        sets = get_fieldsets(request, obj)
+        if obj is None or model_admin.has_change_permission(request, obj):
+            return sets
+        return [
+            (title, {**opts, "fields": [_swap(f, names) for f in opts.get("fields", ())]})
+            for title, opts in sets
+        ]
+
+    model_admin.get_fieldsets = fieldsets
+
+
+def _swap(field, names: dict[str, str]):
+    if isinstance(field, list | tuple):
+        return type(field)(names.get(f, f) for f in field)
+    return names.get(field, field)

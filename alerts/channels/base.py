@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from opsconsole.fields import reveal
+
 
 class TransportError(Exception):
     """A failed delivery. `permanent`: retrying cannot help; the channel gets flagged."""
@@ -105,7 +107,7 @@ class Transport:
     def __init__(self, channel):
         self.channel = channel
         self.config: dict[str, Any] = channel.config or {}
-        self.secret: str = channel.secret or ""
+        self.secret: str = reveal(channel.secret)
 
     @classmethod
     def validate(cls, config: dict[str, Any], secret: str) -> dict[str, Any]:

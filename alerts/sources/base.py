@@ -4,6 +4,8 @@ import math
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from opsconsole.fields import reveal
+
 Reading = tuple[float, dict[str, str]]  # value, extra labels
 
 
@@ -18,7 +20,7 @@ class Source:
     def __init__(self, source):
         self.source = source
         self.config: dict[str, Any] = source.config or {}
-        self.secret: str = source.secret or ""
+        self.secret: str = reveal(source.secret)
 
     @classmethod
     def validate(cls, config: dict[str, Any], secret: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, ClassVar
 
 from backups.errors import EngineError
+from opsconsole.fields import reveal
 
 
 class Dump:
@@ -34,7 +35,7 @@ class Engine:
 
     def __init__(self, target):
         self.target = target
-        self.dsn: str = target.dsn
+        self.dsn: str = reveal(target.dsn)
 
     @classmethod
     def validate_dsn(cls, dsn: str) -> None:

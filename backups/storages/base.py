@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import IO, Any, ClassVar
 
 from backups.errors import StorageError
+from opsconsole.fields import reveal
 
 
 class Writer:
@@ -26,7 +27,7 @@ class Storage:
     def __init__(self, location):
         self.location = location
         self.config: dict[str, Any] = location.config or {}
-        self.secret: str = location.secret or ""
+        self.secret: str = reveal(location.secret)
 
     @classmethod
     def validate(cls, config: dict[str, Any], secret: str) -> dict[str, Any]:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from opsconsole.fields import reveal
+
 
 class ProviderError(Exception):
     """The provider refused or failed; the message goes on the record."""
@@ -22,7 +24,7 @@ class Provider:
     def __init__(self, environment):
         self.environment = environment
         self.config: dict[str, Any] = environment.provider_config or {}
-        self.secret: str = environment.provider_secret or ""
+        self.secret: str = reveal(environment.provider_secret)
 
     @classmethod
     def validate(cls, config: dict[str, Any], secret: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dr.failover import ACTION_KINDS as FAILOVER_KINDS
 from dr.failover import FailoverError
 from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
-from opsconsole.fields import EncryptedTextField
+from opsconsole.fields import EncryptedTextField, reveal
 
 
 class FailoverAction(models.Model):
@@ -42,7 +42,7 @@ class FailoverAction(models.Model):
         if self.kind:
             try:
                 self.config = FAILOVER_KINDS[self.kind].validate(
-                    self.config or {}, self.secret or ""
+                    self.config or {}, reveal(self.secret)
                 )
             except ValueError as exc:
                 raise ValidationError({"config": str(exc)}) from None

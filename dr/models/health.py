@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from alerts.models import Incident, Silence
 from dr.checks import CHECK_KINDS
-from opsconsole.fields import EncryptedTextField
+from opsconsole.fields import EncryptedTextField, reveal
 
 
 class ServiceCheck(models.Model):
@@ -83,10 +83,10 @@ class ServiceCheck(models.Model):
             return
         cls = CHECK_KINDS[self.kind]
         try:
-            self.config = cls.validate(self.config or {}, self.secret or "")
+            self.config = cls.validate(self.config or {}, reveal(self.secret))
         except ValueError as exc:
             raise ValidationError({"config": str(exc)}) from None
-        if self.enabled and not cls.configured(self.config, self.secret or ""):
+        if self.enabled and not cls.configured(self.config, reveal(self.secret)):
             raise ValidationError(
                 "Configure what to check before enabling it (a URL, host and port, or DSN)."
             )

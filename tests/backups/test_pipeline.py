@@ -97,7 +97,7 @@ def test_the_stock_age_zstd_pg_restore_chain_restores_it_by_hand(
         ensure_binary("age", "age")
     backup = run_backup(new_backup(target, local_storage))
     key_file = tmp_path / "key.txt"
-    key_file.write_text(BackupKey.current().identity + "\n")
+    key_file.write_text(BackupKey.current().identity.reveal() + "\n")
     stored = Path(local_storage.config["path"]) / backup.storage_key
     dbname = pg.create_database("by_hand")
     chain = f"age -d -i {key_file} {stored} | zstd -d | pg_restore --no-owner -d '{pg.dsn(dbname)}'"

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from backups.models import BackupKey
+from opsconsole.fields import reveal
 
 
 class Command(BaseCommand):
@@ -9,7 +10,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         key = BackupKey.current()
-        self.stdout.write(key.identity)
+        self.stdout.write(reveal(key.identity))
         BackupKey.objects.filter(pk=key.pk).update(exported_at=timezone.now())
         self.stderr.write(
             f"This is the secret key for recipient {key.recipient}. Store it offline: with it, "
