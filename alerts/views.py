@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
+from datetime import UTC
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -15,6 +18,7 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -24,14 +28,22 @@ from alerts.models import Incident, MetricSample, Priority
 from opsconsole import permissions
 from opsconsole.api import bearer_token
 from opsconsole.models import WebhookReceipt
-from opsconsole.webhooks import WebhookError, parse_json, read_body
+from opsconsole.webhooks import (
+    MAX_SKEW_SECONDS,
+    WebhookError,
+    parse_json,
+    read_body,
+    signatures_match,
+)
+
+SENTRY_MAX_EVENT_AGE = 24 * 3600
 
 METRICS_MAX_BODY = 1024 * 1024
 METRICS_MAX_SAMPLES = 1000
 
 
 @require_POST
-@bearer_token()
+@bearer_token("metrics:write")
 def push_metrics(request):
     """All or nothing: any bad sample refuses the whole batch, naming each by index."""
     try:
@@ -66,6 +78,19 @@ def push_metrics(request):
 SENTRY_PRIORITY = {"fatal": Priority.CRITICAL, "error": Priority.HIGH, "warning": Priority.MEDIUM}
 
 
+def _sentry_event_time(payload: Any) -> float | None:
+    event = (payload.get("data") or {}).get("event") if isinstance(payload, dict) else None
+    if not isinstance(event, dict):
+        return None
+    stamp = event.get("timestamp")
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool) and math.isfinite(stamp):
+        return float(stamp)
+    parsed = parse_datetime(str(event.get("datetime") or ""))
+    if parsed is None:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
 @csrf_exempt
 @login_not_required
 @require_POST
@@ -78,13 +103,13 @@ def sentry_webhook(request):
         body = read_body(request, 1024 * 1024)
         signature = request.headers.get("Sentry-Hook-Signature", "")
         expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        if not signature or not hmac.compare_digest(expected, signature):
+        if not signature or not signatures_match(expected, signature):
             raise WebhookError(401, "bad or missing Sentry-Hook-Signature")
-        stamp = request.headers.get("Sentry-Hook-Timestamp")
-        if stamp and stamp.isdigit() and abs(time.time() - int(stamp)) > 300:
-            raise WebhookError(401, "Sentry-Hook-Timestamp outside the accepted 5-minute window")
-        if not WebhookReceipt.first_time("sentry", signature):
-            raise WebhookError(401, "signature already used (replayed request)")
+        stamp = request.headers.get("Sentry-Hook-Timestamp", "")
+        if not stamp.isdigit() or abs(time.time() - int(stamp)) > MAX_SKEW_SECONDS:
+            raise WebhookError(
+                401, "missing Sentry-Hook-Timestamp, or outside the accepted 5-minute window"
+            )
         payload = parse_json(body)
         resource = request.headers.get("Sentry-Hook-Resource", "event_alert")
         if resource != "event_alert":
@@ -92,6 +117,15 @@ def sentry_webhook(request):
         event = (payload.get("data") or {}).get("event") if isinstance(payload, dict) else None
         if not isinstance(event, dict):
             raise WebhookError(400, "missing data.event in the Sentry payload")
+        # The timestamp header is not signed: the event's own time (inside the signed body)
+        # must be recent too, and receipts outlive it, so no capture can be replayed.
+        happened = _sentry_event_time(payload)
+        if happened is None or abs(time.time() - happened) > SENTRY_MAX_EVENT_AGE:
+            raise WebhookError(
+                401, "the event's data.event.datetime is missing or older than a day"
+            )
+        if not WebhookReceipt.first_time("sentry", signature):
+            raise WebhookError(401, "signature already used (replayed request)")
     except WebhookError as exc:
         return exc.response()
     issue = str(event.get("issue_id") or event.get("event_id") or "unknown")
@@ -124,7 +158,7 @@ ALERTMANAGER_PRIORITY = {
 
 
 @require_POST
-@bearer_token()
+@bearer_token("alerts:write")
 def alertmanager_webhook(request):
     """Alertmanager's webhook receiver: firing alerts open incidents, resolved ones resolve them."""
     try:

@@ -58,7 +58,7 @@ def main() -> None:
         baseline = 20 * BATCH / (time.perf_counter() - started)
         MetricSample.objects.all().delete()
 
-        _, token = ApiToken.issue("bench")
+        _, token = ApiToken.issue("bench", scopes=["metrics:write"])
         with gunicorn(env) as base:
             url = f"{base}/api/metrics"
             bodies = [json.dumps(b).encode() for b in work]

@@ -3,6 +3,7 @@ kinds of an environment: rollback requests and variable syncs (its variables are
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -221,6 +222,13 @@ class Environment(models.Model):
 
 
 class Deployment(models.Model):
+    """One deploy of a version to an environment, as the pipeline reported it."""
+
+    # Values from webhooks that may reach a command provider's argv: a conservative
+    # alphabet, and never a leading "-" (it would be read as an option).
+    ARGV_VALUE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:/@+=-]{0,199}")
+    COMMIT = re.compile(r"[0-9a-fA-F]{4,64}")
+
     class Status(models.TextChoices):
         RECEIVED = "received", "Received"
         PREFLIGHT = "preflight", "Preflight"
@@ -273,6 +281,20 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.environment} {self.version} ({self.external_id})"
+
+    @classmethod
+    def argv_value_problem(cls, field: str, value) -> str | None:
+        """Why a webhook's `field` value is refused, or None."""
+        pattern = cls.COMMIT if field == "commit" else cls.ARGV_VALUE
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            return "must be a string"
+        if not pattern.fullmatch(str(value)):
+            return (
+                "a hexadecimal commit id"
+                if field == "commit"
+                else "letters, digits and . _ : / @ + = - only (at most 200), not starting with -"
+            )
+        return None
 
     def ran_for(self, now: datetime | None = None) -> timedelta:
         start = self.live_at or self.received_at

@@ -86,6 +86,7 @@ def request_rollback(
     target_version: str | None = None,
     from_deployment: Deployment | None = None,
     automatic: bool = False,
+    token=None,
 ) -> RollbackRequest:
     """File a rollback request (automatic ones are approved by the policy and run at once).
 
@@ -105,6 +106,7 @@ def request_rollback(
                 reason=reason,
                 automatic=automatic,
                 requested_by=user,
+                requested_by_token=token,
                 warnings=migration_warnings(current, target),
                 status=RollbackRequest.Status.APPROVED
                 if automatic

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from deployments import intake
-from deployments.models import Environment
+from deployments.models import Deployment, Environment
 from deployments.rollbacks import request_rollback
 from opsconsole.api import bearer_token
 from opsconsole.tasks import enqueue
@@ -37,31 +38,50 @@ def _validate(payload) -> dict:
         raise WebhookError(400, 'checks must be a list of {"name": ..., "passed": true|false}')
     if not isinstance(payload.get("migrations") or [], list):
         raise WebhookError(400, 'migrations must be a list of {"name": ..., "irreversible": bool}')
+    _check_argv_values(
+        {f: payload[f] for f in ("deployment_id", "version", "commit") if f in payload}
+    )
     return payload
+
+
+def _check_argv_values(values: dict) -> None:
+    """Values that can reach a command provider's argv must look like what they are."""
+    bad = {
+        field: problem
+        for field, value in values.items()
+        if (problem := Deployment.argv_value_problem(field, value))
+    }
+    if bad:
+        raise WebhookError(400, "; ".join(f"{f}: {p}" for f, p in bad.items()), invalid=sorted(bad))
 
 
 @csrf_exempt
 @login_not_required
 @require_POST
 def deploy_webhook(request):
+    """A pipeline reports a deploy; signed with the environment's secret (or the global one).
+
+    Authenticated before anything else is said: an unsigned request naming an
+    environment that exists and one naming none get the same 401.
+    """
     try:
         body = read_body(request, WEBHOOK_MAX_BODY)
-        payload = _validate(parse_json(body))
-        env = Environment.objects.filter(name=str(payload["environment"])).first()
-        # Authenticate before saying whether the environment exists... except that the
-        # secret is per environment: an unknown one has none, so 404 is all we can say.
-        if env is None:
-            raise WebhookError(404, f"unknown environment {payload['environment']!r}")
-        secrets = env.signing_secrets()
-        if not secrets:
-            raise WebhookError(401, "no signing secret is configured for this environment")
+        payload = parse_json(body)
+        name = payload.get("environment") if isinstance(payload, dict) else None
+        env = Environment.objects.filter(name=str(name)).first() if name else None
+        global_secret = (
+            [settings.OPSCONSOLE_WEBHOOK_SECRET] if settings.OPSCONSOLE_WEBHOOK_SECRET else []
+        )
         verify_timestamped(
-            source=f"deploy:{env.pk}",
-            secrets=secrets,
+            source=f"deploy:{env.pk}" if env else "deploy",
+            secrets=env.signing_secrets() if env else global_secret,
             timestamp=request.headers.get("X-Opsconsole-Timestamp"),
             signature=request.headers.get("X-Opsconsole-Signature"),
             body=body,
         )
+        payload = _validate(payload)
+        if env is None:  # signed with the global secret: the caller may know
+            raise WebhookError(404, f"unknown environment {payload['environment']!r}")
     except WebhookError as exc:
         return exc.response()
     deployment, created = intake.receive(env, payload)
@@ -73,9 +93,10 @@ def deploy_webhook(request):
 
 
 @require_POST
-@bearer_token()
+@bearer_token("rollback:request")
 def rollback_api(request):
-    """Files a rollback request; approval still applies (it never bypasses it)."""
+    """Files a rollback request in the name of the token's owner; approval still applies
+    (it never bypasses it), and the owner cannot approve it where two people are needed."""
     try:
         payload = parse_json(read_body(request, WEBHOOK_MAX_BODY))
         if not isinstance(payload, dict):
@@ -83,18 +104,25 @@ def rollback_api(request):
         missing = [f for f in ("environment", "reason") if not payload.get(f)]
         if missing:
             raise WebhookError(400, f"missing field(s): {', '.join(missing)}", missing=missing)
+        if payload.get("target_version") is not None:
+            _check_argv_values({"target_version": payload["target_version"]})
         env = Environment.objects.filter(name=str(payload["environment"])).first()
         if env is None:
             raise WebhookError(404, f"unknown environment {payload['environment']!r}")
         try:
             rollback = request_rollback(
                 env,
-                None,
+                request.api_token.created_by,
+                token=request.api_token,
                 reason=str(payload["reason"])[:2000],
                 target_version=payload.get("target_version"),
             )
         except ValidationError as exc:
             raise WebhookError(409, exc.messages[0]) from None
+        except PermissionDenied:
+            raise WebhookError(
+                403, "the token's owner may not request rollbacks (opsconsole.request_rollback)"
+            ) from None
     except WebhookError as exc:
         return exc.response()
     return JsonResponse(

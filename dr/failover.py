@@ -11,6 +11,7 @@ import psycopg
 from deployments.models import Environment
 from deployments.providers import ProviderError
 from opsconsole import http
+from opsconsole.children import child_env
 from opsconsole.fields import reveal
 
 
@@ -81,7 +82,12 @@ class CommandAction(ActionKind):
         timeout = float(self.config.get("timeout_seconds", 120))
         try:
             result = subprocess.run(  # noqa: S603 - argv list from the action's config, no shell
-                self.config["argv"], capture_output=True, text=True, timeout=timeout, check=False
+                self.config["argv"],
+                env=child_env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise FailoverError(f"timed out after {timeout:g} s") from None

@@ -23,8 +23,13 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are made with `manage.py create_api_token` (the secret is shown once there)."""
 
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_display = (
+        "name", "prefix", "scopes", "created_by", "expires_at", "last_used_at", "revoked_at",
+    )  # fmt: skip
+    readonly_fields = (
+        "name", "prefix", "scopes", "created_by", "created_at", "expires_at", "last_used_at",
+        "revoked_at",
+    )  # fmt: skip
     actions = ["revoke"]
 
     def has_add_permission(self, request):

@@ -2,7 +2,8 @@
 
 A token-authenticated view is never a session view, so the decorator also
 exempts it from CSRF and from the login requirement; a view that people may
-also open in their browser says `allow_staff_session=True`.
+also open in their browser says `allow_staff_session=True`. Each view names
+the one scope a token needs for it (see `ApiToken.SCOPES`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from opsconsole.models import ApiToken
 from opsconsole.webhooks import json_error
 
 
-def bearer_token(*, allow_staff_session: bool = False) -> Callable:
-    """Let the request through with a live `Authorization: Bearer …` token (set as
-    `request.api_token`), or with a staff session where allowed; 401 with a JSON body
-    otherwise."""
+def bearer_token(scope: str, *, allow_staff_session: bool = False) -> Callable:
+    """Let the request through with a live `Authorization: Bearer …` token that has `scope`
+    (set as `request.api_token`), or with a staff session where allowed. Otherwise 401
+    (no usable token) or 403 (a token without the scope), with a JSON body."""
+    if scope not in ApiToken.SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -30,8 +33,18 @@ def bearer_token(*, allow_staff_session: bool = False) -> Callable:
                 return view(request, *args, **kwargs)
             request.api_token = ApiToken.authenticate(request.headers.get("Authorization"))
             if request.api_token is None:
-                wanted = "log in, or send a bearer API token" if allow_staff_session else ""
-                return json_error(401, wanted or "missing, wrong or revoked bearer token")
+                return json_error(
+                    401,
+                    "log in, or send a bearer API token"
+                    if allow_staff_session
+                    else "missing, wrong, expired or revoked bearer token",
+                )
+            if not request.api_token.allows(scope):
+                return json_error(
+                    403,
+                    f"this token may not {ApiToken.SCOPES[scope]}: it needs the {scope} scope",
+                    scopes=request.api_token.scopes,
+                )
             return view(request, *args, **kwargs)
 
         return csrf_exempt(login_not_required(wrapped))

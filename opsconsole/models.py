@@ -9,6 +9,7 @@ import secrets
 import socket
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
@@ -65,19 +66,37 @@ class WorkerHeartbeat(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token for the console's machine APIs (metrics push, rollback requests, the
-    Alertmanager webhook, the system status).
+    """A bearer token for the console's machine APIs, limited to its scopes.
 
     Only a SHA-256 of the token is stored; the token itself is shown once, when
-    it is made. The prefix identifies it in lists without revealing it.
+    it is made. The prefix identifies it in lists without revealing it. A token
+    belongs to the person who made it: what it files (a rollback request) is
+    theirs, and the two-person rule then keeps them from approving it.
     """
 
     PREFIX_LENGTH = 8
+    # What a token may be allowed to do, by the API it opens.
+    SCOPES = {
+        "metrics:write": "push metric samples (POST /api/metrics)",
+        "alerts:write": "deliver Alertmanager alerts (POST /webhooks/alertmanager)",
+        "rollback:request": "file rollback requests (POST /api/rollback)",
+        "status:read": "read the system status (GET /api/system/status)",
+    }
 
     name = models.CharField(max_length=100, unique=True)
     prefix = models.CharField(max_length=PREFIX_LENGTH, editable=False)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list, help_text="What the token may do.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Who is answerable for it; requests it files are theirs.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -93,25 +112,52 @@ class ApiToken(models.Model):
         return hashlib.sha256(token.encode()).hexdigest()
 
     @classmethod
-    def issue(cls, name: str) -> tuple[ApiToken, str]:
+    def issue(
+        cls,
+        name: str,
+        *,
+        scopes: list[str],
+        created_by=None,
+        expires_at=None,
+    ) -> tuple[ApiToken, str]:
         """Create a token; returns the row and the only copy of the secret."""
-
+        unknown = sorted(set(scopes) - set(cls.SCOPES))
+        if unknown or not scopes:
+            raise ValueError(
+                f"unknown scope(s): {', '.join(unknown)}; choose from {', '.join(cls.SCOPES)}"
+                if unknown
+                else f"a token needs at least one scope: {', '.join(cls.SCOPES)}"
+            )
         token = "oc_" + secrets.token_urlsafe(32)
         row = cls.objects.create(
-            name=name, prefix=token[: cls.PREFIX_LENGTH], token_hash=cls._hash(token)
+            name=name,
+            prefix=token[: cls.PREFIX_LENGTH],
+            token_hash=cls._hash(token),
+            scopes=sorted(set(scopes)),
+            created_by=created_by,
+            expires_at=expires_at,
         )
         return row, token
 
     @classmethod
     def authenticate(cls, authorization: str | None) -> ApiToken | None:
-        """The live token named by an `Authorization: Bearer …` header, or None."""
+        """The live (not revoked, not expired) token of an `Authorization: Bearer …`, or None."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        row = cls.objects.filter(token_hash=cls._hash(token.strip()), revoked_at=None).first()
+        now = timezone.now()
+        row = (
+            cls.objects.filter(token_hash=cls._hash(token.strip()), revoked_at=None)
+            .exclude(expires_at__lte=now)
+            .select_related("created_by")
+            .first()
+        )
         if row is not None:
-            cls.objects.filter(pk=row.pk).update(last_used_at=timezone.now())
+            cls.objects.filter(pk=row.pk).update(last_used_at=now)
         return row
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
 
     def revoke(self) -> None:
         if self.revoked_at is None:
@@ -150,6 +196,10 @@ class WebhookReceipt(models.Model):
             return False
         return True
 
+    # Kept longer than any accepted request can be old (webhooks: 5 minutes; a Sentry
+    # event: a day), so a replay is refused for as long as it could be accepted.
+    KEEP = timedelta(days=2)
+
     @classmethod
-    def prune(cls, older_than: timedelta = timedelta(hours=1)) -> int:
+    def prune(cls, older_than: timedelta = KEEP) -> int:
         return cls.objects.filter(received_at__lt=timezone.now() - older_than).delete()[0]

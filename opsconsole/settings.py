@@ -250,6 +250,10 @@ OPSCONSOLE_TWILIO_BASE_URL = env("OPSCONSOLE_TWILIO_BASE_URL", default="")
 # Signs deploy webhooks for environments without their own secret.
 OPSCONSOLE_WEBHOOK_SECRET = env("OPSCONSOLE_WEBHOOK_SECRET", default="")
 
+# Child processes get PATH, the locale, HOME and TZ only, plus these variables by
+# name (e.g. KUBECONFIG,AWS_PROFILE for command providers). Never the console's own.
+OPSCONSOLE_CHILD_ENV = env.list("OPSCONSOLE_CHILD_ENV", default=[])
+
 # Disaster recovery: the public status page (service names, states, open incident titles).
 DR_STATUS_PAGE_ENABLED = env.bool("DR_STATUS_PAGE_ENABLED", default=False)
 DR_STATUS_PAGE_TITLE = env("DR_STATUS_PAGE_TITLE", default="Service status")

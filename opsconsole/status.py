@@ -48,7 +48,7 @@ def collect(now: datetime | None = None) -> dict[str, Any]:
 
 
 @require_GET
-@bearer_token(allow_staff_session=True)
+@bearer_token("status:read", allow_staff_session=True)
 def system_status(request):
     """Session (staff) or bearer token; every app's part of the picture."""
     return JsonResponse(collect())

@@ -40,6 +40,12 @@ def hmac_hex(secret: str, message: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def signatures_match(expected: str, given: str) -> bool:
+    """Constant-time comparison that treats any text as a (wrong) signature: a header
+    with non-ASCII characters is refused, never an error."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
 def sign_timestamped(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     """Headers for an outgoing signed request: HMAC-SHA256 of "<timestamp>.<body>"."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
@@ -91,7 +97,7 @@ def verify_timestamped(
         raise WebhookError(401, "timestamp outside the accepted 5-minute window")
     given = signature.removeprefix("sha256=")
     message = timestamp.encode() + b"." + body
-    if not any(hmac.compare_digest(hmac_hex(s, message), given) for s in secrets if s):
+    if not any(signatures_match(hmac_hex(s, message), given) for s in secrets if s):
         raise WebhookError(401, "bad signature")
     if not WebhookReceipt.first_time(source, given):
         raise WebhookError(401, "signature already used (replayed request)")

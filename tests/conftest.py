@@ -37,7 +37,7 @@ def carol(db, django_user_model):
 def api_token(db):
     from opsconsole.models import ApiToken
 
-    _, token = ApiToken.issue("tests")
+    _, token = ApiToken.issue("tests", scopes=list(ApiToken.SCOPES))
     return token
 
 

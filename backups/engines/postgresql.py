@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from backups.engines.base import Dump, Engine
 from backups.errors import BackupError, EngineError, RestoreRefused
 from backups.streams import StderrTail, watchdog
+from opsconsole.children import child_env
 
 # The entries of `pg_restore --list` counted in a backup's table of contents.
 ARCHIVE_KINDS = (
@@ -109,7 +110,7 @@ class PostgresEngine(Engine):
             args += ["--port", str(p["port"])]
         if p.get("user"):
             args += ["--username", str(p["user"])]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        extra: dict[str, str] = {}
         with tempfile.TemporaryDirectory(prefix="opsconsole-pg-") as tmp:
             if p.get("password"):
                 passfile = Path(tmp) / "pgpass"
@@ -126,11 +127,11 @@ class PostgresEngine(Engine):
                 fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as fh:
                     fh.write(line + "\n")
-                env["PGPASSFILE"] = str(passfile)
+                extra["PGPASSFILE"] = str(passfile)
             if p.get("sslmode"):
-                env["PGSSLMODE"] = str(p["sslmode"])
-            env["PGCONNECT_TIMEOUT"] = "15"
-            yield args, env
+                extra["PGSSLMODE"] = str(p["sslmode"])
+            extra["PGCONNECT_TIMEOUT"] = "15"
+            yield args, child_env(extra)
 
     def dump_argv(self, conn_args: list[str], exclude_table_data: list[str]) -> list[str]:
         argv = [pg_tool("pg_dump"), "--format=custom", "--compress=0", "--no-password", *conn_args]
@@ -171,7 +172,12 @@ class PostgresEngine(Engine):
     def describe_archive(self, archive: Path) -> dict[str, int]:
         """pg_restore --list, counted by kind of entry (tables, data, indexes, ...)."""
         result = subprocess.run(  # noqa: S603 - argv list
-            self.list_argv(archive), capture_output=True, text=True, timeout=600, check=False
+            self.list_argv(archive),
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
         )
         if result.returncode != 0:
             raise RestoreRefused(f"not a readable pg_dump archive: {result.stderr.strip()[:300]}")
@@ -201,6 +207,7 @@ class PostgresEngine(Engine):
     def versions(self) -> tuple[str, str]:
         client = subprocess.run(  # noqa: S603 - argv list
             [pg_tool("pg_dump"), "--version"],
+            env=child_env(),
             capture_output=True,
             text=True,
             timeout=30,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from deployments.providers.base import Provider, ProviderError
+from opsconsole.children import child_env
 
 PLACEHOLDERS = ("{version}", "{deployment_id}", "{environment}", "{percent}")
 TEMPLATES = ("deploy", "rollback", "status", "set_weights")
@@ -50,11 +51,18 @@ class CommandProvider(Provider):
             "{environment}": self.environment.name,
             "{percent}": "" if percent is None else str(percent),
         }
+        if any(v.startswith("-") for v in values.values()):
+            raise ProviderError("a value for the command starts with '-': refused")
         argv = [values.get(arg, arg) for arg in self.config[key]]
         timeout = float(self.config.get("timeout_seconds", 300))
         try:
             result = subprocess.run(  # noqa: S603 - argv list from the environment's config, no shell
-                argv, capture_output=True, text=True, timeout=timeout, check=False
+                argv,
+                env=child_env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise ProviderError(f"{argv[0]} timed out after {timeout:g} s") from None

@@ -24,6 +24,7 @@ from django.conf import settings
 
 from deployments.providers.base import Provider, ProviderError
 from opsconsole import http
+from opsconsole.children import child_env
 
 
 def _running(pid: int) -> bool:
@@ -108,7 +109,7 @@ class LocalProvider(Provider):
     def _ensure_router(self) -> None:
         if self._pid("router") is None:
             argv = ["deployments.sample_router", str(self.config["port"]), str(self.weights_file)]
-            self._spawn("router", argv, dict(os.environ))
+            self._spawn("router", argv, child_env())
 
     def _weights(self) -> dict[int, int]:
         try:
@@ -134,7 +135,7 @@ class LocalProvider(Provider):
         live = self._live_slot()
         slot = 2 if live == 1 else 1
         self._kill(f"slot{slot}")
-        env = {**os.environ, **self.variables(), "VERSION": version}
+        env = child_env({**self.variables(), "VERSION": version})
         pid = self._spawn(
             f"slot{slot}", ["deployments.sample_service", str(self.slot_port(slot))], env
         )

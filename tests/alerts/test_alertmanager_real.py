@@ -24,7 +24,7 @@ def wait_for(predicate, timeout=30.0):
 @pytest.mark.django_db(transaction=True)
 def test_alertmanager_opens_and_resolves_an_incident(live_server):
     Channel.objects.update(enabled=False)
-    _, token = ApiToken.issue("alertmanager")
+    _, token = ApiToken.issue("alertmanager", scopes=["alerts:write"])
     with alertmanager(f"{live_server.url}/webhooks/alertmanager", token) as am:
         alert = {
             "labels": {"alertname": "DiskFull", "severity": "warning", "service": "db"},

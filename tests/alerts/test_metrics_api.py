@@ -23,7 +23,7 @@ def post(client, body, token, raw=None):
 
 def test_create_api_token_prints_it_once_and_stores_only_a_hash(db):
     out, err = io.StringIO(), io.StringIO()
-    call_command("create_api_token", "ci", stdout=out, stderr=err)
+    call_command("create_api_token", "ci", "--scope", "metrics:write", stdout=out, stderr=err)
     token = out.getvalue().strip()
     row = ApiToken.objects.get(name="ci")
     assert token.startswith("oc_") and token not in (row.token_hash, row.prefix)
@@ -106,7 +106,7 @@ def test_wrong_missing_or_revoked_token_is_401(client, api_token):
     ApiToken.objects.get().revoke()
     response = post(client, [{"key": "k", "value": 1}], api_token)
     assert response.status_code == 401
-    assert response.json() == {"error": "missing, wrong or revoked bearer token"}
+    assert response.json() == {"error": "missing, wrong, expired or revoked bearer token"}
 
 
 def test_a_body_over_1mb_is_413(client, api_token):

@@ -12,17 +12,14 @@ from alerts.models import Incident
 SENTRY_SECRET = "sentry-client-secret"
 
 
-def sentry_post(client, payload, *, secret=SENTRY_SECRET, timestamp=None, resource="event_alert"):
+def sentry_post(client, payload, *, secret=SENTRY_SECRET, timestamp=None, resource="event_alert",
+                signature=None):  # fmt: skip
     body = json.dumps(payload).encode()
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return client.post(
-        "/webhooks/sentry",
-        data=body,
-        content_type="application/json",
-        HTTP_SENTRY_HOOK_SIGNATURE=signature,
-        HTTP_SENTRY_HOOK_RESOURCE=resource,
-        HTTP_SENTRY_HOOK_TIMESTAMP=str(timestamp or int(time.time())),
-    )
+    signature = signature or hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"HTTP_SENTRY_HOOK_SIGNATURE": signature, "HTTP_SENTRY_HOOK_RESOURCE": resource}
+    if timestamp != "omit":
+        headers["HTTP_SENTRY_HOOK_TIMESTAMP"] = str(timestamp or int(time.time()))
+    return client.post("/webhooks/sentry", data=body, content_type="application/json", **headers)
 
 
 @pytest.fixture
@@ -34,7 +31,8 @@ EVENT = {
     "action": "triggered",
     "data": {
         "event": {"issue_id": "4242", "title": "ZeroDivisionError: division by zero", "level": "error",
-                  "web_url": "https://sentry.example/issues/4242/", "project": "api"},
+                  "web_url": "https://sentry.example/issues/4242/", "project": "api",
+                  "timestamp": time.time() - 30},
         "triggered_rule": "Any new issue",
     },
 }  # fmt: skip
@@ -78,6 +76,26 @@ def test_a_sentry_request_from_the_future_is_refused(client, sentry_secret, chan
     assert response.status_code == 401
     assert not Incident.objects.exists()
     assert sentry_post(client, EVENT, timestamp=int(time.time()) + 30).status_code == 202
+
+
+def test_a_sentry_request_without_its_timestamp_is_refused(client, sentry_secret, channels):
+    response = sentry_post(client, EVENT, timestamp="omit")
+    assert response.status_code == 401 and "Sentry-Hook-Timestamp" in response.json()["error"]
+    assert not Incident.objects.exists()
+
+
+def test_an_old_sentry_event_with_a_fresh_timestamp_is_refused(client, sentry_secret, channels):
+    # The header is not signed: a captured delivery must not pass with a new one.
+    old = {**EVENT, "data": {**EVENT["data"], "event": {**EVENT["data"]["event"],
+                                                         "timestamp": time.time() - 3 * 86400}}}  # fmt: skip
+    response = sentry_post(client, old)
+    assert response.status_code == 401 and "older than a day" in response.json()["error"]
+    assert not Incident.objects.exists()
+
+
+def test_a_sentry_signature_with_non_ascii_text_is_401(client, sentry_secret, channels):
+    client.raise_request_exception = False
+    assert sentry_post(client, EVENT, signature="\u00e9t\u00e9").status_code == 401
 
 
 def test_sentry_payload_without_an_event_is_400(client, sentry_secret, channels):

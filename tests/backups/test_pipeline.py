@@ -164,9 +164,12 @@ def test_the_password_never_reaches_a_command_line(db, pg, local_storage, monkey
     seen = []
     real = subprocess.Popen
 
+    envs = []
+
     class Recording(real):
         def __init__(self, argv, *args, **kwargs):
             env = kwargs.get("env") or {}
+            envs.append(set(env))
             passfile = env.get("PGPASSFILE")
             seen.append(
                 (
@@ -183,6 +186,11 @@ def test_the_password_never_reaches_a_command_line(db, pg, local_storage, monkey
     assert all("s3cret" not in " ".join(argv) and "p4ss" not in " ".join(argv) for argv, _ in seen)
     ((_, (mode, passfile)),) = [(a, p) for a, p in seen if "--format=custom" in a]
     assert mode == "0o600" and "p4ss\\:w0rd-s3cret" in passfile
+    assert envs and all(
+        e
+        <= {"PATH", "LANG", "LC_ALL", "HOME", "TZ", "PGPASSFILE", "PGSSLMODE", "PGCONNECT_TIMEOUT"}
+        for e in envs
+    ), "pg_dump gets a minimal environment, not the console's"
     assert "s3cret" not in backup.error + backup.stderr_tail
 
 

@@ -52,8 +52,8 @@ class Console:
         assert result.returncode == 0, result.stderr[-2000:]
         return result.stdout
 
-    def api_token(self, name: str) -> str:
-        return self.manage("create_api_token", name).strip()
+    def api_token(self, name: str, scope: str = "alerts:write") -> str:
+        return self.manage("create_api_token", name, "--scope", scope).strip()
 
     def alert(self, name: str, summary: str) -> None:
         """Fire an alert the way Alertmanager would: an incident through the webhook."""

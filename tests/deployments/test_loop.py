@@ -442,3 +442,55 @@ def test_a_version_that_ran_an_hour_with_two_percent_errors_is_no_rollback_targe
     ran("v2", 3, 2.0)
     current = Deployment.objects.create(environment=local_env, external_id="v3", version="v3")
     assert local_env.stable_target(before=current) == clean
+
+
+def test_a_rollback_filed_with_a_token_is_its_owners_and_they_cannot_approve_it(
+    client, local_env, bob, django_user_model, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth.models import Group
+
+    from opsconsole.models import ApiToken
+
+    v1 = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
+    settle(v1, local_env)
+    deploy(client, local_env, "v2", "d2", django_capture_on_commit_callbacks)
+    dave = django_user_model.objects.create_user("dave")
+    dave.groups.add(Group.objects.get(name="Approver"))
+    row, token = ApiToken.issue("ci", scopes=["rollback:request"], created_by=bob)
+    response = client.post("/api/rollback", {"environment": "production", "reason": "bad"},
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+    assert response.status_code == 201, response.json()
+    request = RollbackRequest.objects.get(pk=response.json()["rollback_request"])
+    assert (request.requested_by, request.requested_by_token) == (bob, row)
+    with pytest.raises(PermissionDenied, match="two-person rule"):
+        request.approve(bob, confirmation="production")
+    request.approve(dave, confirmation="production")
+    assert request.status == "approved"
+
+
+def test_a_token_without_the_scope_or_past_its_expiry_is_refused(client, local_env, bob):
+    from opsconsole.models import ApiToken
+
+    _, metrics_only = ApiToken.issue("metrics", scopes=["metrics:write"], created_by=bob)
+    response = client.post("/api/rollback", {"environment": "production", "reason": "x"},
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {metrics_only}")  # fmt: skip
+    assert response.status_code == 403 and "rollback:request" in response.json()["error"]
+    _, expired = ApiToken.issue("old", scopes=["rollback:request"], created_by=bob,
+                                  expires_at=timezone.now() - timedelta(seconds=1))  # fmt: skip
+    response = client.post("/api/rollback", {"environment": "production", "reason": "x"},
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {expired}")  # fmt: skip
+    assert response.status_code == 401 and "expired" in response.json()["error"]
+    assert not RollbackRequest.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("version", "--output=/etc/passwd"), ("version", "v1; rm -rf /"), ("deployment_id", "-x"),
+     ("commit", "not-hex"), ("version", "v" * 201)],
+)  # fmt: skip
+def test_webhook_values_that_could_reach_an_argv_are_refused(client, local_env, field, value):
+    payload = {"deployment_id": "d9", "environment": "production", "version": "v9",
+               "status": "succeeded", field: value}  # fmt: skip
+    response = post_webhook(client, payload)
+    assert response.status_code == 400 and field in response.json()["error"]
+    assert not Deployment.objects.exists()

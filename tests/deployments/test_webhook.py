@@ -109,9 +109,23 @@ def test_bad_checks_are_400(client, env):
     assert response.status_code == 400 and "checks" in response.json()["error"]
 
 
-def test_an_unknown_environment_is_404(client, env):
-    response = post_webhook(client, {**PAYLOAD, "environment": "moon"})
+def test_an_unknown_environment_is_401_like_a_bad_signature(client, env):
+    unknown = post_webhook(client, {**PAYLOAD, "environment": "moon"})
+    known_but_forged = post_webhook(client, PAYLOAD, secret="guess")
+    assert unknown.status_code == known_but_forged.status_code == 401
+    assert unknown.json() == known_but_forged.json(), "nothing tells the two apart"
+
+
+def test_an_unknown_environment_signed_with_the_global_secret_is_404(client, env, settings):
+    settings.OPSCONSOLE_WEBHOOK_SECRET = "global-secret"
+    response = post_webhook(client, {**PAYLOAD, "environment": "moon"}, secret="global-secret")
     assert response.status_code == 404 and "moon" in response.json()["error"]
+
+
+def test_a_signature_with_non_ascii_text_is_401_not_500(client, env):
+    client.raise_request_exception = False
+    response = post_webhook(client, PAYLOAD, signature="sha256=\u00e9\u00e9\u2603")
+    assert response.status_code == 401 and response.json()["error"] == "bad signature"
 
 
 def test_a_body_over_64kb_is_413(client, env):

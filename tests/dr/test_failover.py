@@ -141,3 +141,19 @@ def test_a_real_standby_is_promoted_and_leaves_recovery(db, standby, alice, bob)
     run_queued()
     again.refresh_from_db()
     assert again.status == "failed" and "not a standby" in again.error
+
+
+def test_a_command_sees_none_of_the_consoles_environment(db, alice, bob, monkeypatch, settings):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://console:db-password@db/console")
+    monkeypatch.setenv("KUBECONFIG", "/etc/kube/config")
+    settings.OPSCONSOLE_CHILD_ENV = ["KUBECONFIG"]
+    act = action(name="show env", kind="command", config={"argv": ["env"]})
+    run = act.request(alice)
+    run.approve(bob, confirmation="show env")
+    run_queued()
+    run.refresh_from_db()
+    seen = dict(line.split("=", 1) for line in run.result["stdout"].splitlines() if "=" in line)
+    assert {"SECRET_KEY", "OPSCONSOLE_ENCRYPTION_KEYS", "DATABASE_URL"}.isdisjoint(seen)
+    assert "db-password" not in run.result["stdout"]
+    assert seen["KUBECONFIG"] == "/etc/kube/config", "a variable passed through by name"
+    assert set(seen) <= {"PATH", "LANG", "LC_ALL", "HOME", "TZ", "KUBECONFIG"}

@@ -57,3 +57,17 @@ def test_the_public_status_page_shows_names_states_and_titles_only(client, db, s
     assert "internal db" not in body, "a check kept off the page"
     assert "Backup of prod failed" not in body, "incidents about unlisted parts stay internal"
     assert "10.1.2.3" not in body and "443" not in body, "no configuration on the page"
+
+
+def test_a_token_needs_the_status_read_scope(client, db):
+    from opsconsole.models import ApiToken
+
+    _, metrics_only = ApiToken.issue("m", scopes=["metrics:write"])
+    _, reader = ApiToken.issue("r", scopes=["status:read"])
+    assert (
+        client.get("/api/system/status", HTTP_AUTHORIZATION=f"Bearer {metrics_only}").status_code
+        == 403
+    )
+    assert (
+        client.get("/api/system/status", HTTP_AUTHORIZATION=f"Bearer {reader}").status_code == 200
+    )
