@@ -25,16 +25,52 @@ _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 SENSITIVE_KEY = re.compile(
     r"pass(word|wd)?|token|secret|api[_-]?key|authorization|cookie|dsn", re.I
 )
-# scheme://user:password@host -> scheme://user:[redacted]@host
-_URL_CREDENTIALS = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I
-)
-# token=abc in a query string or free text
-_KEY_VALUE = re.compile(
-    r"(?P<key>\b[\w\-]*(?:pass(?:word|wd)?|token|secret|api[_-]?key|authorization|dsn)[\w\-]*)"
-    r"(?P<sep>=|:\s*)(?P<value>[^\s&,;\"']+)",
-    re.I,
-)
+# Redaction runs on every log line, including an anonymous request's path, so it must
+# stay linear on any input: no pattern here starts with an unbounded repetition that
+# the regex engine would retry from every position (quadratic on "a-a-a-…"). Text is
+# also bounded before it is scanned.
+MAX_REDACTED_LENGTH = 16 * 1024
+_SENSITIVE_WORD = re.compile(r"pass(?:word|wd)?|token|secret|api[_-]?key|authorization|dsn", re.I)
+_KEY_CHARS = re.compile(r"[\w\-]+")
+_SEPARATOR_AND_VALUE = re.compile(r"(=|:[ \t]*)([^\s&,;\"']+)")
+# After "://": user, ":", password, "@". The user cannot hold ":" and the password
+# cannot hold "/", so each attempt ends before the next "://" (linear overall).
+_USER_PASSWORD = re.compile(r"([^:/@\s]*):([^@/\s]+)@")
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+
+
+def _redact_url_credentials(text: str) -> str:
+    """scheme://user:password@host -> scheme://user:[redacted]@host"""
+    out, done, at = [], 0, text.find("://")
+    while at != -1:
+        start = at
+        while start > done and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        match = _USER_PASSWORD.match(text, at + 3)
+        if start < at and text[start].isalpha() and match:
+            out.append(text[done : match.start(2)])
+            out.append(REDACTED)
+            done = match.end(2)
+            at = text.find("://", match.end())
+        else:
+            at = text.find("://", at + 3)
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _redact_key_values(text: str) -> str:
+    """token=abc, password: abc, X-Api-Key=abc -> the value redacted."""
+    out, done = [], 0
+    for word in _KEY_CHARS.finditer(text):
+        if word.start() < done or not _SENSITIVE_WORD.search(word.group()):
+            continue
+        value = _SEPARATOR_AND_VALUE.match(text, word.end())
+        if value:
+            out.append(text[done : value.start(2)])
+            out.append(REDACTED)
+            done = value.end(2)
+    out.append(text[done:])
+    return "".join(out)
 
 
 def get_correlation_id() -> str | None:
@@ -54,8 +90,15 @@ def new_correlation_id() -> str:
 
 
 def redact_text(text: str) -> str:
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
-    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}{REDACTED}", text)
+    """`text` with URL credentials and key=value secrets replaced, in linear time; at most
+    MAX_REDACTED_LENGTH characters of it are kept."""
+    if len(text) <= MAX_REDACTED_LENGTH:
+        return _redact_key_values(_redact_url_credentials(text))
+    # Redact a little more than is kept, then cut: a secret that crosses the cut is
+    # redacted whole before it is cut, never shown in part.
+    window = text[: MAX_REDACTED_LENGTH + 4096]
+    kept = _redact_key_values(_redact_url_credentials(window))[:MAX_REDACTED_LENGTH]
+    return f"{kept}… [{len(text) - len(kept)} more characters]"
 
 
 def redact(value: Any) -> Any:

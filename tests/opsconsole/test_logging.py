@@ -143,3 +143,35 @@ def test_access_log_names_the_user(admin_client, admin_user, captured_json):
 def test_fast_queries_are_not_logged_as_slow(admin_client, captured_json):
     admin_client.get("/admin/")
     assert not captured_json("opsconsole.db.slow")
+
+
+@pytest.mark.parametrize(
+    "adversarial",
+    [
+        "a-" * 32_768,
+        "token" * 13_107,
+        "a://" * 16_384,
+        "x" * 65_536,
+        "p" + "a" * 65_535,
+        "a:" * 32_768,
+        "postgres://u:" + ":" * 65_000,
+        "-=" * 32_768,
+    ],
+)
+def test_redaction_is_linear_on_adversarial_input(adversarial):
+    """64 KB shaped to make a backtracking pattern quadratic. The bound that matters is
+    structural (no pattern retries from every position); the timing is in bench/, and
+    this only guards against a regression by orders of magnitude."""
+    import time
+
+    started = time.process_time()
+    out = redact_text(adversarial)
+    spent = time.process_time() - started
+    assert len(out) <= 16 * 1024 + 40
+    assert spent < 1.0, f"{spent:.2f} s of CPU for 64 KB"
+
+
+def test_a_secret_across_the_length_bound_is_redacted_whole():
+    text = "x " * 8190 + "postgres://app:" + "s3cr3t" * 100 + "@db/app"
+    out = redact_text(text)
+    assert "s3cr3t" not in out and out.endswith("more characters]")
