@@ -222,7 +222,8 @@ class IncidentAdmin(admin.ModelAdmin):
         "resolved_by", "resolved_at", "resolution", "silence", "escalation_policy",
         "escalation_level", "next_escalation_at",
     )  # fmt: skip
-    fields = readonly_fields
+    # The one thing written on an incident: what the public status page may say.
+    fields = (*readonly_fields, "public_title")
 
     def has_add_permission(self, request):
         return False

@@ -39,6 +39,8 @@ class AlertsConfig(AppConfig):
             *(f"alerts.{verb}_{model}" for verb in ("add", "change") for model in EDITABLE),
         )
         roles.grant(roles.APPROVER, *(f"alerts.delete_{model}" for model in EDITABLE))
+        # Operators write an incident's public title (the rest of it is read-only).
+        roles.grant(roles.OPERATOR, "alerts.change_incident")
         dashboard.register(
             dashboard.Panel(
                 "incidents", "Incidents", "alerts/panel.html", incidents_panel, order=10

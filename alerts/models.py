@@ -523,6 +523,12 @@ class Incident(models.Model):
     fingerprint = models.CharField(max_length=255)
     source = models.CharField(max_length=50)
     title = models.CharField(max_length=300)
+    public_title = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="What the public status page says about it; empty keeps it off the page. "
+        "Written for customers, never the check's error.",
+    )
     priority = models.CharField(max_length=10, choices=Priority.choices)
     component = models.CharField(max_length=100, blank=True)
     details = models.JSONField(default=dict, blank=True)

@@ -16,7 +16,8 @@ from dr.models import ServiceCheck
 @require_GET
 @login_not_required
 def status_page(request):
-    """The public status page, when turned on: service names, states, open incident titles."""
+    """The public status page, when turned on: service names and states, and the public
+    titles of open incidents about them (nothing of the configuration, no error text)."""
     if not settings.DR_STATUS_PAGE_ENABLED:
         raise Http404("The status page is turned off.")
 
@@ -26,7 +27,8 @@ def status_page(request):
     incidents = list(
         Incident.objects.exclude(status=Incident.Status.RESOLVED)
         .filter(silence__isnull=True, component__in=[c.name for c in checks])
-        .only("title", "opened_at")
+        .exclude(public_title="")
+        .only("public_title", "opened_at")
         .order_by("-opened_at")[:20]
     )
     all_well = not incidents and all(c.state == ServiceCheck.State.HEALTHY for c in checks)
