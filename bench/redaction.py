@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -49,7 +49,7 @@ def main() -> None:
     for name, text in SHAPES.items():
         char, line = per_char_us(text, 20)
         print(f"{name:>20} ({len(text) // 1024} KB): {line * 1e3:7.2f} ms, "
-              f"{char:.3f} µs/char = {char / base_char:5.2f}× the normal per-character cost")
+              f"{char:.3f} µs/char = {char / base_char:5.2f} times the normal per-character cost")
 
 
 if __name__ == "__main__":

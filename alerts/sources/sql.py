@@ -1,13 +1,31 @@
+"""Metric source: a read-only SQL query against PostgreSQL."""
+
 import psycopg
 
 from alerts.sources.base import Reading, Source, SourceError, as_number
 
+MAX_LABEL = 200
+# What the connecting role may do beyond reading tables; any of it is refused.
+POWERS = """
+SELECT current_user, array_remove(ARRAY[
+    CASE WHEN r.rolsuper THEN 'a superuser' END,
+    CASE WHEN pg_has_role(current_user, 'pg_read_server_files', 'MEMBER')
+         THEN 'a member of pg_read_server_files' END,
+    CASE WHEN pg_has_role(current_user, 'pg_write_server_files', 'MEMBER')
+         THEN 'a member of pg_write_server_files' END,
+    CASE WHEN pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER')
+         THEN 'a member of pg_execute_server_program' END
+], NULL)
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
 
 class SqlSource(Source):
-    """A read-only query against a PostgreSQL database, bounded by a statement timeout.
+    """One read-only query against a PostgreSQL database, bounded by a statement timeout.
 
-    The first column is the value; further columns become labels. The database
-    URL is the secret (it holds the password).
+    The first column is the value; further columns become labels (size-bounded).
+    The database URL is the secret (it holds the password); its role must not be
+    a superuser nor able to read or write the server's files or run programs.
     """
 
     kind = "sql"
@@ -31,13 +49,17 @@ class SqlSource(Source):
     def pull(self) -> list[Reading]:
         timeout = int(self.config.get("timeout_ms", 5000))
         try:
-            # Read-only and time-bounded at the server: a slow or writing query cannot hurt.
             with psycopg.connect(
                 self.secret,
                 connect_timeout=max(1, timeout // 1000),
                 options=f"-c statement_timeout={timeout} -c default_transaction_read_only=on",
             ) as conn:
-                cursor = conn.execute(self.config["query"])
+                # Three locks: a READ ONLY transaction; one statement only (a prepared
+                # statement is sent over the extended protocol, which refuses "a; b");
+                # and no role that may read or write the server's files or run programs.
+                conn.read_only = True
+                self._refuse_powerful_roles(conn)
+                cursor = conn.execute(self.config["query"], prepare=True)
                 names = [c.name for c in cursor.description or []]
                 rows = cursor.fetchmany(1000)
         except psycopg.Error as exc:
@@ -47,6 +69,15 @@ class SqlSource(Source):
         for row in rows:
             if row[0] is None:
                 continue
-            labels = {names[i]: str(row[i]) for i in range(1, len(row))}
+            labels = {names[i][:100]: str(row[i])[:MAX_LABEL] for i in range(1, len(row))}
             readings.append((as_number(row[0], names[0] if names else "value"), labels))
         return readings
+
+    @staticmethod
+    def _refuse_powerful_roles(conn: psycopg.Connection) -> None:
+        role, powers = conn.execute(POWERS, prepare=True).fetchone()
+        if powers:
+            raise SourceError(
+                f"refused: the role {role!r} is {' and '.join(powers)}. Connect as a role "
+                "that can only read the tables the query needs."
+            )
