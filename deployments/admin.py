@@ -33,7 +33,9 @@ class EnvironmentAdmin(admin.ModelAdmin):
     inlines = [VariablesInline]
     actions = ["validate_variables", "sync_variables"]
 
-    @admin.action(description="Validate variables against the provider (names only)")
+    @admin.action(
+        description="Validate variables against the provider (names only)", permissions=["sync"]
+    )
     def validate_variables(self, request, queryset):
         for env in queryset:
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models.base import ModelBase
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -17,6 +18,10 @@ from django.utils.text import capfirst
 
 from opsconsole import dashboard
 from opsconsole.fields import EncryptedTextField, secret_status
+
+# The task queue's own records: readable by every role, changed (resubmitted, deleted,
+# re-scheduled) only by a superuser. Work is started through the console's records.
+SUPERUSER_ONLY_APPS = {"django_q"}
 
 
 class OpsAdminSite(admin.AdminSite):
@@ -34,9 +39,13 @@ class OpsAdminSite(admin.AdminSite):
             [model_or_iterable] if isinstance(model_or_iterable, ModelBase) else model_or_iterable
         )
         for model in models:
+            model_admin = self._registry[model]
             secrets = [f for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]
             if secrets:
-                _show_secret_status(self._registry[model], secrets)
+                _show_secret_status(model_admin, secrets)
+            if model._meta.app_label in SUPERUSER_ONLY_APPS:
+                _superusers_only(model_admin)
+            _refuse_actions_not_allowed(model_admin)
 
     def index(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "panels": dashboard.panels_for(request)}
@@ -86,3 +95,29 @@ def _swap(field, names: dict[str, str]):
     if isinstance(field, list | tuple):
         return type(field)(names.get(f, f) for f in field)
     return names.get(field, field)
+
+
+def _superusers_only(model_admin) -> None:
+    """Read-only for everyone but superusers: no add, change, delete or action."""
+
+    def superuser(request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    model_admin.has_add_permission = lambda request, obj=None: superuser(request)
+    model_admin.has_change_permission = superuser
+    model_admin.has_delete_permission = superuser
+    get_actions = model_admin.get_actions
+    model_admin.get_actions = lambda request: get_actions(request) if superuser(request) else {}
+
+
+def _refuse_actions_not_allowed(model_admin) -> None:
+    """An action POSTed by someone who may not run it is a 403, not a quiet no-op."""
+    changelist_view = model_admin.changelist_view
+
+    def guarded(request, extra_context=None):
+        name = request.POST.get("action") if request.method == "POST" else None
+        if name and name not in model_admin.get_actions(request):
+            raise PermissionDenied(f"You may not run {name!r} here.")
+        return changelist_view(request, extra_context)
+
+    model_admin.changelist_view = guarded
