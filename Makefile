@@ -21,6 +21,8 @@ dev: setup  ## the same with Django's dev server and readable logs
 
 # Links in the demo's notifications point at the address it is served on.
 demo: export OPSCONSOLE_BASE_URL ?= http://$(HOST):$(PORT)
+# The demo's sample services and checks live on loopback: let the console reach them.
+demo: export OPSCONSOLE_OUTBOUND_ALLOW ?= 127.0.0.0/8,::1/128
 demo: setup  ## the demo (sample services, people, inbox), then serve it as `make run` does
 	@$(PY) manage.py demo
 	@$(PY) manage.py serve --host $(HOST) --port $(PORT)

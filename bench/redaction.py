@@ -48,8 +48,10 @@ def main() -> None:
     print(f"normal line ({len(NORMAL)} chars): {base_line * 1e6:.1f} µs, {base_char:.3f} µs/char")
     for name, text in SHAPES.items():
         char, line = per_char_us(text, 20)
-        print(f"{name:>20} ({len(text) // 1024} KB): {line * 1e3:7.2f} ms, "
-              f"{char:.3f} µs/char = {char / base_char:5.2f} times the normal per-character cost")
+        print(
+            f"{name:>20} ({len(text) // 1024} KB): {line * 1e3:7.2f} ms, "
+            f"{char:.3f} µs/char = {char / base_char:5.2f} times the normal per-character cost"
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -10,7 +9,8 @@ from urllib.parse import urlsplit
 import psycopg
 import redis
 
-from opsconsole import http
+from alerts.sources.base import describe
+from opsconsole import http, outbound
 from opsconsole.fields import reveal
 
 
@@ -100,10 +100,12 @@ class HttpKind(Kind):
             except ValueError:
                 raise CheckFailed("the response is not JSON") from None
             wanted = self.config.get("json_value")
+            # Say what kind of value it was, never the value: a check must not read an
+            # internal service's answers back to whoever configured it.
             if wanted is not None and value != wanted:
-                raise CheckFailed(f"{path} is {value!r}, expected {wanted!r}")
+                raise CheckFailed(f"{path} is not the expected value (it is {describe(value)})")
             if wanted is None and not value:
-                raise CheckFailed(f"{path} is {value!r}")
+                raise CheckFailed(f"{path} is empty or false (it is {describe(value)})")
         return f"HTTP {response.status_code}"
 
 
@@ -126,10 +128,10 @@ class TcpKind(Kind):
 
     def run(self) -> str:
         try:
-            with socket.create_connection(
-                (self.config["host"], self.config["port"]), timeout=self.timeout
-            ):
+            with outbound.connect(self.config["host"], self.config["port"], self.timeout):
                 return "connected"
+        except outbound.OutboundRefused as exc:
+            raise CheckFailed(f"refused: {exc}") from None
         except OSError as exc:
             raise CheckFailed(f"cannot connect: {exc.strerror or exc}") from None
 
@@ -149,7 +151,13 @@ class PostgresKind(Kind):
 
     def run(self) -> str:
         try:
-            with psycopg.connect(self.secret, connect_timeout=max(1, int(self.timeout))) as conn:
+            params = outbound.pinned_conninfo(
+                self.secret, connect_timeout=max(1, int(self.timeout))
+            )
+        except outbound.OutboundRefused as exc:
+            raise CheckFailed(f"refused: {exc}") from None
+        try:
+            with psycopg.connect(**params) as conn:
                 conn.execute(f"SET statement_timeout = {int(self.timeout * 1000)}")
                 conn.execute("SELECT 1").fetchone()
                 standby = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
@@ -173,8 +181,12 @@ class RedisKind(Kind):
         return bool(secret)
 
     def run(self) -> str:
+        try:
+            url = outbound.checked_redis_url(self.secret)
+        except outbound.OutboundRefused as exc:
+            raise CheckFailed(f"refused: {exc}") from None
         client = redis.Redis.from_url(
-            self.secret, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
         )
         try:
             if not client.ping():

@@ -10,7 +10,7 @@ import psycopg
 
 from deployments.models import Environment
 from deployments.providers import ProviderError
-from opsconsole import http
+from opsconsole import http, outbound
 from opsconsole.children import child_env
 from opsconsole.fields import reveal
 
@@ -63,7 +63,8 @@ class WebhookAction(ActionKind):
             )
         except http.HttpError as exc:
             raise FailoverError(exc.message) from None
-        return {"status": response.status_code, "body": response.text[:500]}
+        # The status and the size only: the answer of whatever the URL names is not shown.
+        return {"status": response.status_code, "answer": http.describe_body(response)}
 
 
 class CommandAction(ActionKind):
@@ -141,7 +142,8 @@ class PromoteStandbyAction(ActionKind):
     def run(self):
         wait = int(self.config.get("wait_seconds", 60))
         try:
-            with psycopg.connect(self.secret, autocommit=True, connect_timeout=10) as conn:
+            params = outbound.pinned_conninfo(self.secret, autocommit=True, connect_timeout=10)
+            with psycopg.connect(**params) as conn:
                 if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                     raise FailoverError("the server is not a standby (already primary?)")
                 promoted = conn.execute("SELECT pg_promote(true, %s)", [wait]).fetchone()[0]
@@ -150,6 +152,8 @@ class PromoteStandbyAction(ActionKind):
                     if time.monotonic() > deadline:
                         raise FailoverError(f"still in recovery after {wait} s")
                     time.sleep(0.2)
+        except outbound.OutboundRefused as exc:
+            raise FailoverError(f"refused: {exc}") from None
         except psycopg.Error as exc:
             raise FailoverError(str(exc).strip().splitlines()[0]) from None
         return {"promoted": bool(promoted), "in_recovery": False}

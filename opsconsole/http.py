@@ -3,8 +3,10 @@
 Every integration (channels, providers, pull sources, checks, failover
 webhooks) sends through `request()`: shared timeouts, user agent, redaction of
 secrets in logs and errors, and one classification of failures into permanent
-(do not retry, flag the integration) and temporary (retry with backoff). It is
-also the seam unit tests replace, with `use_transport()`. (S3 goes through
+(do not retry, flag the integration) and temporary (retry with backoff). Every
+connection obeys the outbound policy (`opsconsole.outbound`), and no error
+carries a response's content, only its status, size and type. It is also the
+seam unit tests replace, with `use_transport()`. (S3 goes through
 boto3 with its own timeouts and retries, and Sentry through its SDK.)
 """
 
@@ -25,6 +27,7 @@ import certifi
 import httpx
 
 from opsconsole.logs import REDACTED, SENSITIVE_KEY, get_correlation_id, redact_text
+from opsconsole.outbound import GuardedTransport
 
 log = logging.getLogger("opsconsole.http")
 
@@ -55,14 +58,12 @@ class HttpError(Exception):
         permanent: bool,
         status: int | None = None,
         retry_after: float | None = None,
-        body: str = "",
     ):
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.status = status
         self.retry_after = retry_after
-        self.body = body
 
 
 def redact_url(url: str, secrets: Sequence[str] = ()) -> str:
@@ -140,9 +141,8 @@ def request(
     try:
         with httpx.Client(
             timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
-            transport=_transport,
+            transport=_transport or GuardedTransport(verify=_ssl_context()),
             follow_redirects=False,
-            verify=_ssl_context(),
         ) as client:
             response = client.request(
                 method,
@@ -162,6 +162,12 @@ def request(
         raise HttpError(f"{method} {shown}: invalid URL", permanent=True) from None
     except httpx.UnsupportedProtocol:
         raise HttpError(f"{method} {shown}: unsupported URL scheme", permanent=True) from None
+    except httpx.ConnectError as exc:
+        refused = "OPSCONSOLE_OUTBOUND_ALLOW" in str(exc) or "never reachable" in str(exc)
+        reason = redact_text(str(exc) or type(exc).__name__)
+        for secret in secrets:
+            reason = reason.replace(secret, REDACTED) if secret else reason
+        raise HttpError(f"{method} {shown}: {reason}", permanent=refused) from None
     except httpx.HTTPError as exc:
         reason = redact_text(str(exc) or type(exc).__name__)
         for secret in secrets:
@@ -177,17 +183,21 @@ def request(
     )
     if raise_for_status and response.status_code >= 400:
         status = response.status_code
-        body = response.text[:500]
-        for secret in secrets:
-            body = body.replace(secret, REDACTED) if secret else body
+        # Never the body: what a server answers is not ours to show (an operator could
+        # point a URL at an internal service and read its reply in the error).
         raise HttpError(
-            f"{method} {shown}: HTTP {status} {body[:200]}".rstrip(),
+            f"{method} {shown}: HTTP {status} ({describe_body(response)})",
             permanent=400 <= status < 500 and status not in TEMPORARY_4XX,
             status=status,
             retry_after=_retry_after(response),
-            body=redact_text(body),
         )
     return response
+
+
+def describe_body(response: httpx.Response) -> str:
+    """What may be said of a response's content: its size and type, nothing of it."""
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no type"
+    return f"{len(response.content)} bytes, {kind}"
 
 
 def backoff_delay(

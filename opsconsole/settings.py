@@ -9,6 +9,7 @@ the variable (see `manage.py`), never a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -249,6 +250,18 @@ OPSCONSOLE_TWILIO_BASE_URL = env("OPSCONSOLE_TWILIO_BASE_URL", default="")
 
 # Signs deploy webhooks for environments without their own secret.
 OPSCONSOLE_WEBHOOK_SECRET = env("OPSCONSOLE_WEBHOOK_SECRET", default="")
+
+# Private and loopback networks (CIDRs) the console may connect to for what operators
+# configure: health checks, providers, failover targets, channels, metric sources.
+# Link-local and cloud metadata addresses are never reachable. See opsconsole/outbound.py.
+OPSCONSOLE_OUTBOUND_ALLOW = env.list("OPSCONSOLE_OUTBOUND_ALLOW", default=[])
+for _network in OPSCONSOLE_OUTBOUND_ALLOW:
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"OPSCONSOLE_OUTBOUND_ALLOW: {_network!r} is not a network such as 10.0.0.0/8"
+        ) from None
 
 # Child processes get PATH, the locale, HOME and TZ only, plus these variables by
 # name (e.g. KUBECONFIG,AWS_PROFILE for command providers). Never the console's own.

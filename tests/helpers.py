@@ -22,6 +22,7 @@ def console_env(var_dir: Path, **overrides: str) -> dict[str, str]:
         OPSCONSOLE_VAR_DIR=str(var_dir),
         DJANGO_SETTINGS_MODULE="opsconsole.settings",
         PYTHONUNBUFFERED="1",
+        OPSCONSOLE_OUTBOUND_ALLOW="127.0.0.0/8,::1/128",
     )
     env.update(overrides)
     return env

@@ -21,6 +21,8 @@ from opsconsole.settings import *  # noqa: E402,F403
 from opsconsole.settings import INSTALLED_APPS, VAR_DIR  # noqa: E402
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+# The tests' peers (pytest-httpserver, sample services, moto, PostgreSQL) live on loopback.
+OPSCONSOLE_OUTBOUND_ALLOW = ["127.0.0.0/8", "::1/128"]
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",

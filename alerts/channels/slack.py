@@ -67,4 +67,4 @@ class SlackChannel(Transport):
             )
         except http.HttpError as exc:
             raise TransportError.from_http(exc) from None
-        return Delivery(http_status=response.status_code, detail=response.text[:200])
+        return Delivery(http_status=response.status_code, detail=http.describe_body(response))

@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('alerts', '0007_inbox'),
+        ("alerts", "0007_inbox"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='incident',
-            name='public_title',
-            field=models.CharField(blank=True, help_text="What the public status page says about it; empty keeps it off the page. Written for customers, never the check's error.", max_length=200),
+            model_name="incident",
+            name="public_title",
+            field=models.CharField(
+                blank=True,
+                help_text="What the public status page says about it; empty keeps it off the page. Written for customers, never the check's error.",
+                max_length=200,
+            ),
         ),
     ]

@@ -1,4 +1,11 @@
-from alerts.sources.base import Reading, Source, SourceError, as_number, require_url
+from alerts.sources.base import (
+    Reading,
+    Source,
+    SourceError,
+    as_number,
+    bounded_labels,
+    require_url,
+)
 from opsconsole import http
 
 
@@ -25,9 +32,15 @@ class PrometheusSource(Source):
             )  # fmt: skip
         except http.HttpError as exc:
             raise SourceError(exc.message) from None
-        body = response.json()
-        if body.get("status") != "success":
-            raise SourceError(f"Prometheus: {body.get('errorType')}: {body.get('error')}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise SourceError(
+                f"Prometheus: the answer is not JSON ({http.describe_body(response)})"
+            ) from None
+        if not isinstance(body, dict) or body.get("status") != "success":
+            kind = body.get("errorType") if isinstance(body, dict) else None
+            raise SourceError(f"Prometheus refused the query ({str(kind or 'no error type')[:40]})")
         data = body["data"]
         if data["resultType"] == "scalar":
             return [(as_number(data["result"][1], "scalar"), {})]
@@ -36,7 +49,7 @@ class PrometheusSource(Source):
         return [
             (
                 as_number(item["value"][1], "series"),
-                {k: v for k, v in item["metric"].items() if k != "__name__"},
+                bounded_labels({k: v for k, v in item["metric"].items() if k != "__name__"}),
             )
             for item in data["result"]
         ]

@@ -2,9 +2,9 @@
 
 import psycopg
 
-from alerts.sources.base import Reading, Source, SourceError, as_number
+from alerts.sources.base import Reading, Source, SourceError, as_number, bounded_labels
+from opsconsole import outbound
 
-MAX_LABEL = 200
 # What the connecting role may do beyond reading tables; any of it is refused.
 POWERS = """
 SELECT current_user, array_remove(ARRAY[
@@ -49,11 +49,12 @@ class SqlSource(Source):
     def pull(self) -> list[Reading]:
         timeout = int(self.config.get("timeout_ms", 5000))
         try:
-            with psycopg.connect(
+            params = outbound.pinned_conninfo(
                 self.secret,
                 connect_timeout=max(1, timeout // 1000),
                 options=f"-c statement_timeout={timeout} -c default_transaction_read_only=on",
-            ) as conn:
+            )
+            with psycopg.connect(**params) as conn:
                 # Three locks: a READ ONLY transaction; one statement only (a prepared
                 # statement is sent over the extended protocol, which refuses "a; b");
                 # and no role that may read or write the server's files or run programs.
@@ -62,6 +63,8 @@ class SqlSource(Source):
                 cursor = conn.execute(self.config["query"], prepare=True)
                 names = [c.name for c in cursor.description or []]
                 rows = cursor.fetchmany(1000)
+        except outbound.OutboundRefused as exc:
+            raise SourceError(f"refused: {exc}") from None
         except psycopg.Error as exc:
             # The message can quote the host; never the password (it is not in the text).
             raise SourceError(f"query failed: {str(exc).strip().splitlines()[0]}") from None
@@ -69,7 +72,7 @@ class SqlSource(Source):
         for row in rows:
             if row[0] is None:
                 continue
-            labels = {names[i][:100]: str(row[i])[:MAX_LABEL] for i in range(1, len(row))}
+            labels = bounded_labels({names[i]: row[i] for i in range(1, len(row))})
             readings.append((as_number(row[0], names[0] if names else "value"), labels))
         return readings
 

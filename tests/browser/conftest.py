@@ -83,6 +83,7 @@ def console(request, pg, tmp_path_factory):
         OPSCONSOLE_VAR_DIR=str(workdir / "var"),
         OPSCONSOLE_ENV_FILE=os.devnull,
         OPSCONSOLE_BASE_URL=f"http://127.0.0.1:{port}",
+        OPSCONSOLE_OUTBOUND_ALLOW="127.0.0.0/8,::1/128",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="WARNING",
         Q_WORKERS="2",

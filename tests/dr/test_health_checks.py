@@ -165,7 +165,7 @@ def test_keyword_and_json_path(db, httpserver):
     tick()
     by_json.refresh_from_db()
     by_keyword.refresh_from_db()
-    assert "db.ok is False, expected True" in by_json.last_error
+    assert "db.ok is not the expected value (it is a boolean)" in by_json.last_error
     assert "'healthy' not in the response" in by_keyword.last_error
 
 
