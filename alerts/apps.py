@@ -19,11 +19,13 @@ class AlertsConfig(AppConfig):
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
         from alerts.panels import incidents_panel, incidents_status
-        from opsconsole import dashboard, roles, routes, schedules, status
+        from opsconsole import dashboard, guarded, roles, routes, schedules, status
 
         status.register("incidents", incidents_status, degrades=bool)
 
         routes.register("", "alerts.urls")
+        # Where a channel delivers (a webhook URL, the numbers paged): not redirected alone.
+        guarded.register("alerts.Channel", "config")
         every_tick = "* * * * * */30"
         schedules.register(
             "alerts.collect_sources", "alerts.tasks.collect_sources", cron=every_tick

@@ -8,7 +8,7 @@ class BackupsConfig(AppConfig):
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
         from backups.panels import backups_panel, backups_status
-        from opsconsole import dashboard, roles, schedules, status
+        from opsconsole import dashboard, guarded, roles, schedules, status
 
         status.register("backups", backups_status)
 
@@ -19,6 +19,8 @@ class BackupsConfig(AppConfig):
             )
         )  # fmt: skip
 
+        # Replacing a production database needs two people; so does saying it is not one.
+        guarded.register("backups.DatabaseTarget", "production", on_create={"production": True})
         schedules.register("backups.reap_stalled", "backups.tasks.reap_stalled", cron="*/2 * * * *")
         schedules.register(
             "backups.verify_newest", "backups.tasks.verify_newest", cron="30 5 * * *"

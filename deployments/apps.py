@@ -8,7 +8,7 @@ class DeploymentsConfig(AppConfig):
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
         from deployments.panels import deployments_panel, deployments_status
-        from opsconsole import dashboard, roles, routes, schedules, status
+        from opsconsole import dashboard, guarded, roles, routes, schedules, status
 
         status.register("deployments", deployments_status)
 
@@ -25,3 +25,12 @@ class DeploymentsConfig(AppConfig):
             roles.OPERATOR, "deployments.add_rollbackrequest", "deployments.change_rollbackrequest"
         )
         roles.grant(roles.APPROVER, "deployments.add_environment", "deployments.change_environment")
+        # Who may roll production back, how, and when: only with a second person.
+        guarded.register(
+            "deployments.Environment",
+            "two_person_rule", "provider", "provider_config", "base_url", "rollback_mode",
+            "max_error_rate", "max_avg_response_ms", "min_availability", "watch_minutes",
+            "stable_minutes", "stable_max_error_rate", "gradual_rollback", "gradual_steps",
+            "gradual_step_seconds",
+            on_create={"two_person_rule": True},
+        )  # fmt: skip

@@ -8,7 +8,7 @@ class DrConfig(AppConfig):
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
         from dr.panels import any_unhealthy, checks_status, health_panel, objectives_panel
-        from opsconsole import dashboard, roles, routes, schedules, status
+        from opsconsole import dashboard, guarded, roles, routes, schedules, status
 
         status.register("checks", checks_status, degrades=any_unhealthy)
 
@@ -26,6 +26,10 @@ class DrConfig(AppConfig):
         )
 
         routes.register("", "dr.urls")
+        # What an action runs or calls, and whether it runs without anyone approving.
+        guarded.register(
+            "dr.FailoverAction", "automatic", "kind", "config", on_create={"automatic": False}
+        )
 
         schedules.register("dr.run_checks", "dr.tasks.run_checks", cron="* * * * * */30")
         schedules.register("dr.prune_results", "dr.tasks.prune_results", cron="40 4 * * *")

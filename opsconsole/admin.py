@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+import json
 
-from opsconsole.models import ApiToken, WorkerHeartbeat
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from opsconsole.approvals.admin import ApprovalAdminMixin
+from opsconsole.models import ApiToken, SettingChange, WorkerHeartbeat
 
 
 @admin.register(WorkerHeartbeat)
@@ -41,3 +46,51 @@ class ApiTokenAdmin(admin.ModelAdmin):
             token.revoke()
             self.log_change(request, token, "Revoked")
         self.message_user(request, f"Revoked {queryset.count()} token(s).")
+
+
+@admin.register(SettingChange)
+class SettingChangeAdmin(ApprovalAdminMixin, admin.ModelAdmin):
+    """Guarded setting changes: the difference, who asked, and approve / reject."""
+
+    list_display = ("__str__", "status", "requested_by", "requested_at", "decided_by")
+    list_filter = ("status",)
+    fields = (
+        "target_link", "difference", "status", "requested_by", "requested_at", "decided_by",
+        "decided_at", "decision_note", "error",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Record")
+    def target_link(self, change):
+        model = change.content_type.model_class()
+        if model is None or model not in self.admin_site._registry:
+            return change.object_repr
+        url = reverse(
+            f"admin:{model._meta.app_label}_{model._meta.model_name}_change",
+            args=[change.object_id],
+        )
+        return format_html('<a href="{}">{}</a>', url, change.object_repr)
+
+    @admin.display(description="Change")
+    def difference(self, change):
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td><del>{}</del></td><td><ins>{}</ins></td></tr>",
+            ((c["label"], _shown(c["from"]), _shown(c["to"])) for c in change.changes.values()),
+        )
+        return format_html(
+            '<table class="setting-diff"><thead><tr><th>Setting</th><th>In force</th>'
+            "<th>Asked for</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return "(empty)" if value in ("", None) else str(value)

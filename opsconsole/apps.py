@@ -15,7 +15,7 @@ class OpsConsoleConfig(AppConfig):
         # the app registry is ready.
         from django_q.signals import post_spawn
 
-        from opsconsole import dashboard, schedules, status
+        from opsconsole import dashboard, guarded, schedules, status
         from opsconsole.db import install_slow_query_logger
         from opsconsole.panels import worker_panel, worker_status
         from opsconsole.tasks import worker_started
@@ -32,6 +32,8 @@ class OpsConsoleConfig(AppConfig):
             cron="*/2 * * * *",
         )
         status.register("worker", worker_status)
+        # Who holds which role (the Approver group above all) changes with two people.
+        guarded.register("auth.User", "groups", "is_superuser")
         dashboard.register(
             dashboard.Panel(
                 "worker", "Worker", "opsconsole/panels/worker.html", worker_panel, order=90

@@ -34,6 +34,7 @@ class ConsolePermission(models.Model):
             ("approve_restore", "Can approve a database restore"),
             ("request_failover", "Can request a failover action"),
             ("approve_failover", "Can approve a failover action"),
+            ("approve_setting_change", "Can approve a change to a guarded setting"),
         ]
 
     def __str__(self) -> str:
@@ -203,3 +204,10 @@ class WebhookReceipt(models.Model):
     @classmethod
     def prune(cls, older_than: timedelta = KEEP) -> int:
         return cls.objects.filter(received_at__lt=timezone.now() - older_than).delete()[0]
+
+
+# The approval frame imports this module (through opsconsole.tasks): imported last, once
+# the models above exist, so the frame's one concrete model here is registered too.
+from opsconsole.approvals.changes import SettingChange  # noqa: E402
+
+__all__ = ["ApiToken", "ConsolePermission", "SettingChange", "WebhookReceipt", "WorkerHeartbeat"]

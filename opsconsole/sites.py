@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.text import capfirst
 
-from opsconsole import dashboard
+from opsconsole import dashboard, guarded
 from opsconsole.fields import EncryptedTextField, secret_status
 
 # The task queue's own records: readable by every role, changed (resubmitted, deleted,
@@ -46,6 +46,7 @@ class OpsAdminSite(admin.AdminSite):
             if model._meta.app_label in SUPERUSER_ONLY_APPS:
                 _superusers_only(model_admin)
             _refuse_actions_not_allowed(model_admin)
+            _guard_settings(model_admin)
 
     def index(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "panels": dashboard.panels_for(request)}
@@ -121,3 +122,72 @@ def _refuse_actions_not_allowed(model_admin) -> None:
         return changelist_view(request, extra_context)
 
     model_admin.changelist_view = guarded
+
+
+def _guard_settings(model_admin) -> None:
+    """Guarded settings edited in the admin are filed for approval instead of saved (see
+    `opsconsole.guarded`; which fields is read when saving, once every app is ready)."""
+    save_model, save_related = model_admin.save_model, model_admin.save_related
+
+    def plain_fields(model) -> list[str]:
+        return [n for n in guarded.fields_of(model) if not model._meta.get_field(n).many_to_many]
+
+    def guarded_save_model(request, obj, form, change):
+        names = plain_fields(type(obj))
+        if not names or request.user.is_superuser:
+            return save_model(request, obj, form, change)
+        if change:
+            before = type(obj)._default_manager.get(pk=obj.pk)
+            wanted = {n: (guarded.value_of(before, n), guarded.value_of(obj, n)) for n in names}
+        else:
+            safe = guarded.safe_on_create(type(obj))
+            wanted = {n: (safe[n], guarded.value_of(obj, n)) for n in names if n in safe}
+        wanted = {n: pair for n, pair in wanted.items() if pair[0] != pair[1]}
+        for name, (in_force, _) in wanted.items():
+            setattr(obj, name, in_force)
+        save_model(request, obj, form, change)
+        if wanted:
+            _file(request, model_admin, obj, wanted)
+
+    def guarded_save_related(request, form, formsets, change):
+        obj = form.instance
+        names = [n for n in guarded.fields_of(type(obj)) if obj._meta.get_field(n).many_to_many]
+        if not names or request.user.is_superuser:
+            return save_related(request, form, formsets, change)
+        before = {n: guarded.value_of(obj, n) for n in names}
+        save_related(request, form, formsets, change)
+        wanted = {n: (before[n], guarded.value_of(obj, n)) for n in names}
+        wanted = {n: pair for n, pair in wanted.items() if pair[0] != pair[1]}
+        for name, (in_force, _) in wanted.items():
+            field = obj._meta.get_field(name)
+            related = field.related_model._default_manager
+            getattr(obj, name).set([o for o in related.all() if str(o) in set(in_force)])
+        if wanted:
+            _file(request, model_admin, obj, wanted)
+
+    model_admin.save_model = guarded_save_model
+    model_admin.save_related = guarded_save_related
+
+
+def _file(request, model_admin, obj, wanted) -> None:
+    from django.contrib import messages
+    from django.urls import reverse
+    from django.utils.html import format_html
+
+    from opsconsole.models import SettingChange
+
+    change = SettingChange.file(request.user, obj, wanted)
+    url = reverse(
+        f"{model_admin.admin_site.name}:opsconsole_settingchange_change", args=[change.pk]
+    )
+    model_admin.message_user(
+        request,
+        format_html(
+            'The change to {} waits for a second person\'s approval: <a href="{}">{}</a>. '
+            "Until then the old value stays in force.",
+            ", ".join(c["label"] for c in change.changes.values()),
+            url,
+            f"request #{change.pk}",
+        ),
+        messages.WARNING,
+    )
