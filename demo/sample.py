@@ -12,6 +12,7 @@ are switched off). Running it again brings the same state back.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -72,6 +73,7 @@ def setup(*, password: str | None = None, postgres_url: str = "", port: int = DE
     run_due()  # the dashboard shows real states from the first page on
     return {
         "people": people,
+        "authenticator_keys": authenticator_keys(),
         "environments": [e.name for e in environments],
         "targets": [t.name for t in targets],
         "postgres": bool(shop),
@@ -128,6 +130,22 @@ def _people(password: str | None) -> dict[str, str]:
         user.groups.set([Group.objects.get(name=role)])
         made[username] = chosen
     return made
+
+
+def authenticator_keys() -> dict[str, str]:
+    """An enrolled authenticator (TOTP) for each demo person who must give a second factor,
+    so the demo's approver can sign in: {username: base32 key} to add to an app."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from opsconsole.login import needs_second_factor
+
+    keys = {}
+    for user in get_user_model().objects.filter(username__in=PEOPLE):
+        if needs_second_factor(user):
+            TOTPDevice.objects.filter(user=user).delete()
+            device = TOTPDevice.objects.create(user=user, name="demo authenticator")
+            keys[user.username] = base64.b32encode(device.bin_key).decode().rstrip("=")
+    return keys
 
 
 def _inbox_channels() -> None:

@@ -23,7 +23,7 @@ def pick() -> int | None:
         return None
     if not backends:
         return None
-    return random.choices([b["port"] for b in backends], weights=[b["weight"] for b in backends])[0]  # noqa: S311
+    return random.choices([b["port"] for b in backends], weights=[b["weight"] for b in backends])[0]  # noqa: S311 - traffic split, not a secret
 
 
 class Router(BaseHTTPRequestHandler):

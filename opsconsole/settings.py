@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -86,6 +87,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_q",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "opsconsole.apps.OpsConsoleConfig",
     "opsconsole.apps.OpsAdminConfig",
     "alerts",
@@ -104,10 +109,21 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     # Login everywhere; health, webhook and API views opt out with @login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "opsconsole.login.SessionPolicyMiddleware",
+    "opsconsole.login.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its refusal page.
+    "axes.middleware.AxesMiddleware",
+]
+AUTHENTICATION_BACKENDS = [
+    # Refuses logins from a locked-out user or address before a password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "admin:login"
 
@@ -284,6 +300,42 @@ OPSCONSOLE_PG_BIN = env("OPSCONSOLE_PG_BIN", default="")
 
 BUILD_ID = env("OPSCONSOLE_BUILD_ID", default=env("RAILWAY_GIT_COMMIT_SHA", default="dev"))[:12]
 WORKER_HEARTBEAT_MAX_AGE = env.int("OPSCONSOLE_WORKER_HEARTBEAT_MAX_AGE", default=120)
+
+# Logins. Failed attempts are throttled per user and per address (django-axes): after
+# OPSCONSOLE_LOGIN_FAILURES in a row that one is refused for the cool-off, or until an
+# administrator unlocks it (Axes → Access attempts → delete, or `axes_reset`).
+AXES_FAILURE_LIMIT = env.int("OPSCONSOLE_LOGIN_FAILURES", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("OPSCONSOLE_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# A second factor (TOTP, with recovery codes): "approvers" (anyone who can approve,
+# and superusers) or "everyone". Others may turn it on for themselves.
+OPSCONSOLE_SECOND_FACTOR = env("OPSCONSOLE_SECOND_FACTOR", default="approvers")
+if OPSCONSOLE_SECOND_FACTOR not in ("approvers", "everyone"):
+    raise ImproperlyConfigured("OPSCONSOLE_SECOND_FACTOR must be approvers or everyone")
+OTP_TOTP_ISSUER = "opsconsole"
+# Sessions end after this long whatever happens, and after an hour without activity for
+# anyone who can approve (OPSCONSOLE_IDLE_MINUTES for everyone else).
+SESSION_COOKIE_AGE = env.int("OPSCONSOLE_SESSION_HOURS", default=12) * 3600
+OPSCONSOLE_APPROVER_IDLE_MINUTES = env.int("OPSCONSOLE_APPROVER_IDLE_MINUTES", default=60)
+OPSCONSOLE_IDLE_MINUTES = env.int("OPSCONSOLE_IDLE_MINUTES", default=8 * 60)
+# Content-Security-Policy: nothing from another origin, no inline script. (Django's admin
+# writes a few style attributes, so inline styles stay allowed; scripts never are.)
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
 
 # Security. Behind Railway's (or any) TLS-terminating proxy.
 SESSION_COOKIE_HTTPONLY = True

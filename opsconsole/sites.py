@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.text import capfirst
 
-from opsconsole import dashboard, guarded
+from opsconsole import dashboard, guarded, login
 from opsconsole.fields import EncryptedTextField, secret_status
 
 # The task queue's own records: readable by every role, changed (resubmitted, deleted,
@@ -58,6 +58,11 @@ class OpsAdminSite(admin.AdminSite):
                 "dashboard/panels/",
                 self.admin_view(self.panels_view),
                 name="dashboard_panels",
+            ),
+            path(
+                "second-factor/",
+                self.admin_view(lambda request: login.second_factor_view(request, self)),
+                name="second_factor",
             ),
             *super().get_urls(),
         ]

@@ -110,3 +110,29 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def second_factor_given(monkeypatch):
+    """Tests that log someone in with force_login() act for a person who also gave their
+    second factor (as django-otp's login() records it). The second factor itself is
+    tested through the real pages in tests/security/test_login.py."""
+    from django.test import Client
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    from opsconsole.login import needs_second_factor
+
+    force_login = Client.force_login
+
+    def force_login_verified(self, user, backend=None):
+        force_login(self, user, backend)
+        if needs_second_factor(user):
+            from django_otp.plugins.otp_totp.models import TOTPDevice
+
+            device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+            device = device or TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+            session = self.session
+            session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+            session.save()
+
+    monkeypatch.setattr(Client, "force_login", force_login_verified)

@@ -7,41 +7,111 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contenttypes', '0002_remove_content_type_name'),
-        ('opsconsole', '0005_token_scopes'),
+        ("contenttypes", "0002_remove_content_type_name"),
+        ("opsconsole", "0005_token_scopes"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='consolepermission',
-            options={'default_permissions': (), 'managed': False, 'permissions': [('run_jobs', 'Can run backups, checks and drills on demand'), ('acknowledge_incident', 'Can acknowledge incidents'), ('work_runbooks', 'Can work through runbooks (and request their actions)'), ('request_rollback', 'Can request a rollback'), ('approve_rollback', 'Can approve a rollback'), ('request_restore', 'Can request a database restore'), ('approve_restore', 'Can approve a database restore'), ('request_failover', 'Can request a failover action'), ('approve_failover', 'Can approve a failover action'), ('approve_setting_change', 'Can approve a change to a guarded setting')]},
+            name="consolepermission",
+            options={
+                "default_permissions": (),
+                "managed": False,
+                "permissions": [
+                    ("run_jobs", "Can run backups, checks and drills on demand"),
+                    ("acknowledge_incident", "Can acknowledge incidents"),
+                    ("work_runbooks", "Can work through runbooks (and request their actions)"),
+                    ("request_rollback", "Can request a rollback"),
+                    ("approve_rollback", "Can approve a rollback"),
+                    ("request_restore", "Can request a database restore"),
+                    ("approve_restore", "Can approve a database restore"),
+                    ("request_failover", "Can request a failover action"),
+                    ("approve_failover", "Can approve a failover action"),
+                    ("approve_setting_change", "Can approve a change to a guarded setting"),
+                ],
+            },
         ),
         migrations.CreateModel(
-            name='SettingChange',
+            name="SettingChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reason', models.TextField(blank=True)),
-                ('requested_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('decision_note', models.TextField(blank=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('requested', 'Requested'), ('approved', 'Approved'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('rejected', 'Rejected'), ('cancelled', 'Cancelled')], default='requested', max_length=20)),
-                ('object_id', models.CharField(max_length=64)),
-                ('object_repr', models.CharField(max_length=200)),
-                ('changes', models.JSONField(help_text='{"field": {"label": …, "from": …, "to": …}}')),
-                ('content_type', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='contenttypes.contenttype')),
-                ('decided_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('requested_by_token', models.ForeignKey(blank=True, help_text='Filed through the API with this token (its owner is the requester).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='opsconsole.apitoken')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("reason", models.TextField(blank=True)),
+                ("requested_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                ("decision_note", models.TextField(blank=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("requested", "Requested"),
+                            ("approved", "Approved"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("rejected", "Rejected"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="requested",
+                        max_length=20,
+                    ),
+                ),
+                ("object_id", models.CharField(max_length=64)),
+                ("object_repr", models.CharField(max_length=200)),
+                (
+                    "changes",
+                    models.JSONField(help_text='{"field": {"label": …, "from": …, "to": …}}'),
+                ),
+                (
+                    "content_type",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="contenttypes.contenttype"
+                    ),
+                ),
+                (
+                    "decided_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "requested_by_token",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Filed through the API with this token (its owner is the requester).",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="opsconsole.apitoken",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'guarded setting change',
-                'ordering': ['-requested_at'],
+                "verbose_name": "guarded setting change",
+                "ordering": ["-requested_at"],
             },
         ),
     ]

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,10 +99,17 @@ def console(request, pg, tmp_path_factory):
     console = Console(url=f"http://127.0.0.1:{port}", env=env, log=workdir / "serve.log")
     console.manage("migrate", "--noinput")
     console.manage("collectstatic", "--noinput", "--verbosity", "0")
-    console.manage(
+    output = console.manage(
         "demo", "--password", PASSWORD, "--postgres-url", pg.admin_dsn,
         "--port", str(free_port_block(13)),
     )  # fmt: skip
+    person = None
+    for line in output.splitlines():
+        words = line.split()
+        if words and words[0] in ("alice", "bob", "carol"):
+            person = words[0]
+        if "authenticator key" in line:
+            AUTHENTICATOR_KEYS[person] = line.split("authenticator key", 1)[1].split()[0]
     with open(console.log, "wb") as log:
         server = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -163,6 +171,11 @@ def new_page(browser, console):
         context.close()
 
 
+# Authenticator keys the demo enrolled, from its output: {username: base32 key}.
+AUTHENTICATOR_KEYS: dict[str, str] = {}
+USED_STEPS: dict[str, int] = {}
+
+
 def log_in(page, username: str) -> None:
     if "/admin/login/" not in page.url:
         page.goto("/admin/login/")
@@ -171,3 +184,22 @@ def log_in(page, username: str) -> None:
     page.click("input[type=submit]")
     page.wait_for_load_state()
     assert "/admin/login/" not in page.url, f"{username} could not log in"
+    if "/admin/second-factor/" in page.url:  # an approver: the code from the authenticator
+        import base64
+
+        from django_otp.oath import totp
+
+        key = AUTHENTICATOR_KEYS[username]
+        secret = base64.b32decode(key + "=" * (-len(key) % 8))
+        # A code is accepted once (replay protection) and one step early (tolerance):
+        # a second login within the same 30 s uses the next step's code, a third waits.
+        step = int(time.time()) // 30
+        while USED_STEPS.get(username, -1) >= step + 1:
+            time.sleep(1)
+            step = int(time.time()) // 30
+        drift = 0 if USED_STEPS.get(username, -1) < step else 1
+        USED_STEPS[username] = step + drift
+        page.fill("#id_code", f"{totp(secret, drift=drift):06d}")
+        page.click("input[type=submit]")
+        page.wait_for_load_state()
+        assert "/admin/second-factor/" not in page.url, f"{username}'s code was refused"

@@ -64,7 +64,11 @@ def test_bob_cannot_switch_off_the_two_person_rule_alone(client, bob, dave, prod
     assert production.max_error_rate == 5.0, "the threshold is guarded too"
     change = SettingChange.objects.get()
     assert change.requested_by == bob
-    assert change.changes["two_person_rule"] == {"label": "Two person rule", "from": True, "to": False}
+    assert change.changes["two_person_rule"] == {
+        "label": "Two person rule",
+        "from": True,
+        "to": False,
+    }
     assert change.changes["max_error_rate"]["to"] == 50.0
     page = client.get(f"/admin/opsconsole/settingchange/{change.pk}/change/").content.decode()
     assert "<del>yes</del>" in page and "<ins>no</ins>" in page

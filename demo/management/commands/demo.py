@@ -67,6 +67,8 @@ class Command(BaseCommand):
         for name, secret in done["people"].items():
             role = demo.PEOPLE[name].lower()
             write(f"  {name:<6} ({role}):{' ' * (9 - len(role))}password {secret}")
+            if key := done["authenticator_keys"].get(name):
+                write(f"  {'':<6}  {'':<9}  authenticator key {key} (add it to a TOTP app)")
         write(f"  Environments: {', '.join(done['environments'])} (sample service v1.1 live)")
         write(f"  Backups of:   {', '.join(done['targets'])}")
         if not done["postgres"]:
