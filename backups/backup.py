@@ -84,14 +84,16 @@ def run_backup(backup: Backup) -> Backup:
         return backup
     started = time.monotonic()
     target = backup.target
-    recipient = (
-        backup.policy.recipient.strip() if backup.policy else ""
-    ) or BackupKey.current().recipient
     storage_key = object_key(backup)
-    storage = backup.storage.backend
     writer = None
     stderr = ""
+    # Everything after the claim is inside the try: whatever fails (the key, the
+    # storage, the engine), the record ends failed, never left running.
     try:
+        recipient = (
+            backup.policy.recipient.strip() if backup.policy else ""
+        ) or BackupKey.current().recipient
+        storage = backup.storage.backend
         engine = target.db
         client_version, server_version = engine.versions()
         Backup.objects.filter(pk=backup.pk).update(

@@ -153,15 +153,19 @@ class BackupKey(models.Model):
 
     @classmethod
     def current(cls) -> BackupKey:
-        """The active key, made on first use."""
-
+        """The active key, made on first use. Two first uses at once agree on one key: the
+        loser of the insert (one active key, a database constraint) takes the winner's."""
         key = cls.objects.filter(active=True).first()
-        if key is None:
-            identity = pyrage.x25519.Identity.generate()
-            key = cls.objects.create(
-                recipient=str(identity.to_public()), identity=str(identity), active=True
-            )
-        return key
+        if key is not None:
+            return key
+        identity = pyrage.x25519.Identity.generate()
+        try:
+            with transaction.atomic():
+                return cls.objects.create(
+                    recipient=str(identity.to_public()), identity=str(identity), active=True
+                )
+        except IntegrityError:
+            return cls.objects.get(active=True)
 
     @classmethod
     def identities(cls) -> list:
@@ -174,7 +178,6 @@ class BackupKey(models.Model):
     @classmethod
     def rotate(cls) -> BackupKey:
         """Make a new active key; the old ones stay, so older backups remain readable."""
-
         with transaction.atomic():
             cls.objects.filter(active=True).update(active=False)
             return cls.current()
