@@ -22,7 +22,7 @@ from backups.engines import ENGINES, EngineError
 from backups.errors import BackupError, RestoreRefused
 from backups.storages import STORAGE_KINDS, StorageError
 from opsconsole import permissions
-from opsconsole.approvals.models import ApprovalRequest
+from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField, reveal
 
 
@@ -411,15 +411,7 @@ class RestoreRequest(ApprovalRequest):
         NEW = "new", "Into a new database"
         REPLACE = "replace", "Replace the target database"
 
-    class Status(models.TextChoices):
-        REQUESTED = "requested", "Requested"
-        APPROVED = "approved", "Approved"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        REJECTED = "rejected", "Rejected"
-        CANCELLED = "cancelled", "Cancelled"
-
+    Status = RunStatus
     OPEN = ("requested", "approved", "running")
     FAILURES = (RestoreRefused, BackupError, EngineError, StorageError, subprocess.SubprocessError)
 
