@@ -20,7 +20,10 @@ class BackupsConfig(AppConfig):
         )  # fmt: skip
 
         # Replacing a production database needs two people; so does saying it is not one.
-        guarded.register("backups.DatabaseTarget", "production", on_create={"production": True})
+        # The checks run SQL with the target's credentials: a second person reads them first.
+        guarded.register(
+            "backups.DatabaseTarget", "production", "check_queries", on_create={"production": True}
+        )
         schedules.register("backups.reap_stalled", "backups.tasks.reap_stalled", cron="*/2 * * * *")
         schedules.register(
             "backups.verify_newest", "backups.tasks.verify_newest", cron="30 5 * * *"

@@ -26,11 +26,14 @@ class DeploymentsConfig(AppConfig):
         )
         roles.grant(roles.APPROVER, "deployments.add_environment", "deployments.change_environment")
         # Who may roll production back, how, and when: only with a second person.
+        # What is probed decides when production is rolled back; the name fills commands.
         guarded.register(
             "deployments.Environment",
-            "two_person_rule", "provider", "provider_config", "base_url", "rollback_mode",
-            "max_error_rate", "max_avg_response_ms", "min_availability", "watch_minutes",
-            "stable_minutes", "stable_max_error_rate", "gradual_rollback", "gradual_steps",
-            "gradual_step_seconds",
-            on_create={"two_person_rule": True},
+            "name", "two_person_rule", "provider", "provider_config", "base_url",
+            "health_path", "endpoints", "smoke_urls", "probe_requests", "probe_timeout_seconds",
+            "error_rate_metric", "error_rate_labels", "rollback_mode", "max_error_rate",
+            "max_avg_response_ms", "min_availability", "watch_minutes", "stable_minutes",
+            "stable_max_error_rate", "gradual_rollback", "gradual_steps", "gradual_step_seconds",
+            # A new environment asks before it rolls back, and needs two people to.
+            on_create={"two_person_rule": True, "rollback_mode": "ask"},
         )  # fmt: skip

@@ -128,6 +128,8 @@ class Environment(models.Model):
             raise ValidationError(
                 {"gradual_steps": "Rising percentages ending at 100, e.g. [10, 50, 100]."}
             )
+        if not str(self.health_path or "").startswith("/"):
+            raise ValidationError({"health_path": "A path on the service, starting with /."})
         if not isinstance(self.endpoints, list) or not all(
             isinstance(e, dict) and str(e.get("path", "")).startswith("/") for e in self.endpoints
         ):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from django.contrib.auth.decorators import login_not_required
 from django.views.decorators.csrf import csrf_exempt
 
+from opsconsole.login import needs_second_factor
 from opsconsole.models import ApiToken
 from opsconsole.webhooks import json_error
 
@@ -29,7 +30,12 @@ def bearer_token(scope: str, *, allow_staff_session: bool = False) -> Callable:
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
             request.api_token = None
-            if allow_staff_session and request.user.is_authenticated and request.user.is_staff:
+            if (
+                allow_staff_session
+                and request.user.is_authenticated
+                and request.user.is_staff
+                and (request.user.is_verified() or not needs_second_factor(request.user))
+            ):
                 return view(request, *args, **kwargs)
             request.api_token = ApiToken.authenticate(request.headers.get("Authorization"))
             if request.api_token is None:

@@ -33,7 +33,7 @@ class OpsConsoleConfig(AppConfig):
         )
         status.register("worker", worker_status)
         # Who holds which role (the Approver group above all) changes with two people.
-        guarded.register("auth.User", "groups", "is_superuser")
+        guarded.register("auth.User", "groups", "user_permissions", "is_superuser")
         dashboard.register(
             dashboard.Panel(
                 "worker", "Worker", "opsconsole/panels/worker.html", worker_panel, order=90

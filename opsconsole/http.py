@@ -68,8 +68,14 @@ class HttpError(Exception):
 
 def redact_url(url: str, secrets: Sequence[str] = ()) -> str:
     """The URL without credentials, sensitive query values or the given secret strings."""
+    url = str(url)
+    # The secrets first, as given: rebuilding the URL can change how they are spelled
+    # (a trailing "?" or "#", an upper-case scheme) and then they would no longer match.
+    for secret in secrets:
+        if secret:
+            url = url.replace(secret, REDACTED)
     try:
-        parts = urlsplit(str(url))
+        parts = urlsplit(url)
     except ValueError:
         return REDACTED
     netloc = parts.netloc

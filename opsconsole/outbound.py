@@ -52,10 +52,16 @@ PRIVATE = tuple(
         "172.16.0.0/12",
         "192.168.0.0/16",
         "100.64.0.0/10",
+        "192.0.0.0/24",
+        "198.18.0.0/15",
         "::1/128",
         "fc00::/7",
     )
 )
+
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class OutboundRefused(Exception):
@@ -69,8 +75,15 @@ def _allowed(spec: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.I
 
 def refusal(address: Address) -> str | None:
     """Why the console may not connect to `address`, or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address carried in IPv6 is judged as itself (mapped, 6to4, NAT64, compat).
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is None and address in IPV4_COMPATIBLE and int(address) > 1:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            address = embedded
     if any(address in net for net in NEVER):
         return "a link-local or metadata address, never reachable"
     if any(address in net for net in PRIVATE) and not any(
@@ -161,9 +174,14 @@ class GuardedTransport(httpx.HTTPTransport):
 def pinned_conninfo(dsn: str, **extra) -> dict:
     """Connection parameters for psycopg with `hostaddr` set to the checked address of the
     URL's host (the host name stays, for TLS). Unix sockets are refused: they are local."""
+    import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    params = {**conninfo_to_dict(dsn), **extra}
+    try:
+        params = {**conninfo_to_dict(dsn), **extra}
+    except psycopg.ProgrammingError:
+        # libpq's message quotes the string, password included: say only that it is wrong.
+        raise OutboundRefused("the connection URL cannot be parsed") from None
     host = str(params.get("host") or "")
     if not host or host.startswith("/") or "," in host:
         raise OutboundRefused("give one host name or address (not a socket path or a list)")

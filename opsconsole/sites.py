@@ -47,6 +47,8 @@ class OpsAdminSite(admin.AdminSite):
                 _superusers_only(model_admin)
             _refuse_actions_not_allowed(model_admin)
             _guard_settings(model_admin)
+            if hasattr(model_admin, "user_change_password"):
+                _own_password_only(model_admin)
 
     def index(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "panels": dashboard.panels_for(request)}
@@ -196,3 +198,16 @@ def _file(request, model_admin, obj, wanted) -> None:
         ),
         messages.WARNING,
     )
+
+
+def _own_password_only(model_admin) -> None:
+    """Only a superuser sets another person's password: whoever knows it could sign in as
+    them, second factor enrolment included."""
+    change_password = model_admin.user_change_password
+
+    def guarded(request, id, form_url=""):
+        if not request.user.is_superuser and str(id) != str(request.user.pk):
+            raise PermissionDenied("Only a superuser may set another person's password.")
+        return change_password(request, id, form_url)
+
+    model_admin.user_change_password = guarded

@@ -5,10 +5,11 @@ import psycopg
 from alerts.sources.base import Reading, Source, SourceError, as_number, bounded_labels
 from opsconsole import outbound
 
-# What the connecting role may do beyond reading tables; any of it is refused.
+# What the connecting role could do beyond reading tables, itself or through any role
+# it may SET ROLE to (MEMBER counts memberships without INHERIT too); any is refused.
 POWERS = """
 SELECT current_user, array_remove(ARRAY[
-    CASE WHEN r.rolsuper THEN 'a superuser' END,
+    CASE WHEN bool_or(r.rolsuper) THEN 'a superuser (or may become one)' END,
     CASE WHEN pg_has_role(current_user, 'pg_read_server_files', 'MEMBER')
          THEN 'a member of pg_read_server_files' END,
     CASE WHEN pg_has_role(current_user, 'pg_write_server_files', 'MEMBER')
@@ -16,7 +17,7 @@ SELECT current_user, array_remove(ARRAY[
     CASE WHEN pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER')
          THEN 'a member of pg_execute_server_program' END
 ], NULL)
-FROM pg_roles r WHERE r.rolname = current_user
+FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER')
 """
 
 

@@ -304,20 +304,26 @@ class PostgresEngine(Engine):
         return [pg_tool("pg_restore"), "--list", str(archive)]
 
     def run_checks(self, dbname: str, required_tables: list[str], queries: list[str]) -> list[str]:
-        """Problems found in a restored database (empty when it passes)."""
+        """Problems found in a restored database (empty when it passes).
+
+        Each check query runs alone (a prepared statement: one statement only) in a
+        READ ONLY transaction, and only pass or fail is reported, with the SQLSTATE of
+        an error: never what the database answered.
+        """
         problems = []
         with self.connect(dbname=dbname) as conn:
+            conn.read_only = True
             for table in required_tables:
                 found = conn.execute("SELECT to_regclass(%s)", [table]).fetchone()[0]
                 if found is None:
                     problems.append(f"table {table} is missing")
-            for query in queries:
+            for number, query in enumerate(queries, 1):
                 try:
-                    row = conn.execute(query).fetchone()
+                    row = conn.execute(query, prepare=True).fetchone()
                 except psycopg.Error as exc:
                     conn.rollback()
-                    problems.append(f"check {query!r} failed: {str(exc).splitlines()[0]}")
+                    problems.append(f"check {number} failed (SQLSTATE {exc.sqlstate or 'unknown'})")
                     continue
                 if not row or not row[0]:
-                    problems.append(f"check {query!r} returned {row[0] if row else 'no row'}")
+                    problems.append(f"check {number} did not return true")
         return problems

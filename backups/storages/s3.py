@@ -8,14 +8,18 @@ the object's metadata by a server-side copy (a tag above CopyObject's 5 GiB).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from backups.errors import StorageError
 from backups.storages.base import Storage, Writer
+from opsconsole import outbound
 
 # S3 parts: 16 MiB keeps memory bounded and allows 160 GiB objects in 10,000 parts.
 PART_SIZE = 16 * 1024 * 1024
@@ -23,10 +27,27 @@ PART_SIZE = 16 * 1024 * 1024
 COPY_LIMIT = 5 * 1024**3
 
 
+@contextlib.contextmanager
+def _failures(what: str) -> Iterator[None]:
+    """S3's failures as StorageError with the error code and status only: an answer's
+    message, or a URL with its uploadId, goes into no record or incident."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        suffix = f" (HTTP {status})" if status else ""
+        raise StorageError(f"S3 {what}: {error.get('Code') or 'error'}{suffix}") from None
+    except BotoCoreError as exc:
+        raise StorageError(f"S3 {what}: {type(exc).__name__}") from None
+
+
 class _S3Writer(Writer):
     def __init__(self, client, bucket: str, key: str, extra: dict[str, Any]):
         self.client, self.bucket, self.key = client, bucket, key
-        self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        with _failures("starting the upload"):
+            created = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
+        self.upload_id = created["UploadId"]
         self.parts: list[dict[str, Any]] = []
         self.buffer = bytearray()
 
@@ -44,27 +65,34 @@ class _S3Writer(Writer):
 
     def _upload(self, chunk: bytes | bytearray) -> None:
         number = len(self.parts) + 1
-        etag = self.client.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
-        )["ETag"]
+        with _failures(f"uploading part {number}"):
+            etag = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=chunk,
+            )["ETag"]
         self.parts.append({"ETag": etag, "PartNumber": number})
 
     def commit(self) -> None:
         if self.buffer or not self.parts:
             part, self.buffer = self.buffer, bytearray()
             self._upload(part)
-        self.client.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            MultipartUpload={"Parts": self.parts},
-        )
+        with _failures("completing the upload"):
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": self.parts},
+            )
 
     def abort(self) -> None:
         self.buffer.clear()
-        self.client.abort_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-        )
+        with _failures("aborting the upload"):
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+            )
 
 
 class S3Storage(Storage):
@@ -88,6 +116,15 @@ class S3Storage(Storage):
         return {**config, "server_side_encryption": sse}
 
     def client(self):
+        endpoint = self.config.get("endpoint_url") or ""
+        if endpoint:
+            # boto3 connects by itself: the endpoint's every address is checked first (an
+            # S3-compatible service inside the network needs OPSCONSOLE_OUTBOUND_ALLOW).
+            parts = urlsplit(endpoint)
+            try:
+                outbound.resolve(parts.hostname or "", parts.port or 443)
+            except outbound.OutboundRefused as exc:
+                raise StorageError(f"S3 endpoint refused: {exc}") from None
         return boto3.client(
             "s3",
             region_name=self.config.get("region") or "us-east-1",
@@ -117,17 +154,14 @@ class S3Storage(Storage):
         return _S3Writer(self.client(), self.config["bucket"], self._key(key), extra)
 
     def open_reader(self, key):
-        try:
+        with _failures(f"reading {key!r}"):
             return self.client().get_object(Bucket=self.config["bucket"], Key=self._key(key))[
                 "Body"
             ]
-        except ClientError as exc:
-            raise StorageError(
-                f"cannot read {key!r}: {exc.response['Error'].get('Code')}"
-            ) from None
 
     def delete(self, key) -> None:
-        self.client().delete_object(Bucket=self.config["bucket"], Key=self._key(key))
+        with _failures(f"deleting {key!r}"):
+            self.client().delete_object(Bucket=self.config["bucket"], Key=self._key(key))
 
     def exists(self, key) -> bool:
         try:
@@ -137,6 +171,10 @@ class S3Storage(Storage):
         return True
 
     def record_checksum(self, key: str, sha256: str) -> None:
+        with _failures("recording the checksum"):
+            self._record_checksum(key, sha256)
+
+    def _record_checksum(self, key: str, sha256: str) -> None:
         client, bucket, full_key = self.client(), self.config["bucket"], self._key(key)
         head = client.head_object(Bucket=bucket, Key=full_key)
         if head["ContentLength"] < COPY_LIMIT:
@@ -164,9 +202,10 @@ class S3Storage(Storage):
 
     def open_uploads(self, key: str = "") -> list[dict[str, str]]:
         """Multipart uploads left open under our prefix (or for one key)."""
-        response = self.client().list_multipart_uploads(
-            Bucket=self.config["bucket"], Prefix=self._key(key)
-        )
+        with _failures("listing open uploads"):
+            response = self.client().list_multipart_uploads(
+                Bucket=self.config["bucket"], Prefix=self._key(key)
+            )
         return [
             {"Key": u["Key"], "UploadId": u["UploadId"]}
             for u in response.get("Uploads", [])
@@ -177,7 +216,8 @@ class S3Storage(Storage):
         client, bucket = self.client(), self.config["bucket"]
         uploads = self.open_uploads(key)
         for upload in uploads:
-            client.abort_multipart_upload(
-                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
+            with _failures("aborting an upload"):
+                client.abort_multipart_upload(
+                    Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
         return len(uploads)

@@ -61,10 +61,16 @@ class RailwayProvider(Provider):
             )
         except http.HttpError as exc:
             raise ProviderError(f"Railway API: {exc.message}") from None
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            raise ProviderError(f"Railway API: not JSON ({http.describe_body(response)})") from None
+        if not isinstance(body, dict):
+            raise ProviderError("Railway API: an unexpected answer")
         if body.get("errors"):
-            messages = "; ".join(str(e.get("message")) for e in body["errors"])
-            raise ProviderError(f"Railway API: {messages}", body)
+            # Railway's own messages say what is wrong; bounded, and the body is not kept.
+            messages = "; ".join(str(e.get("message"))[:120] for e in body["errors"][:3])
+            raise ProviderError(f"Railway API: {messages}")
         return body.get("data") or {}
 
     def _input(self) -> dict[str, str]:
@@ -93,11 +99,13 @@ class RailwayProvider(Provider):
             edges = self.graphql(LATEST, {"input": self._input()})["deployments"]["edges"]
             node = edges[0]["node"] if edges else {}
             status = node.get("status")
+            # What is recorded of a deployment: its id, status and time, nothing else.
+            kept = {k: node.get(k) for k in ("id", "status", "createdAt") if k in node}
             if status in DONE:
-                return node
+                return kept
             if status in BROKEN:
                 raise ProviderError(
-                    f"Railway deployment {node.get('id')} ended {status}", {"deployment": node}
+                    f"Railway deployment {node.get('id')} ended {status}", {"deployment": kept}
                 )
             if time.monotonic() >= deadline:
                 raise ProviderError(f"Railway deployment still {status} after {timeout:.0f} s")
