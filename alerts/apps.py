@@ -25,7 +25,7 @@ class AlertsConfig(AppConfig):
 
         routes.register("", "alerts.urls")
         # Where a channel delivers (a webhook URL, the numbers paged): not redirected alone.
-        guarded.register("alerts.Channel", "kind", "enabled", "config")
+        guarded.register("alerts.Channel", "kind", "enabled", "config", "secret")
         every_tick = "* * * * * */30"
         schedules.register(
             "alerts.collect_sources", "alerts.tasks.collect_sources", cron=every_tick

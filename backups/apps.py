@@ -22,7 +22,11 @@ class BackupsConfig(AppConfig):
         # Replacing a production database needs two people; so does saying it is not one.
         # The checks run SQL with the target's credentials: a second person reads them first.
         guarded.register(
-            "backups.DatabaseTarget", "production", "check_queries", on_create={"production": True}
+            "backups.DatabaseTarget",
+            "production",
+            "check_queries",
+            "dsn",
+            on_create={"production": True},
         )
         schedules.register("backups.reap_stalled", "backups.tasks.reap_stalled", cron="*/2 * * * *")
         schedules.register(

@@ -29,7 +29,8 @@ class DeploymentsConfig(AppConfig):
         # What is probed decides when production is rolled back; the name fills commands.
         guarded.register(
             "deployments.Environment",
-            "name", "two_person_rule", "provider", "provider_config", "base_url",
+            "name", "two_person_rule", "provider", "provider_config", "provider_secret",
+            "webhook_secret", "base_url",
             "health_path", "endpoints", "smoke_urls", "probe_requests", "probe_timeout_seconds",
             "error_rate_metric", "error_rate_labels", "rollback_mode", "max_error_rate",
             "max_avg_response_ms", "min_availability", "watch_minutes", "stable_minutes",

@@ -28,7 +28,12 @@ class DrConfig(AppConfig):
         routes.register("", "dr.urls")
         # What an action runs or calls, and whether it runs without anyone approving.
         guarded.register(
-            "dr.FailoverAction", "automatic", "kind", "config", on_create={"automatic": False}
+            "dr.FailoverAction",
+            "automatic",
+            "kind",
+            "config",
+            "secret",
+            on_create={"automatic": False},
         )
 
         schedules.register("dr.run_checks", "dr.tasks.run_checks", cron="* * * * * */30")

@@ -59,6 +59,7 @@ class SettingChangeAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         "decided_at", "decision_note", "error",
     )  # fmt: skip
     readonly_fields = fields
+    exclude = ("secret_values",)
 
     def has_add_permission(self, request):
         return False
@@ -79,7 +80,14 @@ class SettingChangeAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><th>{}</th><td><del>{}</del></td><td><ins>{}</ins></td></tr>",
-            ((c["label"], _shown(c["from"]), _shown(c["to"])) for c in change.changes.values()),
+            (
+                (
+                    c["label"],
+                    ("set" if c["from"] else "not set") if c.get("secret") else _shown(c["from"]),
+                    "a new value (not shown)" if c.get("secret") else _shown(c["to"]),
+                )
+                for c in change.changes.values()
+            ),
         )
         return format_html(
             '<table class="setting-diff"><thead><tr><th>Setting</th><th>In force</th>'
@@ -89,6 +97,8 @@ class SettingChangeAdmin(ApprovalAdminMixin, admin.ModelAdmin):
 
 
 def _shown(value) -> str:
+    if isinstance(value, str) and value.startswith("hmac:"):
+        return "a stored value (not shown)"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict | list):

@@ -15,9 +15,12 @@ edits apply at once, and are logged as every admin edit is.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.db import models
 
 _guarded: dict[str, tuple[str, ...]] = {}
@@ -26,14 +29,12 @@ _safe_on_create: dict[str, dict[str, Any]] = {}
 
 def register(model_label: str, *fields: str, on_create: dict[str, Any] | None = None) -> None:
     """Guard `fields` of the model "app_label.ModelName"; a new record starts with the
-    values in `on_create`. Secrets are never guarded: a change request shows old and new
-    values, and a secret is never shown."""
-    from opsconsole.fields import EncryptedTextField
-
+    values in `on_create`. A guarded secret (a webhook URL, a connection string: where
+    the console sends or connects) is compared by a keyed hash and its new value waits
+    encrypted in the request, shown to nobody."""
     model = apps.get_model(model_label)
     for name in fields:
-        if isinstance(model._meta.get_field(name), EncryptedTextField):
-            raise ValueError(f"{model_label}.{name} is a secret: it cannot be a guarded setting")
+        model._meta.get_field(name)  # a typo fails at start-up
     _guarded[model._meta.label] = (*_guarded.get(model._meta.label, ()), *fields)
     _safe_on_create.setdefault(model._meta.label, {}).update(on_create or {})
 
@@ -46,9 +47,24 @@ def safe_on_create(model: type[models.Model]) -> dict[str, Any]:
     return _safe_on_create.get(model._meta.label, {})
 
 
+def is_secret(model: type[models.Model], name: str) -> bool:
+    from opsconsole.fields import EncryptedTextField
+
+    return isinstance(model._meta.get_field(name), EncryptedTextField)
+
+
 def value_of(obj: models.Model, name: str):
-    """A field's value as the change request stores it (JSON: names for many-to-many)."""
+    """A field's value as the change request stores it (JSON: names for many-to-many; for a
+    secret, a keyed hash that says whether it changed and nothing of it)."""
     field = obj._meta.get_field(name)
+    if is_secret(type(obj), name):
+        from opsconsole.fields import reveal
+
+        value = reveal(getattr(obj, name))
+        if not value:
+            return ""
+        digest = hmac.new(settings.SECRET_KEY.encode(), value.encode(), hashlib.sha256)
+        return "hmac:" + digest.hexdigest()[:32]
     if field.many_to_many:
         if obj.pk is None:
             return []

@@ -17,7 +17,7 @@ from django.urls import path
 from django.utils.text import capfirst
 
 from opsconsole import dashboard, guarded, login
-from opsconsole.fields import EncryptedTextField, secret_status
+from opsconsole.fields import EncryptedTextField, reveal, secret_status
 
 # The task queue's own records: readable by every role, changed (resubmitted, deleted,
 # re-scheduled) only by a superuser. Work is started through the console's records.
@@ -150,11 +150,15 @@ def _guard_settings(model_admin) -> None:
             safe = guarded.safe_on_create(type(obj))
             wanted = {n: (safe[n], guarded.value_of(obj, n)) for n in names if n in safe}
         wanted = {n: pair for n, pair in wanted.items() if pair[0] != pair[1]}
+        secrets = {n: reveal(getattr(obj, n)) for n in wanted if guarded.is_secret(type(obj), n)}
         for name, (in_force, _) in wanted.items():
-            setattr(obj, name, in_force)
+            if name in secrets:
+                setattr(obj, name, getattr(before, name) if change else "")
+            else:
+                setattr(obj, name, in_force)
         save_model(request, obj, form, change)
         if wanted:
-            _file(request, model_admin, obj, wanted)
+            _file(request, model_admin, obj, wanted, secrets)
 
     def guarded_save_related(request, form, formsets, change):
         obj = form.instance
@@ -176,14 +180,14 @@ def _guard_settings(model_admin) -> None:
     model_admin.save_related = guarded_save_related
 
 
-def _file(request, model_admin, obj, wanted) -> None:
+def _file(request, model_admin, obj, wanted, secrets=None) -> None:
     from django.contrib import messages
     from django.urls import reverse
     from django.utils.html import format_html
 
     from opsconsole.models import SettingChange
 
-    change = SettingChange.file(request.user, obj, wanted)
+    change = SettingChange.file(request.user, obj, wanted, secrets)
     url = reverse(
         f"{model_admin.admin_site.name}:opsconsole_settingchange_change", args=[change.pk]
     )

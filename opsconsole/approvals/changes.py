@@ -7,6 +7,7 @@ if nothing changed the setting meanwhile.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -16,6 +17,7 @@ from django.utils.text import capfirst
 
 from opsconsole import guarded, permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
+from opsconsole.fields import EncryptedTextField, reveal
 
 
 class SettingChangeFailed(Exception):
@@ -35,6 +37,8 @@ class SettingChange(ApprovalRequest):
     object_id = models.CharField(max_length=64)
     object_repr = models.CharField(max_length=200)
     changes = models.JSONField(help_text='{"field": {"label": …, "from": …, "to": …}}')
+    # New values of guarded secrets, as JSON {field: value}: encrypted, shown to nobody.
+    secret_values = EncryptedTextField(blank=True, default="")
 
     class Meta:
         ordering = ["-requested_at"]
@@ -54,10 +58,18 @@ class SettingChange(ApprovalRequest):
             raise PermissionDenied("Only staff may request a setting change.")
 
     @classmethod
-    def file(cls, user, obj: models.Model, changes: dict[str, tuple[Any, Any]]) -> SettingChange:
-        """Ask for `changes` ({field: (from, to)}) to `obj`, as `user`."""
+    def file(
+        cls,
+        user,
+        obj: models.Model,
+        changes: dict[str, tuple[Any, Any]],
+        secrets: dict[str, str] | None = None,
+    ) -> SettingChange:
+        """Ask for `changes` ({field: (from, to)}) to `obj`, as `user`; `secrets` holds the
+        new values of guarded secrets (their `changes` entries hold hashes only)."""
         cls.check_can_request(user)
         return cls.objects.create(
+            secret_values=json.dumps(secrets) if secrets else "",
             requested_by=user,
             content_type=ContentType.objects.get_for_model(obj),
             object_id=str(obj.pk),
@@ -67,6 +79,7 @@ class SettingChange(ApprovalRequest):
                     "label": str(capfirst(obj._meta.get_field(name).verbose_name)),
                     "from": old,
                     "to": new,
+                    "secret": name in (secrets or {}),
                 }
                 for name, (old, new) in changes.items()
             },
@@ -93,7 +106,10 @@ class SettingChange(ApprovalRequest):
             plain = {}
             for name, change in self.changes.items():
                 field = obj._meta.get_field(name)
-                if field.many_to_many:
+                if guarded.is_secret(type(obj), name):
+                    plain[name] = True
+                    setattr(obj, name, json.loads(reveal(self.secret_values))[name])
+                elif field.many_to_many:
                     related = field.related_model._default_manager
                     getattr(obj, name).set(
                         [o for o in related.all() if str(o) in set(change["to"])]

@@ -68,6 +68,7 @@ def test_bob_cannot_switch_off_the_two_person_rule_alone(client, bob, dave, prod
         "label": "Two person rule",
         "from": True,
         "to": False,
+        "secret": False,
     }
     assert change.changes["max_error_rate"]["to"] == 50.0
     page = client.get(f"/admin/opsconsole/settingchange/{change.pk}/change/").content.decode()
@@ -160,7 +161,38 @@ def test_group_membership_changes_need_a_second_person(client, bob, dave, carol,
     assert response.status_code == 302, response.content.decode()[:3000]
     assert list(carol.groups.values_list("name", flat=True)) == ["Viewer"]
     change = SettingChange.objects.get()
-    assert change.changes["groups"] == {"label": "Groups", "from": ["Viewer"], "to": ["Approver"]}
+    assert change.changes["groups"] == {
+        "label": "Groups",
+        "from": ["Viewer"],
+        "to": ["Approver"],
+        "secret": False,
+        "secret": False,
+    }
     change.approve(dave, confirmation="carol")
     run_queued()
     assert list(carol.groups.values_list("name", flat=True)) == ["Approver"]
+
+
+def test_a_channels_webhook_url_is_redirected_only_with_a_second_person(client, alice, bob):
+    from alerts.models import Channel
+
+    slack = Channel.objects.create(name="pager", kind="slack", config={},
+                                   secret="https://hooks.slack.com/services/T/B/original")  # fmt: skip
+    login(client, alice)
+    url = f"/admin/alerts/channel/{slack.pk}/change/"
+    new = "https://attacker.example/collect-pages"
+    response = client.post(url, {"name": "pager", "kind": "slack", "enabled": "on",
+                                 "config": "{}", "secret": new})  # fmt: skip
+    assert response.status_code == 302, response.content.decode()[:2000]
+    slack.refresh_from_db()
+    assert slack.secret.reveal().endswith("/original"), "still in force"
+    change = SettingChange.objects.get()
+    page = client.get(f"/admin/opsconsole/settingchange/{change.pk}/change/").content.decode()
+    assert "a new value (not shown)" in page and "attacker.example" not in page
+    assert "attacker.example" not in str(change.changes)
+    change.approve(bob, confirmation="pager")
+    run_queued()
+    slack.refresh_from_db()
+    change.refresh_from_db()
+    assert change.status == "succeeded", change.error
+    assert slack.secret.reveal() == new

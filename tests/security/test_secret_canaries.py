@@ -21,6 +21,8 @@ from opsconsole.fields import encrypted_fields
 
 
 def make_records():
+    from django.contrib.auth.models import User
+
     from alerts.models import Channel, Incident, MetricSource
     from backups.models import Backup, BackupKey, DatabaseTarget, RestoreRequest, StorageLocation
     from deployments.models import Deployment, Environment, EnvironmentVariable, RollbackRequest
@@ -53,6 +55,10 @@ def make_records():
     Incident.objects.create(
         fingerprint="f", source="test", title="Something broke", priority="high"
     )
+    from opsconsole.models import SettingChange
+
+    SettingChange.file(User.objects.create_user("requester", is_staff=True), target,
+                       {"dsn": ("hmac:old", "hmac:new")}, {"dsn": "x"})  # fmt: skip
 
 
 def set_canaries() -> dict[str, str]:
