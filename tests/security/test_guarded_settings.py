@@ -166,7 +166,6 @@ def test_group_membership_changes_need_a_second_person(client, bob, dave, carol,
         "from": ["Viewer"],
         "to": ["Approver"],
         "secret": False,
-        "secret": False,
     }
     change.approve(dave, confirmation="carol")
     run_queued()
