@@ -1,5 +1,6 @@
 """`manage.py serve`: web server and worker together, supervised, stopped cleanly."""
 
+import contextlib
 import os
 import re
 import signal
@@ -84,14 +85,61 @@ def test_serve_runs_web_and_worker_and_stops_both_on_sigterm(console):
     assert get(port, "/health") is None
 
 
-def test_serve_stops_everything_and_fails_when_a_child_dies(console):
+def restarted_worker_pids(log) -> list[int]:
+    return [int(p) for p in re.findall(r"worker restarted \(pid (\d+)\)", log.read_text())]
+
+
+def test_a_dead_worker_is_restarted_and_the_web_stays_up(console):
     process, port, pids, log = console
     assert wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200, timeout=60), (
         log.read_text()
     )
     web_pid, worker_pid = pids()
     os.killpg(worker_pid, signal.SIGKILL)
+    assert wait_for(lambda: restarted_worker_pids(log), timeout=30), log.read_text()[-2000:]
+    assert "the worker exited with code -9; the web server stays up" in log.read_text()
+    assert process.poll() is None, "serve is still running"
+    assert get(port, "/health").status_code == 200, "and so is the web server"
+    new_worker = restarted_worker_pids(log)[-1]
+    assert new_worker != worker_pid and group_alive(new_worker)
+    # The new worker beats: the console is ready again.
+    assert wait_for(
+        lambda: (r := get(port, "/health/ready")) and r.status_code == 200, timeout=60
+    ), get(port, "/health/ready").text
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    assert wait_for(lambda: not group_alive(new_worker) and not group_alive(web_pid), timeout=10)
+
+
+def test_serve_stops_everything_and_fails_when_the_web_server_dies(console):
+    process, port, pids, log = console
+    assert wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200, timeout=60), (
+        log.read_text()
+    )
+    web_pid, worker_pid = pids()
+    os.killpg(web_pid, signal.SIGKILL)
     assert process.wait(timeout=20) != 0
-    assert "the worker exited with code -9; stopped the rest" in log.read_text()
-    assert wait_for(lambda: not group_alive(web_pid), timeout=10)
-    assert get(port, "/health") is None
+    assert "the web server exited with code -9; stopped the rest" in log.read_text()
+    assert wait_for(lambda: not group_alive(worker_pid), timeout=10)
+
+
+def test_serve_gives_up_after_repeated_worker_deaths(console, monkeypatch):
+    process, port, pids, log = console
+    assert wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200, timeout=60), (
+        log.read_text()
+    )
+    killed = [pids()[1]]
+    os.killpg(killed[0], signal.SIGKILL)
+    # Kill each restarted worker as soon as it appears: the fifth death within two
+    # minutes ends serve (restarts come after 1, 2, 4 and 8 s).
+    deadline = time.monotonic() + 90
+    while process.poll() is None and time.monotonic() < deadline:
+        for pid in restarted_worker_pids(log):
+            if pid not in killed:
+                killed.append(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    assert process.wait(timeout=20) != 0, log.read_text()[-2000:]
+    assert "the worker exited 5 times within 120 s" in log.read_text()
+    assert len(killed) == 5

@@ -1,9 +1,11 @@
 """Run the web server and one django-q2 cluster together, supervised.
 
-If either child dies the other is stopped and the command exits non-zero with
-the reason; SIGTERM or Ctrl-C stops both and leaves no process behind: each
-child leads its own process group, the leaders are asked to stop, and any
-process still left in a group is killed at the end.
+A worker that dies is started again with backoff while the web server stays up
+(`/health/ready` says the worker is down until it beats again); after repeated
+deaths in a short time, or when the web server dies, everything is stopped and
+the command exits non-zero with the reason. SIGTERM or Ctrl-C stops both and
+leaves no process behind: each child leads its own process group, the leaders
+are asked to stop, and any process still left in a group is killed at the end.
 """
 
 from __future__ import annotations
@@ -22,13 +24,30 @@ from django.core.management.base import BaseCommand, CommandError
 GRACE_SECONDS = 8.0
 
 
+# A dead worker is started again after 1, 2, 4 … seconds (at most 30); after
+# GIVE_UP_CRASHES deaths within GIVE_UP_WINDOW seconds something is wrong that a restart
+# will not mend, and serve stops with the reason.
+MAX_BACKOFF = 30.0
+GIVE_UP_CRASHES = 5
+GIVE_UP_WINDOW = 120.0
+
+
 class Child:
     def __init__(self, name: str, argv: list[str], env: dict[str, str]):
         self.name = name
         self.argv = argv
-        self.process = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            argv, env=env, cwd=settings.BASE_DIR, start_new_session=True
+        self.env = env
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(  # noqa: S603 - argv list, no shell
+            self.argv, env=self.env, cwd=settings.BASE_DIR, start_new_session=True
         )
+
+    def restart(self) -> None:
+        # Whatever the dead leader left in its group goes first.
+        self.signal_group(signal.SIGKILL)
+        self.process = self._spawn()
 
     @property
     def pid(self) -> int:
@@ -82,13 +101,35 @@ class Command(BaseCommand):
             f"opsconsole: serving on http://{host}:{port}/admin/ "
             f"(web pid {children[0].pid}, worker pid {children[1].pid}); Ctrl-C stops both"
         )
+        web, worker_child = children
         failure = None
+        crashes: list[float] = []
+        restart_at: float | None = None
         try:
             while not stop_requested:
-                dead = next((c for c in children if c.exit_code() is not None), None)
-                if dead is not None:
-                    failure = f"the {dead.name} exited with code {dead.exit_code()}"
+                if web.exit_code() is not None:
+                    # The web server is the service: without it there is nothing to keep up.
+                    failure = f"the web server exited with code {web.exit_code()}"
                     break
+                now = time.monotonic()
+                if restart_at is None and worker_child.exit_code() is not None:
+                    crashes = [t for t in crashes if now - t < GIVE_UP_WINDOW] + [now]
+                    if len(crashes) >= GIVE_UP_CRASHES:
+                        failure = (
+                            f"the worker exited {len(crashes)} times within "
+                            f"{GIVE_UP_WINDOW:.0f} s (last code {worker_child.exit_code()})"
+                        )
+                        break
+                    wait = min(MAX_BACKOFF, 2.0 ** (len(crashes) - 1))
+                    self.stderr.write(
+                        f"opsconsole: the worker exited with code {worker_child.exit_code()}; "
+                        f"the web server stays up; restarting the worker in {wait:.0f} s"
+                    )
+                    restart_at = now + wait
+                if restart_at is not None and now >= restart_at:
+                    worker_child.restart()
+                    restart_at = None
+                    self.stderr.write(f"opsconsole: worker restarted (pid {worker_child.pid})")
                 time.sleep(0.2)
         finally:
             self._stop(children)
