@@ -4,16 +4,20 @@ the work."""
 from __future__ import annotations
 
 import contextlib
+import logging
+from datetime import timedelta
 
 from django.utils import timezone
 
 from backups import retention
 from backups.backup import back_up, fail
-from backups.errors import RestoreRefused
+from backups.errors import RestoreRefused, StorageError
 from backups.metrics import record_metrics
 from backups.models import Backup, BackupPolicy, DatabaseTarget
 from backups.verify import verify_backup
 from opsconsole.tasks import console_task
+
+log = logging.getLogger("opsconsole.backups")
 
 
 @console_task
@@ -76,8 +80,6 @@ def reap_stalled() -> int:
     `opsconsole.approvals.tasks.reap_interrupted`."""
     reaped = 0
     for backup in Backup.stale():
-        if backup.storage_key:
-            backup.storage.backend.abort_partial(backup.storage_key)
         ran = (timezone.now() - backup.started_at).total_seconds() if backup.started_at else None
         fail(
             backup,
@@ -86,4 +88,21 @@ def reap_stalled() -> int:
             ran,
         )
         reaped += 1
+    clean_up_failed()
     return reaped
+
+
+def clean_up_failed(within: timedelta = timedelta(days=1)) -> int:
+    """Abort what failed backups left in storage (a partial file, an open multipart
+    upload). An abort that fails (the storage was down) is tried again on the next run,
+    until it succeeds or the day is over."""
+    cleaned = 0
+    recent = Backup.objects.filter(
+        status=Backup.Status.FAILED, finished_at__gte=timezone.now() - within
+    ).exclude(storage_key="")
+    for backup in recent.select_related("storage"):
+        try:
+            cleaned += backup.storage.backend.abort_partial(backup.storage_key)
+        except StorageError as exc:
+            log.warning("could not clean up after backup %s yet: %s", backup.id, exc)
+    return cleaned

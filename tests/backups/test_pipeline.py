@@ -336,3 +336,25 @@ def test_a_wrong_password_fails_the_backup_with_the_reason(db, pg, local_storage
     assert "password authentication failed" in backup.stderr_tail
     assert "wrong-password" not in backup.error + backup.stderr_tail
     assert Incident.objects.filter(fingerprint=f"backup:{target.pk}").exists()
+
+
+def test_an_abort_that_failed_is_tried_again_until_it_succeeds(db, target, s3_storage, bucket):
+    from django.utils import timezone
+
+    from backups.models import StorageLocation
+    from backups.tasks import reap_stalled
+
+    client, name = bucket
+    failed = new_backup(target, s3_storage, status="failed", finished_at=timezone.now(),
+                        storage_key="shorts/y.dump.zst.age")  # fmt: skip
+    client.create_multipart_upload(Bucket=name, Key="prod/shorts/y.dump.zst.age")
+    working = dict(s3_storage.config)
+    # The S3 endpoint is down (nothing listens on port 9): the abort fails, nothing breaks.
+    StorageLocation.objects.filter(pk=s3_storage.pk).update(
+        config={**working, "endpoint_url": "http://127.0.0.1:9"}
+    )
+    reap_stalled()
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads")
+    StorageLocation.objects.filter(pk=s3_storage.pk).update(config=working)
+    reap_stalled()  # the next run, two minutes later: the endpoint is back
+    assert not client.list_multipart_uploads(Bucket=name).get("Uploads"), failed.pk
