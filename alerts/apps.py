@@ -18,23 +18,39 @@ class AlertsConfig(AppConfig):
 
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
-        from alerts.panels import incidents_panel, incidents_status
-        from opsconsole import dashboard, guarded, roles, routes, schedules, status
+        from alerts.notify import lease_expired
+        from alerts.panels import (
+            alert_metrics,
+            incidents_panel,
+            incidents_status,
+            notifications_due,
+        )
+        from opsconsole import (
+            alertpath,
+            dashboard,
+            guarded,
+            leases,
+            metrics,
+            roles,
+            routes,
+            schedules,
+            status,
+        )
 
         status.register("incidents", incidents_status, degrades=bool)
+        metrics.register("alerts", alert_metrics)
+        metrics.register_queue("notifications", notifications_due)
 
         routes.register("", "alerts.urls")
         # Where a channel delivers (a webhook URL, the numbers paged): not redirected alone.
         guarded.register("alerts.Channel", "kind", "enabled", "config", "secret")
-        every_tick = "* * * * * */30"
-        schedules.register(
-            "alerts.collect_sources", "alerts.tasks.collect_sources", cron=every_tick
-        )
-        schedules.register("alerts.evaluate_rules", "alerts.tasks.evaluate_rules", cron=every_tick)
-        schedules.register("alerts.escalate", "alerts.tasks.escalate", cron=every_tick)
-        schedules.register(
-            "alerts.dispatch", "alerts.tasks.dispatch_notifications", cron=every_tick
-        )
+        # The alert path (`manage.py alertpath`): a breach becomes a page within the rule's
+        # `for` plus a second or two, whatever the jobs workers are doing.
+        leases.register("alerts.Notification", running=("sending",), handler=lease_expired)
+        alertpath.register("alerts.sources", "alerts.metrics.collect_due", every=1)
+        alertpath.register("alerts.rules", "alerts.evaluation.evaluate_all", every=1)
+        alertpath.register("alerts.escalate", "alerts.incidents.escalate_due", every=1)
+        alertpath.register("alerts.deliver", "alerts.notify.delivery_tick", every=1)
         schedules.register("alerts.prune", "alerts.tasks.prune", cron="17 3 * * *")
         roles.grant(
             roles.OPERATOR,

@@ -150,8 +150,7 @@ def announce(
             if c.receives(priority)
         ]
     )
-
-    notify.enqueue_after_commit([n.pk for n in rows])
+    notify.wake_delivery()
     return rows
 
 
@@ -339,8 +338,7 @@ def told_firing(incident: Incident) -> list[Channel]:
 def _notify(
     incident: Incident, channels: list[Channel], event: str, *, level: int, now: datetime
 ) -> None:
-
-    rows = Notification.objects.bulk_create(
+    Notification.objects.bulk_create(
         [
             Notification(
                 incident=incident,
@@ -353,4 +351,4 @@ def _notify(
             for c in channels
         ]
     )
-    notify.enqueue_after_commit([n.pk for n in rows])
+    notify.wake_delivery()

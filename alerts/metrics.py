@@ -10,9 +10,10 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from alerts.models import LABEL_NAME, MetricSample, canonical_labels
+from alerts.models import LABEL_NAME, MetricSample, MetricSource, canonical_labels
 
 MAX_LABELS = 10
 MAX_FUTURE = timedelta(minutes=5)
@@ -73,3 +74,13 @@ def parse_sample(entry: Any, now: datetime) -> tuple[list[str], MetricSample | N
         value=float(value),
         observed_at=observed,
     )
+
+
+def collect_due() -> int:
+    """The alert path's sources loop: pull every enabled source that is due."""
+    now = timezone.now()
+    pulled = 0
+    for source in MetricSource.objects.filter(enabled=True):
+        if source.is_due(now):
+            pulled += source.collect(now)
+    return pulled

@@ -677,6 +677,12 @@ class Notification(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="A send still marked in flight after this was cut short: it is sent again.",
+    )
     sent_at = models.DateTimeField(null=True, blank=True)
     http_status = models.IntegerField(null=True, blank=True)
     provider_code = models.CharField(

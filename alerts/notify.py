@@ -1,28 +1,37 @@
 """Delivering Notification rows: claim, send, record; retry temporary failures later.
 
 A row is saved before anything is sent and updated after, so a crash leaves
-evidence. Retries are new queued tasks at a later time (picked up by the
-dispatcher each tick), never a sleep inside a worker.
+evidence. The alert path's delivery loop (`deliver_due`, every second, and at
+once when a notification is committed in its process) sends what is due; a
+retry is the same row due again later, never a sleep.
+
+A send that a crash cut short is sent again once its lease runs out (SEND_LEASE
+after the claim, settled by the reconciler). Every send of a row carries the
+same idempotency key (`Message.delivery_key`: PagerDuty deduplicates on its
+`dedup_key`, a webhook gets an `Idempotency-Key` header), so a receiver that
+can tell does not page twice. Slack and SMS cannot tell: there a crash mid-send
+can repeat the message, at most SEND_LEASE plus one reconciler pass later.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import connections, transaction
-from django.db.models import F, Q
+from django.db import connections
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
 from alerts.channels.base import Message, TransportError
 from alerts.models import Channel, Incident, Notification, Priority
+from opsconsole import alertpath
 from opsconsole.http import backoff_delay
-from opsconsole.tasks import enqueue
 
 log = logging.getLogger("opsconsole.alerts.notify")
 
@@ -38,6 +47,9 @@ SLOW_SEND = timedelta(seconds=1)
 BEHIND_SLOW_SEND_WAIT = timedelta(seconds=15)
 # How long a worker waits for one send before leaving it to its thread.
 HANDOFF_SECONDS = 2.0
+# Every transport gives up on a peer well before this (timeouts of 10-30 s).
+SEND_LEASE = timedelta(seconds=60)
+DELIVERY_THREADS = 16
 ACK_SALT = "alerts.incident-ack"
 
 Status = Notification.Status
@@ -70,6 +82,7 @@ def build_message(notification: Notification) -> Message:
             at=notification.created_at,
             fingerprint=p.get("fingerprint", f"announce:{notification.pk}"),
             incident_url=p.get("url", ""),
+            delivery_key=delivery_key(notification),
         )
     if incident is None:  # a test notification
         return Message(
@@ -80,6 +93,7 @@ def build_message(notification: Notification) -> Message:
             details={"note": "If you can read this, the channel works."},
             at=notification.created_at,
             fingerprint=f"test:{notification.channel_id}",
+            delivery_key=delivery_key(notification),
         )
     return Message(
         event=notification.event,
@@ -90,16 +104,21 @@ def build_message(notification: Notification) -> Message:
         at=notification.created_at,
         fingerprint=incident.fingerprint,
         incident_id=incident.pk,
+        delivery_key=delivery_key(notification),
         ack_url=absolute(reverse("alerts:ack", args=[ack_token(incident)])),
         incident_url=absolute(reverse("admin:alerts_incident_change", args=[incident.pk])),
         level=notification.level,
     )
 
 
-def enqueue_after_commit(ids: list[int]) -> None:
-    """Queue deliveries once the rows are committed (a worker must find them)."""
-    for pk in ids:
-        transaction.on_commit(lambda pk=pk: enqueue("alerts.tasks.deliver_notification", pk))
+def delivery_key(notification: Notification) -> str:
+    """The same for every send of one notification, different for every notification."""
+    return f"opsconsole-notification-{notification.pk}"
+
+
+def wake_delivery() -> None:
+    """Send what was just queued as soon as it is committed, not at the next tick."""
+    alertpath.wake_after_commit("alerts.deliver")
 
 
 def deliver(notification_id: int, now: datetime | None = None) -> str | None:
@@ -107,7 +126,12 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
     now = now or timezone.now()
     claimed = Notification.objects.filter(
         pk=notification_id, status__in=[Status.QUEUED, Status.RETRYING], next_attempt_at__lte=now
-    ).update(status=Status.SENDING, attempts=F("attempts") + 1, claimed_at=now)
+    ).update(
+        status=Status.SENDING,
+        attempts=F("attempts") + 1,
+        claimed_at=now,
+        lease_expires_at=now + SEND_LEASE,
+    )
     if not claimed:
         return None  # done, taken by another worker, or not yet due
     notification = Notification.objects.select_related("channel", "incident").get(
@@ -270,27 +294,60 @@ def _raise_channel_incident(channel: Channel, exc: TransportError) -> None:
     )
 
 
-def dispatch_due(now: datetime | None = None) -> int:
-    """Scheduled each tick: re-drive work whose queue message is due, lost or orphaned."""
+def deliver_due(now: datetime | None = None, pool: ThreadPoolExecutor | None = None) -> int:
+    """The alert path's delivery loop: send every notification that is due.
+
+    With no pool (tests, one-off calls) the sends run one after another in this
+    thread; the loop passes its own pool so one slow peer never holds the rest.
+    """
     now = now or timezone.now()
-    # A worker that died mid-send leaves SENDING behind; after the task timeout it is ours again.
-    stale = now - timedelta(seconds=settings.Q_TIMEOUT + 60)
-    Notification.objects.filter(status=Status.SENDING, claimed_at__lt=stale).update(
-        status=Status.RETRYING
+    due = list(
+        Notification.objects.filter(
+            status__in=[Status.QUEUED, Status.RETRYING], next_attempt_at__lte=now
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:1000]
     )
-    due = Notification.objects.filter(
-        Q(status=Status.RETRYING, next_attempt_at__lte=now)
-        | Q(status=Status.QUEUED, created_at__lt=now - timedelta(minutes=2))
-    ).values_list("pk", flat=True)[:1000]
-    count = 0
-    for pk in due:
-        enqueue("alerts.tasks.deliver_notification", pk)
-        count += 1
-    return count
+    if pool is None:
+        for pk in due:
+            deliver(pk)
+    else:
+        list(pool.map(_deliver_in_thread, due))
+    return len(due)
+
+
+def _deliver_in_thread(pk: int) -> str | None:
+    try:
+        return deliver(pk)
+    finally:
+        connections.close_all()  # this thread's own
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def delivery_tick() -> int:
+    """What the alert path runs every second (see `alerts.apps`)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="deliver")
+    return deliver_due(pool=_pool)
+
+
+def lease_expired(notification: Notification) -> bool:
+    """A send cut short (the alert path died mid-send): send it again, with the same
+    idempotency key."""
+    return bool(
+        Notification.objects.filter(pk=notification.pk, status=Status.SENDING).update(
+            status=Status.RETRYING,
+            next_attempt_at=timezone.now(),
+            error="the send was cut short (the process stopped); sending again",
+        )
+    )
 
 
 def send_test(channel: Channel) -> Notification:
     """The admin's "send test notification": a real delivery through the normal path."""
     notification = Notification.objects.create(channel=channel, event=Notification.Event.TEST)
-    enqueue_after_commit([notification.pk])
+    wake_delivery()
     return notification

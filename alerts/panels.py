@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.db.models import Count
 from django.utils import timezone
 
-from alerts.models import Incident, Priority
+from alerts.models import Incident, Notification, Priority
 from opsconsole import permissions
 
 
@@ -39,3 +39,40 @@ def incidents_status(now) -> list[dict]:
         }
         for i in Incident.objects.exclude(status=Incident.Status.RESOLVED)[:50]
     ]
+
+
+def notifications_due() -> int:
+    """The delivery queue: notifications due and not yet sent."""
+    return Notification.objects.filter(
+        status__in=[Notification.Status.QUEUED, Notification.Status.RETRYING],
+        next_attempt_at__lte=timezone.now(),
+    ).count()
+
+
+def alert_metrics():
+    """This app's part of /metrics (`opsconsole.metrics`)."""
+    from opsconsole.metrics import gauge
+
+    open_incidents = gauge("open_incidents", "Incidents not resolved, by priority.", ["priority"])
+    counts = dict(
+        Incident.objects.exclude(status=Incident.Status.RESOLVED)
+        .values_list("priority")
+        .annotate(n=Count("pk"))
+    )
+    for priority in Priority:
+        open_incidents.add_metric([priority.value], counts.get(priority.value, 0))
+    yield open_incidents
+    failures = gauge(
+        "notification_failures_last_hour",
+        "Notifications that failed for good in the last hour, by channel kind.",
+        ["kind"],
+    )
+    since = timezone.now() - timedelta(hours=1)
+    failed = dict(
+        Notification.objects.filter(status=Notification.Status.FAILED, created_at__gte=since)
+        .values_list("channel__kind")
+        .annotate(n=Count("pk"))
+    )
+    for kind, n in failed.items():
+        failures.add_metric([kind], n)
+    yield failures

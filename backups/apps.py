@@ -7,10 +7,22 @@ class BackupsConfig(AppConfig):
 
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
-        from backups.panels import backups_panel, backups_status
-        from opsconsole import dashboard, guarded, roles, schedules, status
+        from backups.backup import lease_expired
+        from backups.models import Backup
+        from backups.panels import backup_metrics, backups_panel, backups_status
+        from opsconsole import (
+            dashboard,
+            guarded,
+            leases,
+            metrics,
+            reconcile,
+            roles,
+            schedules,
+            status,
+        )
 
         status.register("backups", backups_status)
+        metrics.register("backups", backup_metrics)
 
         dashboard.register(
             dashboard.Panel(
@@ -28,7 +40,12 @@ class BackupsConfig(AppConfig):
             "dsn",
             on_create={"production": True},
         )
-        schedules.register("backups.reap_stalled", "backups.tasks.reap_stalled", cron="*/2 * * * *")
+        # A running backup holds a lease; a queued one waits for its task. The
+        # reconciler settles either when the worker that should run it is gone.
+        leases.register("backups.Backup", running=(Backup.Status.RUNNING,), handler=lease_expired)
+        reconcile.register_waiting("backups", queued_backups)
+        # What a failed backup left in storage, until its removal succeeds.
+        schedules.register("backups.clean_up", "backups.tasks.clean_up", cron="*/10 * * * *")
         schedules.register(
             "backups.verify_newest", "backups.tasks.verify_newest", cron="30 5 * * *"
         )
@@ -43,3 +60,14 @@ class BackupsConfig(AppConfig):
                 for model in ("databasetarget", "storagelocation", "backuppolicy")
             ),
         )
+
+
+def queued_backups():
+    """Queued backups, each waiting for its `run_backup` task."""
+    from backups.models import Backup
+    from opsconsole.reconcile import Waiting
+
+    for pk, created in Backup.objects.filter(status=Backup.Status.QUEUED).values_list(
+        "pk", "created_at"
+    ):
+        yield Waiting(created, "backups.tasks.run_backup", (pk,), f"backup {pk}")

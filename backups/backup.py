@@ -21,11 +21,12 @@ from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
 from backups import retention
-from backups.errors import BackupError, RestoreRefused
+from backups.errors import BackupError, RestoreRefused, StorageError
 from backups.metrics import record_metrics
 from backups.models import Backup, BackupKey
 from backups.streams import CHUNK, HashingWriter
 from backups.verify import verify_backup
+from opsconsole import leases
 
 log = logging.getLogger("opsconsole.backups")
 
@@ -82,6 +83,11 @@ def run_backup(backup: Backup) -> Backup:
     if not backup.claim():
         backup.refresh_from_db()
         return backup
+    with leases.held(backup):
+        return _carry_out(backup)
+
+
+def _carry_out(backup: Backup) -> Backup:
     started = time.monotonic()
     target = backup.target
     storage_key = object_key(backup)
@@ -143,15 +149,18 @@ def run_backup(backup: Backup) -> Backup:
     return backup
 
 
-def fail(backup: Backup, message: str, stderr: str, duration: float | None) -> None:
-    """Record the failure and raise it through the incident door (high)."""
-    Backup.objects.filter(pk=backup.pk).update(
+def fail(backup: Backup, message: str, stderr: str, duration: float | None) -> bool:
+    """Record the failure of a running backup and raise it through the incident door
+    (high). Returns False, doing nothing, when it is no longer running."""
+    failed = Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
         status=Backup.Status.FAILED,
         finished_at=timezone.now(),
         duration_seconds=None if duration is None else round(duration, 3),
         error=message[:4000],
         stderr_tail=stderr[-4000:],
     )
+    if not failed:
+        return False
     log.error("backup %s of %s failed: %s", backup.id, backup.target.name, message)
     raise_incident(
         source="backups",
@@ -161,3 +170,23 @@ def fail(backup: Backup, message: str, stderr: str, duration: float | None) -> N
         component="backups",
         details={"backup": backup.id, "target": backup.target.name, "error": message[:500]},
     )
+    return True
+
+
+def lease_expired(backup: Backup) -> bool:
+    """The reconciler's verdict on a backup whose worker died: failed, with an incident,
+    and what it wrote to the storage removed (or left to `clean_up_failed` to retry)."""
+    ran = (timezone.now() - backup.started_at).total_seconds() if backup.started_at else None
+    failed = fail(
+        backup,
+        "the worker running this backup stopped (its lease ran out): check the jobs "
+        "worker's log for a crash or an out-of-memory kill, then start the backup again",
+        "",
+        ran,
+    )
+    if failed and backup.storage_key:
+        try:
+            backup.storage.backend.abort_partial(backup.storage_key)
+        except StorageError as exc:
+            log.warning("could not clean up after backup %s yet: %s", backup.id, exc)
+    return failed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pyrage
 from croniter import croniter
@@ -21,7 +21,7 @@ from alerts.incidents import raise_incident
 from backups.engines import ENGINES, EngineError
 from backups.errors import BackupError, RestoreRefused
 from backups.storages import STORAGE_KINDS, StorageError
-from opsconsole import permissions
+from opsconsole import leases, permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField, reveal
 
@@ -341,7 +341,10 @@ class Backup(models.Model):
     server_version = models.CharField(max_length=100, blank=True)
     toc_summary = models.JSONField(default=dict, blank=True)
     progress_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last sign of life while running."
+        null=True, blank=True, help_text="When the dump last delivered bytes."
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Renewed by the worker running it."
     )
     verified_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -378,7 +381,10 @@ class Backup(models.Model):
         try:
             with transaction.atomic():
                 claimed = Backup.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-                    status=self.Status.RUNNING, started_at=now, progress_at=now
+                    status=self.Status.RUNNING,
+                    started_at=now,
+                    progress_at=now,
+                    lease_expires_at=leases.expiry(now),
                 )
         except IntegrityError:
             # Another backup of this target is running: this one fails, clearly.
@@ -391,14 +397,6 @@ class Backup(models.Model):
         if claimed:
             self.refresh_from_db()
         return bool(claimed)
-
-    @classmethod
-    def stale(cls, now: datetime | None = None):
-        """Running rows without a sign of life: their worker is gone."""
-        limit = timedelta(seconds=settings.BACKUPS_STALL_SECONDS)
-        return cls.objects.filter(
-            status=cls.Status.RUNNING, progress_at__lt=(now or timezone.now()) - limit
-        )
 
 
 class RestoreRequest(ApprovalRequest):
@@ -486,7 +484,7 @@ class RestoreRequest(ApprovalRequest):
             name = self.backup.target.db.dbname
             look = f"databases {name}, {name}_incoming_* and {name}_pre_restore_*"
         return (
-            "the worker stopped before the restore finished; marked failed by the reaper. "
+            "the worker running the restore stopped (its lease ran out); marked failed. "
             f"Check {look} before requesting it again."
         )
 

@@ -57,3 +57,26 @@ def backups_status(now) -> list[dict]:
             }
         )
     return rows
+
+
+def backup_metrics():
+    """This app's part of /metrics (`opsconsole.metrics`): how old each target's newest
+    good backup is (absent when it never had one)."""
+    from django.db.models import Max
+
+    from opsconsole.metrics import gauge
+
+    age = gauge(
+        "newest_good_backup_age_seconds",
+        "Seconds since the newest good backup of the target was taken.",
+        ["target"],
+    )
+    now = timezone.now()
+    newest = (
+        Backup.objects.filter(status__in=Backup.GOOD)
+        .values_list("target__name")
+        .annotate(at=Max("created_at"))
+    )
+    for name, at in newest:
+        age.add_metric([name], (now - at).total_seconds())
+    yield age

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from backups import retention
-from backups.backup import back_up, fail
+from backups.backup import back_up
 from backups.errors import RestoreRefused, StorageError
 from backups.metrics import record_metrics
 from backups.models import Backup, BackupPolicy, DatabaseTarget
@@ -73,23 +73,8 @@ def record_all_metrics() -> int:
 
 
 @console_task
-def reap_stalled() -> int:
-    """Running backups without a sign of life: their worker is gone. Fail them (with an
-    incident) and abort what they left in storage. Backups are not approval requests, so
-    this is their own reaper; restores are reaped with every other approval kind by
-    `opsconsole.approvals.tasks.reap_interrupted`."""
-    reaped = 0
-    for backup in Backup.stale():
-        ran = (timezone.now() - backup.started_at).total_seconds() if backup.started_at else None
-        fail(
-            backup,
-            "the worker stopped without finishing (no progress); marked failed by the reaper",
-            "",
-            ran,
-        )
-        reaped += 1
-    clean_up_failed()
-    return reaped
+def clean_up() -> int:
+    return clean_up_failed()
 
 
 def clean_up_failed(within: timedelta = timedelta(days=1)) -> int:

@@ -8,7 +8,7 @@ class DeploymentsConfig(AppConfig):
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
         from deployments.panels import deployments_panel, deployments_status
-        from opsconsole import dashboard, guarded, roles, routes, schedules, status
+        from opsconsole import alertpath, dashboard, guarded, roles, routes, status
 
         status.register("deployments", deployments_status)
 
@@ -20,7 +20,7 @@ class DeploymentsConfig(AppConfig):
         )  # fmt: skip
 
         routes.register("", "deployments.urls")
-        schedules.register("deployments.watch", "deployments.tasks.watch", cron="* * * * * */30")
+        alertpath.register("deployments.watch", "deployments.watch.watch_tick", every=2)
         roles.grant(
             roles.OPERATOR, "deployments.add_rollbackrequest", "deployments.change_rollbackrequest"
         )

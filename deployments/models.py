@@ -403,6 +403,12 @@ class RollbackRequest(ApprovalRequest):
     )
     automatic = models.BooleanField(default=False)
     provider_response = models.JSONField(default=dict, blank=True)
+    gradual_progress = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="A gradual rollback's slot and the share it reached, step by step.",
+    )
     warnings = models.TextField(blank=True)
 
     class Meta:
@@ -476,8 +482,30 @@ class RollbackRequest(ApprovalRequest):
 
     def interruption_message(self) -> str:
         return (
-            "the worker stopped before the rollback finished; marked failed by the reaper. "
-            "Check which version is live before rolling back again."
+            "the worker running the rollback stopped (its lease ran out); marked failed. "
+            "Check the jobs worker's log for a crash or an out-of-memory kill, and which "
+            "version is live, before rolling back again."
+        )
+
+    def on_lease_expired(self) -> bool:
+        """A gradual rollback cut short is never left split: traffic goes back whole to
+        what served before it began (the known state), then the request fails saying so."""
+        progress = self.gradual_progress or {}
+        if self.status != self.Status.EXECUTING or "percent" not in progress:
+            return super().on_lease_expired()
+        slot = progress.get("slot")
+        try:
+            self.environment.backend.abort(slot if slot is not None else self.target_deployment)
+        except Exception as exc:
+            return self.fail(
+                f"the worker stopped at {progress['percent']} % of a gradual rollback and "
+                f"returning traffic failed too ({type(exc).__name__}: {exc}): traffic is still "
+                f"split; set it by hand"
+            )
+        return self.fail(
+            f"the worker stopped at {progress['percent']} % of a gradual rollback; traffic "
+            f"was returned whole to the version that served before it. Check the jobs "
+            f"worker's log, then request the rollback again"
         )
 
 

@@ -162,7 +162,13 @@ def gradual(request: RollbackRequest, target: Deployment) -> dict[str, Any]:
     backend = env.backend
     steps = env.gradual_steps or DEFAULT_STEPS
     slot = backend.begin_gradual(target)
+    # Recorded before each change of share, so whoever finds this run dead knows the
+    # split may be in place and how to undo it (RollbackRequest.on_lease_expired).
+    kept_slot = slot if isinstance(slot, int | str) else None
     for percent in steps:
+        RollbackRequest.objects.filter(pk=request.pk).update(
+            gradual_progress={"slot": kept_slot, "percent": percent}
+        )
         backend.set_share(slot, percent)
         deadline = time.monotonic() + env.gradual_step_seconds
         while True:

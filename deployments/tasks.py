@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from deployments import intake
-from deployments import watch as watching
 from deployments.models import Deployment
 from opsconsole.tasks import console_task
 
@@ -17,8 +16,3 @@ def process_deployment(deployment_id: int) -> str:
     intake.process(deployment)
     deployment.refresh_from_db()
     return deployment.status
-
-
-@console_task
-def watch() -> int:
-    return watching.watch_tick()

@@ -7,8 +7,18 @@ class DrConfig(AppConfig):
 
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
+        from dr import drills
         from dr.panels import any_unhealthy, checks_status, health_panel, objectives_panel
-        from opsconsole import dashboard, guarded, roles, routes, schedules, status
+        from opsconsole import (
+            alertpath,
+            dashboard,
+            guarded,
+            leases,
+            roles,
+            routes,
+            schedules,
+            status,
+        )
 
         status.register("checks", checks_status, degrades=any_unhealthy)
 
@@ -36,7 +46,9 @@ class DrConfig(AppConfig):
             on_create={"automatic": False},
         )
 
-        schedules.register("dr.run_checks", "dr.tasks.run_checks", cron="* * * * * */30")
+        # Each check on its own cadence (interval, retry interval), to the second.
+        alertpath.register("dr.checks", "dr.health.tick", every=1)
+        leases.register("dr.RecoveryDrill", running=("running",), handler=drills.lease_expired)
         schedules.register("dr.prune_results", "dr.tasks.prune_results", cron="40 4 * * *")
         schedules.register("dr.check_objectives", "dr.tasks.check_objectives", cron="5 * * * *")
         schedules.register("dr.monthly_drills", "dr.tasks.monthly_drills", cron="0 5 1 * *")

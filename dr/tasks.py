@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from backups.models import DatabaseTarget
-from dr import drills, health
+from dr import drills
 from dr.models import CheckResult
 from opsconsole.tasks import console_task
-
-
-@console_task
-def run_checks() -> int:
-    return health.run_due()
 
 
 @console_task

@@ -15,7 +15,8 @@ class OpsConsoleConfig(AppConfig):
         # the app registry is ready.
         from django_q.signals import post_spawn
 
-        from opsconsole import dashboard, guarded, schedules, status
+        from opsconsole import alertpath, dashboard, guarded, leases, reconcile, schedules, status
+        from opsconsole.approvals.tasks import approval_models, approved_waiting
         from opsconsole.db import install_slow_query_logger
         from opsconsole.panels import worker_panel, worker_status
         from opsconsole.tasks import worker_started
@@ -26,10 +27,30 @@ class OpsConsoleConfig(AppConfig):
         schedules.register(
             "opsconsole.heartbeat", "opsconsole.tasks.heartbeat", cron="* * * * * */30"
         )
-        schedules.register(
-            "opsconsole.reap_interrupted",
-            "opsconsole.approvals.tasks.reap_interrupted",
-            cron="*/2 * * * *",
+        # The alert path's own loops: its heartbeat, the reconciler, the dead-man's switch.
+        alertpath.register("opsconsole.heartbeat", "opsconsole.alertpath.beat", every=5)
+        alertpath.register(
+            "opsconsole.reconcile",
+            "opsconsole.reconcile.reconcile",
+            every=reconcile.RECONCILE_EVERY,
+        )
+        alertpath.register(
+            "opsconsole.dead_mans_switch", "opsconsole.alertpath.ping_dead_mans_switch", every=30
+        )
+        for model in approval_models():
+            leases.register(
+                model._meta.label,
+                running=model.RUNNING_STATES,
+                handler=lambda request: request.on_lease_expired(),
+            )
+        reconcile.register_waiting(
+            "approvals",
+            lambda: (
+                reconcile.Waiting(
+                    r.decided_at or r.requested_at, func, args, f"{r._meta.label} {r.pk}"
+                )
+                for r, func, args in approved_waiting()
+            ),
         )
         status.register("worker", worker_status)
         # Who holds which role (the Approver group above all) changes with two people.

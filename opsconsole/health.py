@@ -47,20 +47,30 @@ def check_migrations() -> tuple[bool, str]:
     return True, "up to date"
 
 
-def check_worker() -> tuple[bool, str]:
-    age = WorkerHeartbeat.age()
+def _heartbeat(role: str, what: str, max_age: float) -> tuple[bool, str]:
+    age = WorkerHeartbeat.age(role)
     if age is None:
-        return False, "no worker heartbeat yet"
+        return False, f"no {what} heartbeat yet"
     seconds = int(age.total_seconds())
-    if seconds > settings.WORKER_HEARTBEAT_MAX_AGE:
-        return False, f"last worker heartbeat {seconds}s ago"
-    return True, f"last worker heartbeat {seconds}s ago"
+    return seconds <= max_age, f"last {what} heartbeat {seconds}s ago"
 
 
+def check_worker() -> tuple[bool, str]:
+    """The jobs worker (django-q2): its heartbeat task when idle, lease renewals when busy."""
+    return _heartbeat(WorkerHeartbeat.Role.JOBS, "worker", settings.WORKER_HEARTBEAT_MAX_AGE)
+
+
+def check_alert_path() -> tuple[bool, str]:
+    """The alert path beats every 5 s; half a minute of silence means it is down."""
+    return _heartbeat(WorkerHeartbeat.Role.ALERTS, "alert path", ALERT_PATH_MAX_AGE)
+
+
+ALERT_PATH_MAX_AGE = 30
 READINESS_CHECKS = {
     "database": check_database,
     "migrations": check_migrations,
     "worker": check_worker,
+    "alert_path": check_alert_path,
 }
 
 

@@ -42,28 +42,64 @@ class ConsolePermission(models.Model):
 
 
 class WorkerHeartbeat(models.Model):
-    """The last time each django-q2 worker proved it can run a task."""
+    """The last time each process of the console proved it works, by role.
+
+    "jobs" is a django-q2 worker (the heartbeat schedule when it is idle, lease
+    renewals while it runs long work); "alerts" is the alert path (its own loop).
+    """
+
+    class Role(models.TextChoices):
+        JOBS = "jobs", "Jobs worker"
+        ALERTS = "alerts", "Alert path"
 
     worker = models.CharField(max_length=200, unique=True)
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.JOBS, db_index=True)
     seen_at = models.DateTimeField(db_index=True)
 
     def __str__(self) -> str:
         return f"{self.worker} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
 
     @classmethod
-    def beat(cls, worker: str | None = None) -> None:
-        name = worker or f"{socket.gethostname()}:{os.getpid()}"
-        cls.objects.update_or_create(worker=name, defaults={"seen_at": timezone.now()})
+    def beat(cls, worker: str | None = None, role: str = Role.JOBS) -> None:
+        name = worker or f"{role}@{socket.gethostname()}:{os.getpid()}"
+        cls.objects.update_or_create(
+            worker=name, defaults={"seen_at": timezone.now(), "role": role}
+        )
 
     @classmethod
-    def age(cls) -> timedelta | None:
-        """How long ago any worker last beat, or None when none ever did."""
-        latest = cls.objects.aggregate(latest=models.Max("seen_at"))["latest"]
+    def age(cls, role: str = Role.JOBS) -> timedelta | None:
+        """How long ago any process of `role` last beat, or None when none ever did."""
+        latest = cls.objects.filter(role=role).aggregate(latest=models.Max("seen_at"))["latest"]
         return None if latest is None else timezone.now() - latest
 
     @classmethod
     def prune(cls, older_than: timedelta = timedelta(days=1)) -> int:
         return cls.objects.filter(seen_at__lt=timezone.now() - older_than).delete()[0]
+
+
+class LoopTick(models.Model):
+    """The last run of each loop of the alert path: what /metrics, the readiness check and
+    the dead-man's switch read to tell whether alerting is on time."""
+
+    name = models.CharField(max_length=100, unique=True)
+    every_seconds = models.FloatField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(db_index=True)
+    duration_ms = models.FloatField(default=0)
+    lag_ms = models.FloatField(default=0, help_text="How late the newest tick started.")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def overdue(self, now=None) -> timedelta:
+        """How far past its cadence the loop is (zero when on time). A loop that ticks
+        every second and takes a while is not overdue until it misses by a margin."""
+        late = (now or timezone.now()) - self.finished_at - timedelta(seconds=self.every_seconds)
+        return max(late, timedelta(0))
 
 
 class ApiToken(models.Model):
@@ -82,6 +118,7 @@ class ApiToken(models.Model):
         "alerts:write": "deliver Alertmanager alerts (POST /webhooks/alertmanager)",
         "rollback:request": "file rollback requests (POST /api/rollback)",
         "status:read": "read the system status (GET /api/system/status)",
+        "metrics:read": "scrape the console's own metrics (GET /metrics)",
     }
 
     name = models.CharField(max_length=100, unique=True)
@@ -210,4 +247,11 @@ class WebhookReceipt(models.Model):
 # the models above exist, so the frame's one concrete model here is registered too.
 from opsconsole.approvals.changes import SettingChange  # noqa: E402
 
-__all__ = ["ApiToken", "ConsolePermission", "SettingChange", "WebhookReceipt", "WorkerHeartbeat"]
+__all__ = [
+    "ApiToken",
+    "ConsolePermission",
+    "LoopTick",
+    "SettingChange",
+    "WebhookReceipt",
+    "WorkerHeartbeat",
+]

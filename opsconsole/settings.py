@@ -186,8 +186,8 @@ STORAGES = {
 # django-q2. The ORM broker is the default because it acknowledges a task only
 # when it finished: a worker that dies mid-task has it re-delivered. Redis is
 # faster but BLPOP loses the task of a dead worker. Every task claims its record
-# first, so a re-run is harmless; notifications are re-driven by the dispatcher,
-# and work left running is failed by the reapers.
+# first, so a re-run is harmless. Either way the reconciler (on the alert path)
+# re-drives work whose task a dead cluster took, and settles work whose lease ran out.
 Q_TIMEOUT = env.int("Q_TIMEOUT", default=3600)
 Q_CLUSTER = {
     "name": "opsconsole",
@@ -287,11 +287,18 @@ OPSCONSOLE_CHILD_ENV = env.list("OPSCONSOLE_CHILD_ENV", default=[])
 DR_STATUS_PAGE_ENABLED = env.bool("DR_STATUS_PAGE_ENABLED", default=False)
 DR_STATUS_PAGE_TITLE = env("DR_STATUS_PAGE_TITLE", default="Service status")
 
+# Leases: a worker running long work renews its record's lease every quarter of this; the
+# reconciler settles a record whose lease ran out (its worker died) within this plus 10 s.
+OPSCONSOLE_LEASE_SECONDS = env.int("OPSCONSOLE_LEASE_SECONDS", default=60)
+if OPSCONSOLE_LEASE_SECONDS < 4:
+    raise ImproperlyConfigured("OPSCONSOLE_LEASE_SECONDS must be at least 4")
+# The dead-man's switch: a healthchecks.io-compatible URL pinged every 30 s while the whole
+# alert path is on time (and at <url>/fail when it is not). Empty: off.
+OPSCONSOLE_HEARTBEAT_URL = env("OPSCONSOLE_HEARTBEAT_URL", default="")
+
 # Backups.
 BACKUPS_TIMEOUT_SECONDS = env.int("BACKUPS_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_ZSTD_LEVEL = env.int("BACKUPS_ZSTD_LEVEL", default=3)
-# A running backup with no progress for this long has lost its worker: the reaper fails it.
-BACKUPS_STALL_SECONDS = env.int("BACKUPS_STALL_SECONDS", default=600)
 # Extra age identities (AGE-SECRET-KEY-1…, comma-separated) for backups encrypted to keys
 # the console does not keep, e.g. a policy's own recipient.
 BACKUPS_AGE_IDENTITIES = env.list("BACKUPS_AGE_IDENTITIES", default=[])

@@ -40,11 +40,12 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.
 
 
 def run_queued() -> list:
-    """Run what the code under test queued, in order, as a django-q2 worker would.
+    """Run what the code under test queued, in order, as a django-q2 worker and the
+    alert path's delivery loop would.
 
     First the on-commit callbacks still pending in the test's transaction (they
     are what enqueues), then every task in the ORM broker's queue, including
-    tasks those tasks queue. Returns the tasks' results.
+    tasks those tasks queue, then every notification due. Returns the tasks' results.
     """
     from django.db import connection
     from django.utils.module_loading import import_string
@@ -54,11 +55,20 @@ def run_queued() -> list:
     connection.run_on_commit[:] = []
     for _savepoints, callback, _robust in pending:
         callback()
+    from alerts.notify import deliver_due
+
     results = []
-    while rows := list(OrmQ.objects.order_by("pk")):
-        for row in rows:
-            OrmQ.objects.filter(pk=row.pk).delete()
-            task = row.task
-            func = import_string(task["func"]) if isinstance(task["func"], str) else task["func"]
-            results.append(func(*task["args"], **task["kwargs"]))
-    return results
+    while True:
+        while rows := list(OrmQ.objects.order_by("pk")):
+            for row in rows:
+                OrmQ.objects.filter(pk=row.pk).delete()
+                task = row.task
+                func = task["func"]
+                func = import_string(func) if isinstance(func, str) else func
+                results.append(func(*task["args"], **task["kwargs"]))
+        pending = list(connection.run_on_commit)
+        connection.run_on_commit[:] = []
+        for _savepoints, callback, _robust in pending:
+            callback()
+        if not deliver_due() and not OrmQ.objects.exists():
+            return results

@@ -67,14 +67,34 @@ def running(argv: list[str], ready_url: str, workdir: Path):
 
 
 @contextlib.contextmanager
-def prometheus(scrape_target: str, interval: str = "1s"):
+def prometheus(
+    scrape_target: str,
+    interval: str = "1s",
+    *,
+    job: str = "app",
+    metrics_path: str = "/metrics",
+    bearer_token: str = "",
+    rule_files: tuple[Path, ...] = (),
+    alertmanager_url: str = "",
+):
     binary = ensure_binary("prometheus", "prometheus")
     workdir = Path(tempfile.mkdtemp(prefix="opsconsole-prom-"))
     port = free_port()
-    (workdir / "prometheus.yml").write_text(
+    config = (
         f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
-        f"scrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{scrape_target}']\n"
+        f"scrape_configs:\n  - job_name: {job}\n    metrics_path: {metrics_path}\n"
+        f"    static_configs:\n      - targets: ['{scrape_target}']\n"
     )
+    if bearer_token:
+        config += f"    authorization:\n      credentials: '{bearer_token}'\n"
+    if rule_files:
+        config += "rule_files:\n" + "".join(f"  - '{path}'\n" for path in rule_files)
+    if alertmanager_url:
+        target = alertmanager_url.split("://", 1)[1]
+        config += (
+            f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{target}']\n"
+        )
+    (workdir / "prometheus.yml").write_text(config)
     argv = [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
     try:
@@ -85,7 +105,7 @@ def prometheus(scrape_target: str, interval: str = "1s"):
 
 
 @contextlib.contextmanager
-def alertmanager(webhook_url: str, bearer_token: str):
+def alertmanager(webhook_url: str, bearer_token: str = ""):
     binary = ensure_binary("prometheus-alertmanager", "prometheus-alertmanager")
     workdir = Path(tempfile.mkdtemp(prefix="opsconsole-am-"))
     port = free_port()
@@ -94,7 +114,11 @@ def alertmanager(webhook_url: str, bearer_token: str):
         "  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n"
         "receivers:\n  - name: console\n    webhook_configs:\n"
         f"      - url: '{webhook_url}'\n        send_resolved: true\n"
-        f"        http_config:\n          authorization:\n            credentials: '{bearer_token}'\n"
+        + (
+            f"        http_config:\n          authorization:\n            credentials: '{bearer_token}'\n"
+            if bearer_token
+            else ""
+        )
     )
     argv = [binary, f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]  # fmt: skip

@@ -57,6 +57,7 @@ class Message:
     ack_url: str = ""
     incident_url: str = ""
     level: int = 0
+    delivery_key: str = ""  # the same on every send of one notification
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

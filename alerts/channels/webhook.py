@@ -34,11 +34,15 @@ class WebhookChannel(Transport):
             "details": message.details,
             "at": message.at.isoformat(),
             "ack_url": message.ack_url,
+            "delivery_id": message.delivery_key,
         }
 
     def send(self, message: Message) -> Delivery:
         body = json.dumps(self.payload(message), default=str).encode()
         headers = {"Content-Type": "application/json", **sign_timestamped(self.secret, body)}
+        if message.delivery_key:
+            # A re-send after a crash carries the same key: the receiver can drop the copy.
+            headers["Idempotency-Key"] = message.delivery_key
         try:
             response = http.request("POST", self.config["url"], content=body, headers=headers)
         except http.HttpError as exc:

@@ -42,6 +42,12 @@ class ServiceCheck(models.Model):
     retries = models.PositiveIntegerField(
         default=3, help_text="Consecutive failures before unhealthy."
     )
+    retry_interval_seconds = models.PositiveIntegerField(
+        default=10,
+        help_text="After a failure, check again this soon (not at the next interval), until "
+        "it passes or is unhealthy: a first page comes within interval + (retries - 1) * "
+        "retry interval.",
+    )
     parent = models.ForeignKey(
         "self",
         null=True,
@@ -92,6 +98,8 @@ class ServiceCheck(models.Model):
             )
         if self.timeout_seconds <= 0 or self.timeout_seconds > self.interval_seconds:
             raise ValidationError({"timeout_seconds": "Positive, and no longer than the interval."})
+        if not self.retry_interval_seconds:
+            raise ValidationError({"retry_interval_seconds": "At least one second."})
         ancestor, seen = self.parent, {self.pk}
         while ancestor is not None:
             if ancestor.pk in seen:
@@ -122,8 +130,13 @@ class ServiceCheck(models.Model):
             )
         self.last_checked_at = now
         self.last_latency_ms = round(latency_ms, 1)
+        if self.state == self.State.DEGRADED:
+            # Failing but not yet unhealthy: confirm soon, as Uptime Kuma's retry interval
+            # does, rather than a whole interval later.
+            self.next_due_at = now + timedelta(seconds=self.retry_interval_seconds)
+            return before, self.state
         # Keep to the schedule, not to when the run happened to finish: the next
-        # slot after the one just served (skipping slots missed while no worker ran).
+        # slot after the one just served (skipping slots missed while nothing ran).
         interval = timedelta(seconds=self.interval_seconds)
         slots = max(1, math.ceil((now - self.next_due_at) / interval))
         self.next_due_at = self.next_due_at + slots * interval

@@ -112,6 +112,9 @@ class RecoveryDrill(models.Model):
     timings = models.JSONField(default=dict, blank=True)
     rto_met = models.BooleanField(null=True)
     scratch_database = models.CharField(max_length=63, blank=True)
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Renewed by the worker running it."
+    )
     error = models.TextField(blank=True)
 
     class Meta:

@@ -19,7 +19,6 @@ approver types, and fills in the hooks `run()`, `on_started()`,
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -27,7 +26,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from opsconsole.tasks import enqueue, outlived_any_task
+from opsconsole import leases
+from opsconsole.tasks import enqueue
 
 log = logging.getLogger("opsconsole.approvals")
 
@@ -96,6 +96,9 @@ class ApprovalRequest(models.Model):
     decision_note = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Renewed by the worker running it."
+    )
     error = models.TextField(blank=True)
 
     class Meta:
@@ -123,8 +126,16 @@ class ApprovalRequest(models.Model):
         """After failure is recorded: raise it through the incident door."""
 
     def interruption_message(self) -> str:
-        """What the reaper records when the worker died mid-run: what to check by hand."""
-        return "the worker stopped before this finished; marked failed by the reaper"
+        """What is recorded when the worker died mid-run: what to check by hand."""
+        return (
+            "the worker running it stopped (its lease ran out); marked failed. Check the "
+            "worker's log for a crash or an out-of-memory kill, and what this left half done."
+        )
+
+    def on_lease_expired(self) -> bool:
+        """The worker died mid-run (`opsconsole.reconcile`). Never re-run: half a gradual
+        rollback may be serving, half a replace may have renamed databases."""
+        return self.fail(self.interruption_message())
 
     # --- deciding ------------------------------------------------------------------------
     @classmethod
@@ -207,7 +218,11 @@ class ApprovalRequest(models.Model):
         claimed = (
             type(self)
             ._default_manager.filter(pk=self.pk, status=ApprovalStatus.APPROVED)
-            .update(status=self.RUNNING_STATES[0], started_at=timezone.now())
+            .update(
+                status=self.RUNNING_STATES[0],
+                started_at=timezone.now(),
+                lease_expires_at=leases.expiry(),
+            )
         )
         self.refresh_from_db()
         return claimed == 1
@@ -224,8 +239,9 @@ class ApprovalRequest(models.Model):
         if not self.claim():
             return self
         try:
-            self.on_started()
-            fields = self.run() or {}
+            with leases.held(self):
+                self.on_started()
+                fields = self.run() or {}
         except self.FAILURES as exc:
             self.fail(getattr(exc, "message", None) or str(exc))
         except Exception as exc:
@@ -259,11 +275,3 @@ class ApprovalRequest(models.Model):
             log.warning("%s failed: %s", self, message)
             self.on_failed(message)
         return bool(updated)
-
-    @classmethod
-    def interrupted(cls, now: datetime | None = None) -> models.QuerySet:
-        """Running longer than any task may run (django-q2 stops it at Q_TIMEOUT): the
-        worker that claimed it is gone, whatever the record still says."""
-        return cls._default_manager.filter(
-            status__in=cls.RUNNING_STATES, started_at__lt=outlived_any_task(now)
-        )

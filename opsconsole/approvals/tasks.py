@@ -1,15 +1,11 @@
-"""What django-q2 runs for every approval kind: the execution, and the one reaper."""
+"""What django-q2 runs for every approval kind: the execution of an approved request."""
 
 from __future__ import annotations
 
-import logging
-
 from django.apps import apps
 
-from opsconsole.approvals.models import ApprovalRequest
+from opsconsole.approvals.models import EXECUTE_TASK, ApprovalRequest, ApprovalStatus
 from opsconsole.tasks import console_task
-
-log = logging.getLogger("opsconsole.approvals")
 
 
 def approval_models() -> list[type[ApprovalRequest]]:
@@ -24,15 +20,11 @@ def execute(label: str, pk: int) -> str:
     return model._default_manager.get(pk=pk).execute().status
 
 
-@console_task
-def reap_interrupted() -> int:
-    """Fail every request whose worker died mid-run, with what to check by hand.
-
-    Never re-run: half a gradual rollback may be serving, half a replace may
-    have renamed databases.
-    """
-    reaped = 0
+def approved_waiting() -> list[tuple[ApprovalRequest, str, tuple]]:
+    """Approved requests no worker has claimed yet, with the task that should run each:
+    what the reconciler re-drives when that task is no longer in the broker."""
+    waiting = []
     for model in approval_models():
-        for request in model.interrupted():
-            reaped += request.fail(request.interruption_message())
-    return reaped
+        for request in model._default_manager.filter(status=ApprovalStatus.APPROVED):
+            waiting.append((request, EXECUTE_TASK, (model._meta.label, request.pk)))
+    return waiting

@@ -15,7 +15,7 @@ from werkzeug import Response
 from alerts import incidents
 from alerts.channels.twilio import sms_text
 from alerts.models import Channel, EscalationLevel, EscalationPolicy, Incident, Notification
-from alerts.notify import deliver, dispatch_due, incident_from_token
+from alerts.notify import deliver, deliver_due, incident_from_token
 from tests.alerts.conftest import T0, deliver_all
 
 ACCOUNT = "AC" + "0" * 31 + "1"
@@ -118,17 +118,16 @@ def test_temporary_failures_retry_with_backoff_then_succeed(route, httpserver):
     assert len(httpserver.log) == 3
 
 
-def test_retries_are_queued_by_the_dispatcher_not_slept(route, httpserver, monkeypatch):
+def test_a_retry_is_the_same_row_due_later_not_a_sleep(route, httpserver):
     httpserver.expect_request("/hook").respond_with_data("busy", status=500)
     route(make("slack", secret=httpserver.url_for("/hook")))
     fire()
     deliver_all(T0)
-    queued = []
-    monkeypatch.setattr("alerts.notify.enqueue", lambda func, *args: queued.append((func, args)))
     n = Notification.objects.get()
-    assert dispatch_due(T0 + timedelta(seconds=1)) == 0
-    assert dispatch_due(n.next_attempt_at) == 1
-    assert queued == [("alerts.tasks.deliver_notification", (n.pk,))]
+    assert deliver_due(T0 + timedelta(seconds=1)) == 0, "not due yet"
+    assert len(httpserver.log) == 1
+    assert deliver_due(n.next_attempt_at) == 1
+    assert len(httpserver.log) == 2
 
 
 def test_after_the_last_attempt_it_fails_and_raises_an_incident(route, httpserver):
@@ -393,7 +392,6 @@ def test_send_test_notification_from_the_admin(
     route, alice, client, django_capture_on_commit_callbacks
 ):
     from django_q.models import OrmQ
-    from django_q.signing import SignedPackage
 
     from tests.conftest import login
 
@@ -406,11 +404,10 @@ def test_send_test_notification_from_the_admin(
     assert response.status_code == 302
     n = Notification.objects.get(channel=channel)
     assert (n.event, n.status) == ("test", "queued")
-    (queued,) = [SignedPackage.loads(q.payload) for q in OrmQ.objects.all()]
-    assert (queued["func"], queued["args"]) == ("alerts.tasks.deliver_notification", (n.pk,))
-    from alerts.tasks import deliver_notification
-
-    assert deliver_notification(*queued["args"]) == "sent"
+    assert not OrmQ.objects.exists(), "delivery is the alert path's, not a jobs worker's"
+    assert deliver_due() == 1
+    n.refresh_from_db()
+    assert n.status == "sent"
     channel.refresh_from_db()
     assert channel.last_status == "sent"
 

@@ -269,18 +269,21 @@ def test_two_concurrent_evaluators_open_one_incident(channels):
     assert RuleState.objects.get(rule=r).state == "firing"
 
 
-def test_the_evaluation_and_delivery_schedules_exist(db):
+def test_alert_work_runs_on_the_alert_path_and_only_housekeeping_on_the_jobs_worker(db):
+    from django.utils.module_loading import import_string
     from django_q.models import Schedule
 
-    funcs = set(Schedule.objects.values_list("func", flat=True))
-    assert {
-        "alerts.tasks.evaluate_rules",
-        "alerts.tasks.collect_sources",
-        "alerts.tasks.escalate",
-        "alerts.tasks.dispatch_notifications",
-        "alerts.tasks.prune",
-        "opsconsole.tasks.heartbeat",
-    } <= funcs
+    from opsconsole import alertpath
+
+    loops = {loop.name: loop for loop in alertpath.registered()}
+    for name in ("dr.checks", "alerts.sources", "alerts.rules", "alerts.escalate",
+                 "alerts.deliver", "deployments.watch"):  # fmt: skip
+        assert loops[name].every <= 2, f"{name} ticks to the second, not every 30 s"
+        assert callable(import_string(loops[name].func))
+    assert loops["opsconsole.heartbeat"].every <= 5 and loops["opsconsole.reconcile"].every <= 10
+    scheduled = set(Schedule.objects.values_list("func", flat=True))
+    assert {"alerts.tasks.prune", "opsconsole.tasks.heartbeat"} <= scheduled
+    assert not {loop.func for loop in loops.values()} & scheduled, "nothing runs in both"
 
 
 def test_one_broken_rule_does_not_stop_the_tick(channels, monkeypatch):

@@ -169,8 +169,8 @@ def test_prometheus_instant_query_against_a_real_server(db, httpserver):
     assert values[f"instance={target},job=app,route=/health"] == 0
 
 
-def test_the_scheduled_collect_runs_only_due_sources(db, httpserver):
-    from alerts.tasks import collect_sources
+def test_the_sources_loop_runs_only_due_sources(db, httpserver):
+    from alerts.metrics import collect_due as collect_sources
 
     httpserver.expect_request("/v").respond_with_json({"v": 1})
     src = source(

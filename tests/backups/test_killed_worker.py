@@ -1,4 +1,5 @@
-"""A process killed in the middle of streaming a backup to S3: the reaper cleans up after it."""
+"""A process killed in the middle of streaming a backup to S3: the reconciler cleans up
+after it as soon as its lease runs out."""
 
 import os
 import signal
@@ -25,9 +26,7 @@ def console_database_url() -> str:
     return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
-def test_kill_mid_stream_then_the_reaper_fails_it_and_aborts_the_upload(
-    pg, s3_storage, bucket, settings
-):
+def test_kill_mid_stream_then_the_reconciler_fails_it_and_aborts_the_upload(pg, s3_storage, bucket):
     client, name = bucket
     big = pg.create_database("big")
     with psycopg.connect(pg.dsn(big), autocommit=True) as conn:
@@ -43,6 +42,7 @@ def test_kill_mid_stream_then_the_reaper_fails_it_and_aborts_the_upload(
         "DATABASE_URL": console_database_url(),
         "OPSCONSOLE_ENV_FILE": os.devnull,
         "OPSCONSOLE_OUTBOUND_ALLOW": "127.0.0.0/8",  # moto's S3 endpoint is on loopback
+        "OPSCONSOLE_LEASE_SECONDS": "4",
     }
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "backup", "big", "--storage", s3_storage.name],
@@ -66,12 +66,13 @@ def test_kill_mid_stream_then_the_reaper_fails_it_and_aborts_the_upload(
     assert Backup.objects.get(pk=running.pk).status == "running", "nobody is left to finish it"
     assert client.list_multipart_uploads(Bucket=name).get("Uploads"), "the upload was left open"
 
-    from backups.tasks import reap_stalled
+    from opsconsole.reconcile import reconcile
 
-    settings.BACKUPS_STALL_SECONDS = 60
-    Backup.objects.filter(pk=running.pk).update(progress_at=timezone.now() - timedelta(minutes=2))
-    assert reap_stalled() == 1
+    killed_at = timezone.now()
+    while reconcile()["expired"] == 0:
+        assert timezone.now() - killed_at < timedelta(seconds=10), "the lease never ran out"
+        time.sleep(0.2)
     reaped = Backup.objects.get(pk=running.pk)
-    assert reaped.status == "failed" and "reaper" in reaped.error
+    assert reaped.status == "failed" and "lease ran out" in reaped.error
     assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0

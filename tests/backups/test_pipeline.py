@@ -211,25 +211,32 @@ def test_only_one_backup_per_target_runs_at_a_time(target, local_storage):
     assert running.status == "running"
 
 
-def test_the_reaper_fails_a_stalled_backup_and_aborts_its_upload(
-    db, target, s3_storage, bucket, settings
+def test_the_reconciler_fails_a_backup_whose_lease_ran_out_and_aborts_its_upload(
+    db, target, s3_storage, bucket
 ):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from backups.tasks import reap_stalled
+    from alerts.models import Incident
+    from opsconsole.reconcile import reconcile
 
     client, name = bucket
-    stalled = new_backup(target, s3_storage, status="running", started_at=timezone.now() - timedelta(hours=1),
-                         progress_at=timezone.now() - timedelta(minutes=30), storage_key="shorts/x.dump.zst.age")  # fmt: skip
+    now = timezone.now()
+    stalled = new_backup(target, s3_storage, status="running", started_at=now - timedelta(minutes=2),
+                         lease_expires_at=now - timedelta(seconds=1), storage_key="shorts/x.dump.zst.age")  # fmt: skip
     upload = client.create_multipart_upload(Bucket=name, Key="prod/shorts/x.dump.zst.age")
+    # Hours in, no bytes for half an hour (pg_dump waiting on a lock), but its worker
+    # renews the lease: alive, left to its own timeout.
     alive = Backup.objects.create(target=DatabaseTarget.objects.create(name="other", engine="postgresql",
                                   dsn="postgresql://x@127.0.0.1/y"), storage=s3_storage, status="running",
-                                  started_at=timezone.now(), progress_at=timezone.now())  # fmt: skip
-    assert reap_stalled() == 1
+                                  started_at=now - timedelta(hours=3), progress_at=now - timedelta(minutes=30),
+                                  lease_expires_at=now + timedelta(seconds=40))  # fmt: skip
+    assert reconcile()["expired"] == 1
     stalled.refresh_from_db()
-    assert stalled.status == "failed" and "marked failed by the reaper" in stalled.error
+    assert stalled.status == "failed" and "lease ran out" in stalled.error
+    incident = Incident.objects.get(fingerprint=target.fingerprint())
+    assert "out-of-memory" in incident.details["error"], "the incident says what to check"
     assert upload["UploadId"] not in [
         u["UploadId"] for u in client.list_multipart_uploads(Bucket=name).get("Uploads", [])
     ]
@@ -342,7 +349,7 @@ def test_an_abort_that_failed_is_tried_again_until_it_succeeds(db, target, s3_st
     from django.utils import timezone
 
     from backups.models import StorageLocation
-    from backups.tasks import reap_stalled
+    from backups.tasks import clean_up
 
     client, name = bucket
     failed = new_backup(target, s3_storage, status="failed", finished_at=timezone.now(),
@@ -353,8 +360,8 @@ def test_an_abort_that_failed_is_tried_again_until_it_succeeds(db, target, s3_st
     StorageLocation.objects.filter(pk=s3_storage.pk).update(
         config={**working, "endpoint_url": "http://127.0.0.1:9"}
     )
-    reap_stalled()
+    clean_up()
     assert client.list_multipart_uploads(Bucket=name).get("Uploads")
     StorageLocation.objects.filter(pk=s3_storage.pk).update(config=working)
-    reap_stalled()  # the next run, two minutes later: the endpoint is back
+    clean_up()  # the next run, two minutes later: the endpoint is back
     assert not client.list_multipart_uploads(Bucket=name).get("Uploads"), failed.pk

@@ -163,25 +163,27 @@ def test_carol_cannot_request_or_approve_in_the_admin(client, carol, good_backup
     assert request.status == "requested"
 
 
-def test_a_restore_whose_worker_died_is_failed_by_the_reaper(good_backup, alice, bob, settings):
+def test_a_restore_whose_worker_died_is_failed_by_the_reconciler(good_backup, alice, bob):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from alerts.models import Incident
-    from opsconsole.approvals.tasks import reap_interrupted
+    from opsconsole.reconcile import reconcile
 
-    settings.Q_TIMEOUT = 600
+    now = timezone.now()
     stuck = RestoreRequest.objects.create(
         backup=good_backup, requested_by=alice, decided_by=bob, status="running",
-        new_database="shop_restore_x", started_at=timezone.now() - timedelta(minutes=16),
+        new_database="shop_restore_x", started_at=now - timedelta(minutes=2),
+        lease_expires_at=now - timedelta(seconds=1),
     )  # fmt: skip
     fresh = RestoreRequest.objects.create(
         backup=good_backup, requested_by=alice, decided_by=bob, status="running",
-        new_database="shop_restore_y", started_at=timezone.now() - timedelta(minutes=5),
+        new_database="shop_restore_y", started_at=now - timedelta(hours=2),
+        lease_expires_at=now + timedelta(seconds=40),
     )  # fmt: skip
-    assert reap_interrupted() == 1
+    assert reconcile()["expired"] == 1
     stuck.refresh_from_db(), fresh.refresh_from_db()
     assert stuck.status == "failed" and "shop_restore_x" in stuck.error
-    assert fresh.status == "running", "still within the task timeout"
+    assert fresh.status == "running", "its worker renews the lease"
     assert Incident.objects.get(fingerprint=f"restore:{stuck.pk}").priority == "high"

@@ -9,7 +9,7 @@ from django.utils import timezone
 from alerts.models import Incident, Notification
 from deployments import intake, rollbacks, watch
 from deployments.models import Deployment, RollbackRequest
-from opsconsole.approvals.tasks import reap_interrupted
+from opsconsole.reconcile import reconcile
 from tests.deployments.conftest import post_webhook
 from tests.helpers import run_queued
 
@@ -328,26 +328,21 @@ def test_gradual_rollback_is_refused_where_the_provider_has_no_weights(db):
         env.full_clean()
 
 
-def test_a_rollback_whose_worker_died_is_failed_and_frees_the_environment(
-    local_env, alice, settings
-):
-    settings.Q_TIMEOUT = 600
+def test_a_rollback_whose_worker_died_is_failed_and_frees_the_environment(local_env, alice):
     v1 = Deployment.objects.create(environment=local_env, external_id="d1", version="v1",
                                    status="succeeded")  # fmt: skip
     stuck = RollbackRequest.objects.create(
         environment=local_env, target_deployment=v1, status="executing",
-        started_at=timezone.now() - timedelta(minutes=16),
+        started_at=timezone.now() - timedelta(minutes=1),
+        lease_expires_at=timezone.now() + timedelta(seconds=20),
     )  # fmt: skip
+    assert reconcile()["expired"] == 0, "not yet: its worker renewed the lease"
     RollbackRequest.objects.filter(pk=stuck.pk).update(
-        started_at=timezone.now() - timedelta(minutes=14)
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert reap_interrupted() == 0, "not yet: still within the task timeout"
-    RollbackRequest.objects.filter(pk=stuck.pk).update(
-        started_at=timezone.now() - timedelta(minutes=16)
-    )
-    assert reap_interrupted() == 1
+    assert reconcile()["expired"] == 1
     stuck.refresh_from_db()
-    assert stuck.status == "failed" and "worker stopped" in stuck.error
+    assert stuck.status == "failed" and "lease ran out" in stuck.error
     incident = Incident.objects.get(fingerprint=f"rollback-failed:{local_env.pk}")
     assert incident.priority == "critical" and "manual intervention" in incident.title
     settle(v1, local_env)

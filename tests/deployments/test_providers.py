@@ -286,3 +286,61 @@ def test_without_set_weights_the_command_provider_offers_no_gradual_rollback(db)
     )
     with pytest.raises(ValidationError, match="set_weights"):
         env.full_clean()
+
+
+def test_a_gradual_rollback_cut_short_by_a_dead_worker_is_never_left_split(
+    db, alice, bob, tmp_path
+):
+    """The worker dies with 25 % of traffic on the target: the reconciler sends traffic back
+    whole to what served before (and says so), once the worker's lease has run out."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from alerts.models import Incident
+    from deployments import rollbacks
+    from deployments.models import RollbackRequest
+    from opsconsole.reconcile import reconcile
+
+    log = tmp_path / "weights.log"
+    script = f"import sys; open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + chr(10))"
+    env = command_env(db, rollback=["true"], deploy=[sys.executable, "-c", script, "deploy", "{version}"],
+                      set_weights=[sys.executable, "-c", script, "weights", "{version}", "{percent}"])  # fmt: skip
+    env.gradual_rollback, env.gradual_steps, env.gradual_step_seconds = True, [25, 100], 0
+    env.full_clean()
+    env.save()
+    old = target(env)
+    Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=2),
+                                                live_at=timezone.now() - timedelta(hours=2))  # fmt: skip
+    Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed")
+    request = rollbacks.request_rollback(env, alice, reason="x")
+    request.approve(bob, confirmation="staging")
+
+    backend_class = type(env.backend)
+    real_set_share = backend_class.set_share
+
+    def set_share_then_die(self, slot, percent):
+        real_set_share(self, slot, percent)
+        raise KeyboardInterrupt("SIGKILL")  # nothing of the worker runs after this
+
+    backend_class.set_share = set_share_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            RollbackRequest.objects.get(pk=request.pk).execute()
+    finally:
+        backend_class.set_share = real_set_share
+    request.refresh_from_db()
+    assert request.status == "executing" and request.gradual_progress["percent"] == 25
+    assert log.read_text().splitlines() == ["deploy v1", "weights v1 25"], "split 25/75"
+
+    assert reconcile()["expired"] == 0, "its lease has not run out yet"
+    RollbackRequest.objects.filter(pk=request.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert reconcile()["expired"] == 1
+    assert log.read_text().splitlines()[-1] == "weights v1 0", "traffic went back whole"
+    request.refresh_from_db()
+    assert request.status == "failed"
+    assert "stopped at 25 % of a gradual rollback; traffic was returned whole" in request.error
+    incident = Incident.objects.get(fingerprint=env.fingerprint("rollback-failed"))
+    assert incident.priority == "critical" and "returned whole" in incident.details["error"]

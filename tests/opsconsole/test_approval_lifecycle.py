@@ -7,7 +7,8 @@ import pytest
 from django.utils import timezone
 
 from opsconsole.approvals.models import ApprovalRequest
-from opsconsole.approvals.tasks import approval_models, reap_interrupted
+from opsconsole.approvals.tasks import approval_models
+from opsconsole.reconcile import reconcile
 from tests.helpers import run_queued
 from tests.testapp.models import ChangeRequest
 
@@ -65,8 +66,7 @@ def test_a_bug_fails_the_request_and_still_reaches_the_task_error(change, monkey
     assert change.status == "failed" and change.error.startswith("KeyError")
 
 
-def test_one_reaper_fails_every_kind_left_running_by_a_dead_worker(db, settings):
-    settings.Q_TIMEOUT = 600
+def test_one_reconciler_fails_every_kind_whose_lease_ran_out(db):
     kinds = approval_models()
     names = {m._meta.label for m in kinds}
     assert {
@@ -77,27 +77,36 @@ def test_one_reaper_fails_every_kind_left_running_by_a_dead_worker(db, settings)
         "testapp.ChangeRequest",
     } <= names
     assert all(issubclass(m, ApprovalRequest) for m in kinds)
-    old = timezone.now() - timedelta(minutes=16)
-    stuck = ChangeRequest.objects.create(status="running", started_at=old)
-    fresh = ChangeRequest.objects.create(status="running", started_at=timezone.now())
-    assert reap_interrupted() == 1
-    stuck.refresh_from_db(), fresh.refresh_from_db()
-    assert stuck.status == "failed" and "reaper" in stuck.error
-    assert fresh.status == "running"
-    assert reap_interrupted() == 0, "a failed request is not failed twice"
+    now = timezone.now()
+    # Started long ago, but its worker renews the lease: alive, left alone.
+    renewed = ChangeRequest.objects.create(
+        status="running",
+        started_at=now - timedelta(hours=3),
+        lease_expires_at=now + timedelta(seconds=30),
+    )
+    stuck = ChangeRequest.objects.create(
+        status="running",
+        started_at=now - timedelta(minutes=2),
+        lease_expires_at=now - timedelta(seconds=1),
+    )
+    assert reconcile()["expired"] == 1
+    stuck.refresh_from_db(), renewed.refresh_from_db()
+    assert stuck.status == "failed" and "lease ran out" in stuck.error
+    assert renewed.status == "running"
+    assert reconcile()["expired"] == 0, "a failed request is not failed twice"
 
 
-def test_a_failover_run_left_running_is_reaped_with_an_incident(db, alice, settings):
+def test_a_failover_run_whose_worker_died_is_failed_with_an_incident(db, alice):
     from alerts.models import Incident
     from dr.models import FailoverAction, FailoverRun
 
-    settings.Q_TIMEOUT = 600
     action = FailoverAction.objects.create(name="flip", kind="command", config={"argv": ["true"]})
     FailoverRun.objects.create(
         action=action, requested_by=alice, status="running",
-        started_at=timezone.now() - timedelta(minutes=20),
+        started_at=timezone.now() - timedelta(minutes=2),
+        lease_expires_at=timezone.now() - timedelta(seconds=5),
     )  # fmt: skip
-    assert reap_interrupted() == 1
+    assert reconcile()["expired"] == 1
     assert Incident.objects.get(fingerprint=action.fingerprint()).priority == "critical"
 
 
@@ -113,4 +122,4 @@ def test_retired_schedules_are_removed_and_others_kept(db):
     schedules.sync()
     names = set(Schedule.objects.values_list("name", flat=True))
     assert "deployments.reap_interrupted" not in names
-    assert {"backup policy 99", "opsconsole.reap_interrupted"} <= names
+    assert {"backup policy 99", "opsconsole.heartbeat"} <= names

@@ -12,6 +12,7 @@ from opsconsole.models import WorkerHeartbeat
 @pytest.fixture
 def fresh_worker(db):
     WorkerHeartbeat.beat("test-worker")
+    WorkerHeartbeat.beat("test-alert-path", role=WorkerHeartbeat.Role.ALERTS)
 
 
 def test_liveness_needs_no_login_and_no_database(client, db, django_assert_num_queries):
@@ -30,10 +31,23 @@ def test_ready_is_200_when_database_migrations_and_worker_are_fine(client, fresh
         "database": True,
         "migrations": True,
         "worker": True,
+        "alert_path": True,
     }
 
 
+def test_ready_is_503_naming_the_alert_path_when_it_stopped_beating(client, fresh_worker):
+    WorkerHeartbeat.objects.filter(role="alerts").update(
+        seen_at=timezone.now() - timedelta(seconds=45)
+    )
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["alert_path"], "the jobs worker is fine"
+    assert "last alert path heartbeat 45s ago" in body["checks"]["alert_path"]["detail"]
+
+
 def test_ready_is_503_naming_a_stale_worker_heartbeat(client, db):
+    WorkerHeartbeat.beat("alert-path", role=WorkerHeartbeat.Role.ALERTS)
     WorkerHeartbeat.objects.create(worker="old", seen_at=timezone.now() - timedelta(minutes=3))
     response = client.get("/health/ready")
     assert response.status_code == 503

@@ -47,8 +47,8 @@ def console(tmp_path):
 
     def pids():
         text = (tmp_path / "serve.log").read_text()
-        found = re.search(r"web pid (\d+), worker pid (\d+)", text)
-        return found and (int(found[1]), int(found[2]))
+        found = re.search(r"web pid (\d+), alert path pid (\d+), worker pid (\d+)", text)
+        return found and (int(found[1]), int(found[2]), int(found[3]))
 
     yield process, port, pids, tmp_path / "serve.log"
     if process.poll() is None:
@@ -66,41 +66,45 @@ def get(port: int, path: str):
         return None
 
 
-def test_serve_runs_web_and_worker_and_stops_both_on_sigterm(console):
+def test_serve_runs_web_alert_path_and_worker_and_stops_all_on_sigterm(console):
     process, port, pids, log = console
     live = wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200 and r, timeout=60)
     assert live, log.read_text()[-2000:]
-    # The worker's heartbeat makes the console ready.
+    # The worker's and the alert path's heartbeats make the console ready.
     ready = wait_for(
         lambda: (r := get(port, "/health/ready")) and r.status_code == 200 and r, timeout=60
     )
     assert ready, (get(port, "/health/ready").text, log.read_text()[-2000:])
     assert ready.json()["checks"]["worker"]["ok"] is True
-    web_pid, worker_pid = pids()
+    assert ready.json()["checks"]["alert_path"]["ok"] is True
+    web_pid, alert_path_pid, worker_pid = pids()
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0, log.read_text()[-2000:]
-    assert wait_for(lambda: not group_alive(web_pid) and not group_alive(worker_pid), timeout=10)
+    assert wait_for(
+        lambda: not any(group_alive(p) for p in (web_pid, alert_path_pid, worker_pid)), timeout=10
+    )
     assert "did not stop in time" not in log.read_text(), "a child needed SIGKILL"
     assert get(port, "/health") is None
 
 
-def restarted_worker_pids(log) -> list[int]:
-    return [int(p) for p in re.findall(r"worker restarted \(pid (\d+)\)", log.read_text())]
+def restarted_worker_pids(log, name: str = "worker") -> list[int]:
+    return [int(p) for p in re.findall(rf"{name} restarted \(pid (\d+)\)", log.read_text())]
 
 
-def test_a_dead_worker_is_restarted_and_the_web_stays_up(console):
+@pytest.mark.parametrize("name", ["worker", "alert path"])
+def test_a_dead_worker_or_alert_path_is_restarted_and_the_web_stays_up(console, name):
     process, port, pids, log = console
     assert wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200, timeout=60), (
         log.read_text()
     )
-    web_pid, worker_pid = pids()
-    os.killpg(worker_pid, signal.SIGKILL)
-    assert wait_for(lambda: restarted_worker_pids(log), timeout=30), log.read_text()[-2000:]
-    assert "the worker exited with code -9; the web server stays up" in log.read_text()
+    web_pid, alert_path_pid, worker_pid = pids()
+    os.killpg(worker_pid if name == "worker" else alert_path_pid, signal.SIGKILL)
+    assert wait_for(lambda: restarted_worker_pids(log, name), timeout=30), log.read_text()[-2000:]
+    assert f"the {name} exited with code -9; the web server stays up" in log.read_text()
     assert process.poll() is None, "serve is still running"
     assert get(port, "/health").status_code == 200, "and so is the web server"
-    new_worker = restarted_worker_pids(log)[-1]
+    new_worker = restarted_worker_pids(log, name)[-1]
     assert new_worker != worker_pid and group_alive(new_worker)
     # The new worker beats: the console is ready again.
     assert wait_for(
@@ -116,11 +120,13 @@ def test_serve_stops_everything_and_fails_when_the_web_server_dies(console):
     assert wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200, timeout=60), (
         log.read_text()
     )
-    web_pid, worker_pid = pids()
+    web_pid, alert_path_pid, worker_pid = pids()
     os.killpg(web_pid, signal.SIGKILL)
     assert process.wait(timeout=20) != 0
     assert "the web server exited with code -9; stopped the rest" in log.read_text()
-    assert wait_for(lambda: not group_alive(worker_pid), timeout=10)
+    assert wait_for(
+        lambda: not group_alive(worker_pid) and not group_alive(alert_path_pid), timeout=10
+    )
 
 
 def test_serve_gives_up_after_repeated_worker_deaths(console, monkeypatch):
@@ -128,7 +134,7 @@ def test_serve_gives_up_after_repeated_worker_deaths(console, monkeypatch):
     assert wait_for(lambda: (r := get(port, "/health")) and r.status_code == 200, timeout=60), (
         log.read_text()
     )
-    killed = [pids()[1]]
+    killed = [pids()[2]]
     os.killpg(killed[0], signal.SIGKILL)
     # Kill each restarted worker as soon as it appears: the fifth death within two
     # minutes ends serve (restarts come after 1, 2, 4 and 8 s).

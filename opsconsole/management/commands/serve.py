@@ -1,9 +1,15 @@
-"""Run the web server and one django-q2 cluster together, supervised.
+"""Run the web server, the alert path and one django-q2 cluster together, supervised.
 
-A worker that dies is started again with backoff while the web server stays up
-(`/health/ready` says the worker is down until it beats again); after repeated
-deaths in a short time, or when the web server dies, everything is stopped and
-the command exits non-zero with the reason. SIGTERM or Ctrl-C stops both and
+Three processes: the web server; the alert path (`manage.py alertpath`: checks,
+rules, escalation, delivery, the deploy watch, the heartbeat, the reconciler);
+and the jobs worker (`manage.py qcluster`: backups, verifies, drills, restores,
+rollbacks, failovers). The alert path never waits behind long work.
+
+The alert path or the worker, when it dies, is started again with backoff
+while the web server stays up (`/health/ready` says which is down until it
+beats again); after repeated deaths of one of them in a short time, or when the
+web server dies, everything is stopped and the command exits non-zero with the
+reason. SIGTERM or Ctrl-C stops both and
 leaves no process behind: each child leads its own process group, the leaders
 are asked to stop, and any process still left in a group is killed at the end.
 """
@@ -38,6 +44,8 @@ class Child:
         self.argv = argv
         self.env = env
         self.process = self._spawn()
+        self.crashes: list[float] = []
+        self.restart_at: float | None = None
 
     def _spawn(self) -> subprocess.Popen:
         return subprocess.Popen(  # noqa: S603 - argv list, no shell
@@ -62,7 +70,10 @@ class Child:
 
 
 class Command(BaseCommand):
-    help = "Start the web server (gunicorn, or the dev server with --dev) and a django-q2 cluster."
+    help = (
+        "Start the web server (gunicorn, or the dev server with --dev), the alert path and a "
+        "django-q2 cluster."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -88,6 +99,7 @@ class Command(BaseCommand):
                 "--graceful-timeout", str(int(GRACE_SECONDS) - 2),
                 "--timeout", "60",
             ]  # fmt: skip
+        alert_path = [sys.executable, manage, "alertpath"]
         worker = [sys.executable, manage, "qcluster"]
 
         stop_requested: list[int] = []
@@ -96,40 +108,23 @@ class Command(BaseCommand):
             stop_requested.append(signum)
 
         previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        children = [Child("web server", web, env), Child("worker", worker, env)]
+        web_child = Child("web server", web, env)
+        supervised = [Child("alert path", alert_path, env), Child("worker", worker, env)]
+        children = [web_child, *supervised]
         self.stderr.write(
-            f"opsconsole: serving on http://{host}:{port}/admin/ "
-            f"(web pid {children[0].pid}, worker pid {children[1].pid}); Ctrl-C stops both"
+            f"opsconsole: serving on http://{host}:{port}/admin/ (web pid {web_child.pid}, "
+            f"alert path pid {supervised[0].pid}, worker pid {supervised[1].pid}); "
+            "Ctrl-C stops all three"
         )
-        web, worker_child = children
         failure = None
-        crashes: list[float] = []
-        restart_at: float | None = None
         try:
-            while not stop_requested:
-                if web.exit_code() is not None:
+            while not stop_requested and failure is None:
+                if web_child.exit_code() is not None:
                     # The web server is the service: without it there is nothing to keep up.
-                    failure = f"the web server exited with code {web.exit_code()}"
+                    failure = f"the web server exited with code {web_child.exit_code()}"
                     break
-                now = time.monotonic()
-                if restart_at is None and worker_child.exit_code() is not None:
-                    crashes = [t for t in crashes if now - t < GIVE_UP_WINDOW] + [now]
-                    if len(crashes) >= GIVE_UP_CRASHES:
-                        failure = (
-                            f"the worker exited {len(crashes)} times within "
-                            f"{GIVE_UP_WINDOW:.0f} s (last code {worker_child.exit_code()})"
-                        )
-                        break
-                    wait = min(MAX_BACKOFF, 2.0 ** (len(crashes) - 1))
-                    self.stderr.write(
-                        f"opsconsole: the worker exited with code {worker_child.exit_code()}; "
-                        f"the web server stays up; restarting the worker in {wait:.0f} s"
-                    )
-                    restart_at = now + wait
-                if restart_at is not None and now >= restart_at:
-                    worker_child.restart()
-                    restart_at = None
-                    self.stderr.write(f"opsconsole: worker restarted (pid {worker_child.pid})")
+                for child in supervised:
+                    failure = failure or self._supervise(child)
                 time.sleep(0.2)
         finally:
             self._stop(children)
@@ -138,6 +133,28 @@ class Command(BaseCommand):
         if failure:
             raise CommandError(f"{failure}; stopped the rest")
         self.stderr.write("opsconsole: stopped")
+
+    def _supervise(self, child: Child) -> str | None:
+        """Restart `child` with backoff when it died; the reason to give up, if it is time."""
+        now = time.monotonic()
+        if child.restart_at is None and child.exit_code() is not None:
+            child.crashes = [t for t in child.crashes if now - t < GIVE_UP_WINDOW] + [now]
+            if len(child.crashes) >= GIVE_UP_CRASHES:
+                return (
+                    f"the {child.name} exited {len(child.crashes)} times within "
+                    f"{GIVE_UP_WINDOW:.0f} s (last code {child.exit_code()})"
+                )
+            wait = min(MAX_BACKOFF, 2.0 ** (len(child.crashes) - 1))
+            self.stderr.write(
+                f"opsconsole: the {child.name} exited with code {child.exit_code()}; "
+                f"the web server stays up; restarting the {child.name} in {wait:.0f} s"
+            )
+            child.restart_at = now + wait
+        if child.restart_at is not None and now >= child.restart_at:
+            child.restart()
+            child.restart_at = None
+            self.stderr.write(f"opsconsole: {child.name} restarted (pid {child.pid})")
+        return None
 
     def _stop(self, children: list[Child]) -> None:
         # The leaders (gunicorn's master, qcluster's sentinel) stop their own
