@@ -328,3 +328,61 @@ def test_the_dead_mans_switch_says_fail_when_the_jobs_worker_is_silent(db, https
     )
     assert alertpath.ping_dead_mans_switch() == "fail"
     assert "jobs worker: last heartbeat 600 s ago" in httpserver.log[0][0].get_data(as_text=True)
+
+
+# --- Stranded work on the Redis broker ------------------------------------------------------
+
+
+@pytest.fixture
+def redis_broker(monkeypatch, tmp_path):
+    """A real redis-server on a free port, and django-q2 pointed at it instead of the ORM."""
+    import subprocess
+
+    import redis
+    from django_q.conf import Conf
+
+    from tests.peers import ensure_binary
+    from tests.pgserver import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [ensure_binary("redis-server", "redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    connection = redis.from_url(url)
+    assert wait_for(lambda: _pings(connection), 10), "redis-server did not start"
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", url)
+    yield connection
+    server.terminate()
+    server.wait(10)
+
+
+def _pings(connection) -> bool:
+    import redis
+
+    try:
+        return connection.ping()
+    except redis.ConnectionError:
+        return False
+
+
+def test_on_redis_a_task_a_dead_cluster_took_is_queued_again_once(db, redis_broker, runnable):
+    from django_q.brokers import get_broker
+
+    from opsconsole.tasks import enqueue
+
+    broker = get_broker()
+    lost = approved(2)
+    waiting = approved(2)
+    enqueue(EXECUTE_TASK, "testapp.ChangeRequest", waiting.pk)
+    # The cluster took `lost`'s task (BLPOP: gone from the list) and died with it.
+    assert broker.queue_size() == 1
+    assert reconcile()["redriven"] == 1
+    tasks = [SignedPackage.loads(p) for p in redis_broker.lrange(broker.list_key, 0, -1)]
+    assert sorted(t["args"][1] for t in tasks) == sorted([lost.pk, waiting.pk])
+    assert reconcile()["redriven"] == 0, "queued again once, not on every pass"
+    assert broker.queue_size() == 2
+    assert not OrmQ.objects.exists(), "nothing went to the ORM broker"

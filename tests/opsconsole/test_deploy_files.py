@@ -33,9 +33,10 @@ def assert_runs_something_real(command: str) -> None:
             raise AssertionError(f"unexpected command {part!r}")
 
 
-def test_procfile_has_web_worker_and_release():
+def test_procfile_has_web_alert_path_worker_and_release():
     entries = procfile()
-    assert set(entries) == {"web", "worker", "release"}
+    assert set(entries) == {"web", "alerts", "worker", "release"}
+    assert entries["alerts"] == "python manage.py alertpath"
     assert entries["web"].startswith("gunicorn opsconsole.wsgi")
     assert "$PORT" in entries["web"]
     assert entries["worker"] == "python manage.py qcluster"
@@ -43,9 +44,12 @@ def test_procfile_has_web_worker_and_release():
         assert_runs_something_real(command)
 
 
-def test_railway_describes_web_and_worker_services():
+def test_railway_describes_web_alert_path_and_worker_services():
     web = json.loads((ROOT / "railway.json").read_text())
     worker = json.loads((ROOT / "railway.worker.json").read_text())
+    alerts = json.loads((ROOT / "railway.alertpath.json").read_text())
+    assert alerts["deploy"]["startCommand"] == "python manage.py alertpath"
+    assert_runs_something_real(alerts["deploy"]["startCommand"])
     assert web["deploy"]["healthcheckPath"] == "/health"
     assert web["deploy"]["restartPolicyType"] == "ON_FAILURE"
     assert web["deploy"]["startCommand"].startswith("gunicorn opsconsole.wsgi")
