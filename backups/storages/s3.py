@@ -9,6 +9,7 @@ the object's metadata by a server-side copy (a tag above CopyObject's 5 GiB).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,10 @@ from opsconsole import outbound
 PART_SIZE = 16 * 1024 * 1024
 # CopyObject copies at most 5 GiB; above that the checksum goes into a tag.
 COPY_LIMIT = 5 * 1024**3
+# A slow dump fills a part in minutes: between parts, ask S3 about the upload this
+# often, so an endpoint that died is noticed within a request's timeout, not at the
+# next part.
+PROBE_EVERY = 10.0
 
 
 @contextlib.contextmanager
@@ -50,6 +55,7 @@ class _S3Writer(Writer):
         self.upload_id = created["UploadId"]
         self.parts: list[dict[str, Any]] = []
         self.buffer = bytearray()
+        self.contact = time.monotonic()
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
@@ -61,6 +67,12 @@ class _S3Writer(Writer):
                 # Hand the full buffer over and start a new one: no copy of a part.
                 part, self.buffer = self.buffer, bytearray()
                 self._upload(part)
+        if time.monotonic() - self.contact >= PROBE_EVERY:
+            with _failures("checking the upload"):
+                self.client.list_parts(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MaxParts=1
+                )
+            self.contact = time.monotonic()
         return len(data)
 
     def _upload(self, chunk: bytes | bytearray) -> None:
@@ -74,6 +86,7 @@ class _S3Writer(Writer):
                 Body=chunk,
             )["ETag"]
         self.parts.append({"ETag": etag, "PartNumber": number})
+        self.contact = time.monotonic()
 
     def commit(self) -> None:
         if self.buffer or not self.parts:

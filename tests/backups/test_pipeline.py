@@ -365,3 +365,28 @@ def test_an_abort_that_failed_is_tried_again_until_it_succeeds(db, target, s3_st
     StorageLocation.objects.filter(pk=s3_storage.pk).update(config=working)
     clean_up()  # the next run, two minutes later: the endpoint is back
     assert not client.list_multipart_uploads(Bucket=name).get("Uploads"), failed.pk
+
+
+def test_an_s3_endpoint_that_dies_between_parts_is_noticed_at_once_without_the_upload_id(
+    db, s3_storage, bucket, monkeypatch
+):
+    """A slow dump fills a 16 MiB part in minutes; the writer does not wait for the next
+    part to find out that S3 is gone. What it reports names no uploadId URL."""
+    import boto3
+    from botocore.config import Config
+
+    from backups.errors import StorageError
+    from backups.storages import s3
+
+    writer = s3_storage.backend.open_writer("shorts/slow.dump.zst.age", {})
+    writer.write(b"x" * 1024)  # far from a full part
+    # The endpoint dies: nothing listens on port 9 any more.
+    writer.client = boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1",
+                                 aws_access_key_id="test", aws_secret_access_key="test",
+                                 config=Config(retries={"max_attempts": 1}))  # fmt: skip
+    monkeypatch.setattr(s3, "PROBE_EVERY", 0.0)
+    with pytest.raises(StorageError) as failure:
+        writer.write(b"x" * 1024)
+    message = str(failure.value)
+    assert message == "S3 checking the upload: EndpointConnectionError"
+    assert writer.upload_id not in message and "uploadId" not in message
