@@ -104,9 +104,9 @@ class MetricSource(models.Model):
             self.config = source_class(self.kind).validate(self.config or {}, reveal(self.secret))
         except ValueError as exc:
             raise ValidationError({"config": str(exc)}) from None
-        if self.interval_seconds < 30:
+        if self.interval_seconds < 5:
             raise ValidationError(
-                {"interval_seconds": "The scheduler ticks every 30 s; use 30 or more."}
+                {"interval_seconds": "Use 5 seconds or more: each pull is a request to the source."}
             )
 
     def is_due(self, now: datetime) -> bool:

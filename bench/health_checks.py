@@ -1,8 +1,9 @@
-"""500 HTTP health checks at 30 s intervals against a local service, on one worker.
+"""500 HTTP health checks at 30 s intervals against a local service, on the alert path.
 
-Targets: every tick within 10 s; p95 lag behind the schedule under 2 s (beyond the
-scheduler's own granularity); the worker under 50 % of one core on average.
-Baseline: one check run alone in the same run.
+The checks loop runs as `manage.py alertpath` runs it: `dr.health.tick()` every
+second, each due check started on its own in the pool. Targets: every result
+within 10 s of its due time; p95 lag behind the schedule under 2 s; the process
+under 50 % of one core on average. Baseline: one check run alone in the same run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def main() -> None:
         from django.utils import timezone
 
         from dr.checks import timed
-        from dr.health import run_due
+        from dr.health import tick
         from dr.models import CheckResult, ServiceCheck
 
         port = free_port()
@@ -70,41 +71,47 @@ def main() -> None:
             baseline = time.perf_counter() - started
             durations, lags = [], []
             cpu_before, wall_before = cpu_seconds(), time.perf_counter()
-            for n in range(TICKS):
-                due_at = {
-                    c.pk: c.next_due_at for c in ServiceCheck.objects.only("pk", "next_due_at")
-                }
+            due_at: dict[int, list] = {}
+            end = time.perf_counter() + TICKS * INTERVAL
+            while time.perf_counter() < end:
+                for pk, at in ServiceCheck.objects.values_list("pk", "next_due_at"):
+                    due_at.setdefault(pk, [])
+                    if at not in due_at[pk]:
+                        due_at[pk].append(at)
                 tick_started = time.perf_counter()
-                ran = run_due()
+                tick()
                 durations.append(time.perf_counter() - tick_started)
-                for pk, at in CheckResult.objects.filter(at__gte=start).values_list(
-                    "service_check_id", "at"
-                ):
-                    if pk in due_at and at >= due_at[pk]:
-                        lags.append((at - due_at[pk]).total_seconds())
-                CheckResult.objects.all().delete()
-                if n < TICKS - 1:
-                    time.sleep(max(0.0, INTERVAL - (time.perf_counter() - tick_started)))
+                time.sleep(max(0.0, 1.0 - (time.perf_counter() - tick_started)))
+            time.sleep(6)  # the last checks started finish
+            ran = CheckResult.objects.filter(at__gte=start).count()
+            for pk, at in CheckResult.objects.filter(at__gte=start).values_list(
+                "service_check_id", "at"
+            ):
+                slots = [d for d in due_at.get(pk, []) if d <= at]
+                if slots:
+                    lags.append((at - max(slots)).total_seconds())
             wall = time.perf_counter() - wall_before
             cpu = cpu_seconds() - cpu_before
         finally:
             service.terminate()
         print(f"machine: {machine()}")
         print(
-            f"{CHECKS} HTTP checks every {INTERVAL} s, {TICKS} ticks: ran {ran} a tick in "
-            f"{', '.join(f'{d:.2f}' for d in durations)} s"
+            f"{CHECKS} HTTP checks every {INTERVAL} s for {TICKS * INTERVAL} s, ticked every "
+            f"second: {ran} results; a tick took at most {max(durations) * 1000:.0f} ms"
         )
         print(
-            f"lag behind the schedule: p95 {percentile(lags, 95):.2f} s, max {max(lags):.2f} s "
-            f"(the scheduler itself fires up to ~30 s late; this is the tick's own share)"
+            f"lag of each result behind its due time: p50 {percentile(lags, 50):.2f} s, "
+            f"p95 {percentile(lags, 95):.2f} s, max {max(lags):.2f} s"
         )
-        print(f"worker CPU: {cpu:.1f} s over {wall:.0f} s = {100 * cpu / wall:.1f} % of one core")
+        print(f"process CPU: {cpu:.1f} s over {wall:.0f} s = {100 * cpu / wall:.1f} % of one core")
         print(
-            f"baseline one check alone: {baseline * 1000:.1f} ms; ratio tick/(checks x one) "
-            f"{max(durations) / (CHECKS * baseline):.3f}"
+            f"baseline one check alone: {baseline * 1000:.1f} ms; ratio p95 lag / one check "
+            f"{percentile(lags, 95) / baseline:.1f}"
         )
-        ok = max(durations) <= 10 and percentile(lags, 95) < 2 and cpu / wall < 0.5
-        print(f"targets (tick <= 10 s, p95 lag < 2 s, CPU < 50 %): {'PASS' if ok else 'FAIL'}")
+        ok = max(lags) <= 10 and percentile(lags, 95) < 2 and cpu / wall < 0.5
+        print(
+            f"targets (every result <= 10 s late, p95 < 2 s, CPU < 50 %): {'PASS' if ok else 'FAIL'}"
+        )
 
 
 if __name__ == "__main__":

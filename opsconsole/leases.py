@@ -7,8 +7,8 @@ renewing; the reconciler (`opsconsole.reconcile`) finds the expired lease on
 the alert path's cadence and hands the record to its kind's `on_lease_expired`,
 which fails it with what to check, or puts things back in a safe state first.
 
-A renewal also beats the jobs heartbeat: a worker busy with four long backups
-is alive, and says so, though it runs no heartbeat task.
+A renewal also beats the jobs heartbeat (as does a thread in every worker
+process, `opsconsole.tasks.worker_started`).
 """
 
 from __future__ import annotations

@@ -14,13 +14,24 @@ from django_q.models import Failure, OrmQ
 from opsconsole.models import WorkerHeartbeat
 
 
+def _ago(age: timedelta | None) -> str:
+    return "never" if age is None else f"{int(age.total_seconds())} s ago"
+
+
 def worker_panel(request) -> dict:
+    from opsconsole.alertpath import overdue_loops
+    from opsconsole.health import ALERT_PATH_MAX_AGE
+
     age = WorkerHeartbeat.age()
     alive = age is not None and age.total_seconds() <= settings.WORKER_HEARTBEAT_MAX_AGE
+    alerts = WorkerHeartbeat.age(WorkerHeartbeat.Role.ALERTS)
     since = timezone.now() - timedelta(hours=24)
     return {
+        "alert_path_alive": alerts is not None and alerts.total_seconds() <= ALERT_PATH_MAX_AGE,
+        "alert_path": _ago(alerts),
+        "late_loops": [line.split(":", 1)[0] for line in overdue_loops()] if alerts else [],
         "alive": alive,
-        "heartbeat": "never" if age is None else f"{int(age.total_seconds())} s ago",
+        "heartbeat": _ago(age),
         # OrmQ holds the ORM broker's queue; with Redis it is empty and the queue lives there.
         "queued": OrmQ.objects.count(),
         "failed": Failure.objects.filter(stopped__gte=since).count(),
@@ -28,6 +39,13 @@ def worker_panel(request) -> dict:
 
 
 def worker_status(now) -> dict:
-    """The system status API's "worker": how long ago a worker last proved it works."""
+    """The system status API's "worker": how long ago the jobs worker and the alert path
+    last proved they work."""
     age = WorkerHeartbeat.age()
-    return {"heartbeat_seconds_ago": None if age is None else round(age.total_seconds())}
+    alerts = WorkerHeartbeat.age(WorkerHeartbeat.Role.ALERTS)
+    return {
+        "heartbeat_seconds_ago": None if age is None else round(age.total_seconds()),
+        "alert_path_heartbeat_seconds_ago": None
+        if alerts is None
+        else round(alerts.total_seconds()),
+    }

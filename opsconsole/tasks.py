@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -73,11 +75,27 @@ def heartbeat() -> None:
     WorkerHeartbeat.prune()
 
 
+WORKER_BEAT_SECONDS = 15.0
+
+
 def worker_started(sender: Any = None, proc_name: str = "", **kwargs: Any) -> None:
-    """django-q2 post_spawn receiver: a fresh worker counts as alive at once."""
+    """django-q2 post_spawn receiver, in each new worker process: it counts as alive at
+    once, and a thread beats for it every 15 s for as long as the process lives, so a
+    worker busy with a four-hour backup does not look dead."""
     close_old_connections()
     try:
         WorkerHeartbeat.beat()
     except Exception:
-        # A worker must start even when the database hiccups; the schedule beats again.
+        # A worker must start even when the database hiccups; the thread beats again.
         log.exception("could not record the worker heartbeat")
+    threading.Thread(target=_beat_while_alive, name="heartbeat", daemon=True).start()
+
+
+def _beat_while_alive() -> None:
+    while True:
+        time.sleep(WORKER_BEAT_SECONDS)
+        try:
+            WorkerHeartbeat.beat()
+        except Exception:
+            log.warning("could not record the worker heartbeat")
+            close_old_connections()

@@ -167,3 +167,33 @@ def test_prometheus_with_the_shipped_rules_pages_when_the_alert_path_dies(
     finally:
         stop(process)
     assert not Incident.objects.filter(source="alertmanager").exists(), "it went outside"
+
+
+def test_a_rule_breach_pages_within_its_for_duration_plus_a_few_seconds(httpserver, tmp_path):
+    from alerts.models import AlertRule, MetricSample
+
+    httpserver.expect_request("/page").respond_with_data("ok")
+    page_to(httpserver)
+    AlertRule.objects.update(enabled=False)
+    for_seconds = 4
+    AlertRule.objects.create(
+        name="queue backlog", metric_key="jobs.backlog", aggregation="last", window_seconds=0,
+        comparator="above", threshold=100, for_seconds=for_seconds, priority="critical",
+        message_template="backlog {value}",
+    )  # fmt: skip
+    process = start_alert_path(tmp_path / "alertpath.log")
+    try:
+        assert wait_for(lambda: WorkerHeartbeat.age(WorkerHeartbeat.Role.ALERTS), timeout=60), (
+            tmp_path / "alertpath.log"
+        ).read_text()[-3000:]
+        breached_at = time.monotonic()
+        deadline = breached_at + for_seconds + 30
+        while time.monotonic() < deadline and not httpserver.log:
+            MetricSample.objects.create(key="jobs.backlog", value=500, observed_at=timezone.now())
+            time.sleep(0.5)
+        took = time.monotonic() - breached_at
+        assert httpserver.log, (tmp_path / "alertpath.log").read_text()[-3000:]
+        assert took <= for_seconds + 5, f"paged {took:.1f} s after the breach began"
+        assert took >= for_seconds, "not before the rule's `for` has passed"
+    finally:
+        stop(process)
