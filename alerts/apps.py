@@ -46,7 +46,9 @@ class AlertsConfig(AppConfig):
         guarded.register("alerts.Channel", "kind", "enabled", "config", "secret")
         # The alert path (`manage.py alertpath`): a breach becomes a page within the rule's
         # `for` plus a second or two, whatever the jobs workers are doing.
-        leases.register("alerts.Notification", running=("sending",), handler=lease_expired)
+        leases.register(
+            "alerts.Notification", running=("sending",), handler=lease_expired, since="claimed_at"
+        )
         alertpath.register("alerts.sources", "alerts.metrics.collect_due", every=1)
         alertpath.register("alerts.rules", "alerts.evaluation.evaluate_all", every=1)
         alertpath.register("alerts.escalate", "alerts.incidents.escalate_due", every=1)

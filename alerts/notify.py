@@ -5,12 +5,13 @@ evidence. The alert path's delivery loop (`deliver_due`, every second, and at
 once when a notification is committed in its process) sends what is due; a
 retry is the same row due again later, never a sleep.
 
-A send that a crash cut short is sent again once its lease runs out (SEND_LEASE
-after the claim, settled by the reconciler). Every send of a row carries the
+A send holds a lease, renewed while it lasts; a send that a crash cut short is
+sent again once its lease runs out (`OPSCONSOLE_LEASE_SECONDS` after the last
+renewal, settled by the reconciler). Every send of a row carries the
 same idempotency key (`Message.delivery_key`: PagerDuty deduplicates on its
 `dedup_key`, a webhook gets an `Idempotency-Key` header), so a receiver that
 can tell does not page twice. Slack and SMS cannot tell: there a crash mid-send
-can repeat the message, at most SEND_LEASE plus one reconciler pass later.
+can repeat the message, at most a lease plus one reconciler pass later (70 s).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from django.utils import timezone
 
 from alerts.channels.base import Message, TransportError
 from alerts.models import Channel, Incident, Notification, Priority
-from opsconsole import alertpath
+from opsconsole import alertpath, leases
 from opsconsole.http import backoff_delay
 
 log = logging.getLogger("opsconsole.alerts.notify")
@@ -47,8 +48,6 @@ SLOW_SEND = timedelta(seconds=1)
 BEHIND_SLOW_SEND_WAIT = timedelta(seconds=15)
 # How long a worker waits for one send before leaving it to its thread.
 HANDOFF_SECONDS = 2.0
-# Every transport gives up on a peer well before this (timeouts of 10-30 s).
-SEND_LEASE = timedelta(seconds=60)
 DELIVERY_THREADS = 16
 ACK_SALT = "alerts.incident-ack"
 
@@ -130,7 +129,7 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
         status=Status.SENDING,
         attempts=F("attempts") + 1,
         claimed_at=now,
-        lease_expires_at=now + SEND_LEASE,
+        lease_expires_at=leases.expiry(now),
     )
     if not claimed:
         return None  # done, taken by another worker, or not yet due
@@ -155,14 +154,16 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
         )
     message = build_message(notification)
     if channel.transport.local:
-        return _record(notification, channel, _attempt(channel, message), now)
+        return _record(notification, channel, _attempt(notification, channel, message), now)
     return _send_with_handoff(notification, channel, message, now)
 
 
-def _attempt(channel, message) -> tuple[Any, Exception | None]:
-    """One send: (delivery, None), or (None, the exception) to be recorded, whatever it is."""
+def _attempt(notification, channel, message) -> tuple[Any, Exception | None]:
+    """One send: (delivery, None), or (None, the exception) to be recorded, whatever it is.
+    The send's lease is renewed while it lasts (a voice call to four numbers takes a while)."""
     try:
-        return channel.transport.send(message), None
+        with leases.held(notification, beat_jobs=False):
+            return channel.transport.send(message), None
     except Exception as exc:
         return None, exc
 
@@ -189,7 +190,7 @@ def _send_with_handoff(notification, channel, message, now) -> str:
     handoff = _Handoff()
 
     def send():
-        outcome = _attempt(channel, message)
+        outcome = _attempt(notification, channel, message)
         with handoff.lock:
             handoff.finished, handoff.outcome = True, outcome
             record_here = handoff.abandoned
@@ -218,7 +219,8 @@ def _record(notification, channel, outcome, now) -> str:
         return _failed(
             notification, channel, TransportError(f"{type(error).__name__}: {error}"), now
         )
-    Notification.objects.filter(pk=notification.pk).update(
+    # Only while still ours: a send the reconciler re-queued is recorded by its re-send.
+    Notification.objects.filter(pk=notification.pk, status=Status.SENDING).update(
         status=Status.SENT,
         sent_at=timezone.now(),
         http_status=delivery.http_status,
@@ -233,7 +235,7 @@ def _record(notification, channel, outcome, now) -> str:
 
 def _defer(notification: Notification, until: datetime, why: str) -> str:
     """Give the claim back without counting an attempt: the channel, not this message, is stuck."""
-    Notification.objects.filter(pk=notification.pk).update(
+    Notification.objects.filter(pk=notification.pk, status=Status.SENDING).update(
         status=Status.RETRYING,
         attempts=F("attempts") - 1,
         next_attempt_at=until,
@@ -260,7 +262,7 @@ def _failed(
             wait = max(wait, min(exc.retry_after, RETRY_CAP_SECONDS))
         # Never sooner than 5 s: a burst of retries is what a struggling peer needs least.
         update.update(status=Status.RETRYING, next_attempt_at=now + timedelta(seconds=max(wait, 5)))
-    Notification.objects.filter(pk=notification.pk).update(**update)
+    Notification.objects.filter(pk=notification.pk, status=Status.SENDING).update(**update)
     channel_update = {"last_status": "failed" if final else "retrying"}
     if exc.timed_out:
         channel_update["unresponsive_until"] = now + UNRESPONSIVE_PAUSE

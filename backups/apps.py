@@ -64,10 +64,20 @@ class BackupsConfig(AppConfig):
 
 def queued_backups():
     """Queued backups, each waiting for its `run_backup` task."""
+    from django.utils import timezone
+
     from backups.models import Backup
     from opsconsole.reconcile import Waiting
 
     for pk, created in Backup.objects.filter(status=Backup.Status.QUEUED).values_list(
         "pk", "created_at"
     ):
-        yield Waiting(created, "backups.tasks.run_backup", (pk,), f"backup {pk}")
+        yield Waiting(
+            created,
+            "backups.tasks.run_backup",
+            (pk,),
+            f"backup {pk}",
+            lambda message, pk=pk: Backup.objects.filter(pk=pk, status=Backup.Status.QUEUED).update(
+                status=Backup.Status.FAILED, finished_at=timezone.now(), error=message
+            ),
+        )

@@ -133,7 +133,7 @@ def _carry_out(backup: Backup) -> Backup:
         backup.refresh_from_db()
         return backup
     storage.record_checksum(storage_key, hashing.hash.hexdigest())
-    Backup.objects.filter(pk=backup.pk).update(
+    finished = Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
         status=Backup.Status.SUCCEEDED,
         finished_at=timezone.now(),
         duration_seconds=round(time.monotonic() - started, 3),
@@ -144,6 +144,10 @@ def _carry_out(backup: Backup) -> Backup:
         stderr_tail=stderr[-4000:],
     )
     backup.refresh_from_db()
+    if not finished:
+        # The reconciler failed it meanwhile (this worker was cut off for a whole lease).
+        log.warning("backup %s finished after it was marked failed", backup.id)
+        return backup
     log.info("backup %s of %s: %s bytes stored", backup.id, target.name, backup.bytes_stored)
     resolve_incident(target.fingerprint(), reason=f"backup {backup.id} succeeded")
     return backup

@@ -19,6 +19,7 @@ from backups.errors import BackupError, RestoreRefused
 from backups.models import Backup, RestoreRequest
 from backups.streams import scratch_dir
 from backups.verify import extract
+from opsconsole import leases
 
 
 def restore_into(backup: Backup, dbname: str) -> dict:
@@ -79,6 +80,7 @@ def carry_out_restore(request) -> dict:
         fresh = f"{engine.dbname}_incoming_{stamp}"[:63]
         result = restore_into(backup, fresh)
         old = f"{engine.dbname}_pre_restore_{stamp}"[:63]
+        leases.check()  # never swap for a run the reconciler has already failed
         engine.swap_in(fresh, old)
         RestoreRequest.objects.filter(pk=request.pk).update(old_database=old)
     return {"timings": {**result["timings"], "total": round(time.monotonic() - started, 3)}}

@@ -20,7 +20,7 @@ class DeploymentsConfig(AppConfig):
         )  # fmt: skip
 
         routes.register("", "deployments.urls")
-        alertpath.register("deployments.watch", "deployments.watch.watch_tick", every=2)
+        alertpath.register("deployments.watch", "deployments.watch.watch_tick", every=5)
         roles.grant(
             roles.OPERATOR, "deployments.add_rollbackrequest", "deployments.change_rollbackrequest"
         )

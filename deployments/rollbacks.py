@@ -27,6 +27,7 @@ from alerts.incidents import raise_incident
 from deployments.models import Deployment, Environment, RollbackRequest
 from deployments.providers import ProviderError
 from deployments.verification import judge_traffic, verify_rollback
+from opsconsole import leases
 
 log = logging.getLogger("opsconsole.deployments")
 Status = Deployment.Status
@@ -166,6 +167,7 @@ def gradual(request: RollbackRequest, target: Deployment) -> dict[str, Any]:
     # split may be in place and how to undo it (RollbackRequest.on_lease_expired).
     kept_slot = slot if isinstance(slot, int | str) else None
     for percent in steps:
+        leases.check()  # a run the reconciler took over sets no further share
         RollbackRequest.objects.filter(pk=request.pk).update(
             gradual_progress={"slot": kept_slot, "percent": percent}
         )
@@ -180,4 +182,5 @@ def gradual(request: RollbackRequest, target: Deployment) -> dict[str, Any]:
         if reason := judgement.breach:
             backend.abort(slot)
             raise ProviderError(f"gradual rollback stopped at {percent} %: {reason}")
+    leases.check()
     return {"gradual": steps, **backend.complete(slot)}

@@ -8,12 +8,20 @@ class DrConfig(AppConfig):
     def ready(self) -> None:
         # These read models: imported once the app registry is ready.
         from dr import drills
-        from dr.panels import any_unhealthy, checks_status, health_panel, objectives_panel
+        from dr.panels import (
+            any_unhealthy,
+            check_metrics,
+            checks_status,
+            health_panel,
+            objectives_panel,
+            overdue_checks_trouble,
+        )
         from opsconsole import (
             alertpath,
             dashboard,
             guarded,
             leases,
+            metrics,
             roles,
             routes,
             schedules,
@@ -48,6 +56,10 @@ class DrConfig(AppConfig):
 
         # Each check on its own cadence (interval, retry interval), to the second.
         alertpath.register("dr.checks", "dr.health.tick", every=1)
+        # A check hanging past its timeout keeps the loop ticking but stops that check:
+        # it counts against the alert path's health, and shows in /metrics.
+        alertpath.register_trouble("dr.checks", overdue_checks_trouble)
+        metrics.register("dr", check_metrics)
         leases.register("dr.RecoveryDrill", running=("running",), handler=drills.lease_expired)
         schedules.register("dr.prune_results", "dr.tasks.prune_results", cron="40 4 * * *")
         schedules.register("dr.check_objectives", "dr.tasks.check_objectives", cron="5 * * * *")

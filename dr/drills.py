@@ -81,7 +81,7 @@ def _drill(drill: RecoveryDrill, target, backup, scratch: str) -> RecoveryDrill:
     duration = time.monotonic() - started
     objective = RecoveryObjective.objects.filter(target=target).first()
     rto_met = None if objective is None else duration <= objective.rto_target_minutes * 60
-    RecoveryDrill.objects.filter(pk=drill.pk).update(
+    RecoveryDrill.objects.filter(pk=drill.pk, status=RecoveryDrill.Status.RUNNING).update(
         status=RecoveryDrill.Status.SUCCEEDED,
         finished_at=timezone.now(),
         duration_seconds=round(duration, 3),

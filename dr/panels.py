@@ -72,3 +72,21 @@ def checks_status(now) -> list[dict]:
 
 def any_unhealthy(checks: list[dict]) -> bool:
     return any(c["state"] == "unhealthy" for c in checks)
+
+
+def overdue_checks_trouble() -> list[str]:
+    """For the alert path's own health (`opsconsole.alertpath.register_trouble`)."""
+    late = ServiceCheck.overdue()
+    if not late:
+        return []
+    names = ", ".join(c.name for c in late[:5]) + (" …" if len(late) > 5 else "")
+    return [f"checks: {len(late)} overdue ({names})"]
+
+
+def check_metrics():
+    """This app's part of /metrics (`opsconsole.metrics`)."""
+    from opsconsole.metrics import gauge
+
+    overdue = gauge("checks_overdue", "Enabled health checks 30 s past their due time and timeout.")
+    overdue.add_metric([], len(ServiceCheck.overdue()))
+    yield overdue

@@ -45,6 +45,9 @@ class Loop:
 
 _registry: dict[str, Loop] = {}
 _wake: dict[str, threading.Event] = {}
+_troubles: dict[str, Callable[[], list[str]]] = {}
+# When each loop's current tick began (None between ticks): the watchdog's view.
+busy_since: dict[str, float | None] = {}
 
 
 def register(name: str, func: str, *, every: float) -> None:
@@ -53,6 +56,23 @@ def register(name: str, func: str, *, every: float) -> None:
 
 def registered() -> list[Loop]:
     return list(_registry.values())
+
+
+def register_trouble(name: str, finder: Callable[[], list[str]]) -> None:
+    """An app's own sign that alerting is not on time (a check hanging past its timeout):
+    each line it returns keeps the dead-man's switch from saying "ok"."""
+    _troubles[name] = finder
+
+
+def hung_loops(now: float | None = None) -> list[str]:
+    """Loops of this process whose current tick has run far longer than it may."""
+    now = now or time.monotonic()
+    return [
+        name
+        for name, began in list(busy_since.items())
+        if began is not None and now - began > max(120.0, 20 * _registry[name].every)
+        if name in _registry
+    ]
 
 
 def wake(name: str) -> None:
@@ -118,6 +138,7 @@ def run_loop(loop: Loop, stop: threading.Event, func: Callable[[], object] | Non
                 if stop.is_set():
                     break
             began = time.monotonic()
+            busy_since[loop.name] = began
             lag = max(0.0, began - next_at)
             started = timezone.now()
             error = ""
@@ -130,6 +151,7 @@ def run_loop(loop: Loop, stop: threading.Event, func: Callable[[], object] | Non
                 with sentry_sdk.new_scope() as scope:
                     scope.set_tag("loop", loop.name)
                     sentry_sdk.capture_exception()
+            busy_since[loop.name] = None
             recorder.record(started, time.monotonic() - began, lag, error)
             # Due `every` after this tick began; when that has passed, at once (one tick).
             next_at = max(began + loop.every, time.monotonic())
@@ -194,12 +216,36 @@ def alert_path_trouble(now=None) -> list[str]:
     try:
         trouble = overdue_loops(now)
         jobs = WorkerHeartbeat.age(WorkerHeartbeat.Role.JOBS)
+        late = scheduler_lag(now)
+        for finder in _troubles.values():
+            trouble.extend(finder())
     except DatabaseError as exc:
         return [f"database: {type(exc).__name__}"]
     if jobs is None or jobs.total_seconds() > settings.WORKER_HEARTBEAT_MAX_AGE:
         seconds = "never" if jobs is None else f"{int(jobs.total_seconds())} s ago"
         trouble.append(f"jobs worker: last heartbeat {seconds}")
+    if late > SCHEDULER_MAX_LAG:
+        trouble.append(f"jobs scheduler: the heartbeat schedule is {int(late)} s overdue")
     return trouble
+
+
+# django-q2's scheduler fires every ~30 s: a schedule this far past due means it stopped.
+SCHEDULER_MAX_LAG = 120.0
+
+
+def scheduler_lag(now=None) -> float:
+    """Seconds the jobs scheduler is behind, read from django-q2's own Schedule table (the
+    scheduler moves `next_run` on when it fires, busy workers or not)."""
+    from django_q.models import Schedule
+
+    next_run = (
+        Schedule.objects.filter(name="opsconsole.heartbeat")
+        .values_list("next_run", flat=True)
+        .first()
+    )
+    if next_run is None:
+        return 0.0
+    return max(0.0, ((now or timezone.now()) - next_run).total_seconds())
 
 
 def ping_dead_mans_switch() -> str:

@@ -47,7 +47,7 @@ class OpsConsoleConfig(AppConfig):
             "approvals",
             lambda: (
                 reconcile.Waiting(
-                    r.decided_at or r.requested_at, func, args, f"{r._meta.label} {r.pk}"
+                    r.decided_at or r.requested_at, func, args, f"{r._meta.label} {r.pk}", r.abandon
                 )
                 for r, func, args in approved_waiting()
             ),

@@ -10,6 +10,7 @@ alerting rules for all of it are in docs/prometheus-rules.yml.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from django.http import HttpResponse
@@ -20,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from opsconsole.api import bearer_token
+
+log = logging.getLogger("opsconsole.metrics")
 
 Part = Callable[[], Iterable[Metric]]
 _parts: dict[str, Part] = {}
@@ -49,7 +52,8 @@ def console_metrics() -> Iterable[Metric]:
         tick = ticks.get(loop.name)
         every.add_metric([loop.name], loop.every)
         if tick is None:
-            continue  # never ran: absent, which the rules treat as stale
+            age.add_metric([loop.name], float("inf"))  # never ran: as stale as can be
+            continue
         age.add_metric([loop.name], (now - tick.finished_at).total_seconds())
         lag.add_metric([loop.name], tick.lag_ms / 1000)
         failing.add_metric([loop.name], 1 if tick.error else 0)
@@ -62,8 +66,16 @@ def console_metrics() -> Iterable[Metric]:
             beats.add_metric([role.value], seen.total_seconds())
     yield beats
 
+    scheduler = gauge("scheduler_lag_seconds", "How far the jobs scheduler is behind.")
+    scheduler.add_metric([], alertpath.scheduler_lag(now))
+    yield scheduler
+
     depth = gauge("queue_depth", "Work waiting to be taken, per queue.", ["queue"])
-    depth.add_metric(["jobs"], broker.depth())
+    try:
+        depth.add_metric(["jobs"], broker.depth())
+    except Exception:
+        # A broker that is down (Redis) must not take the rest of the scrape with it.
+        log.warning("could not read the jobs queue's depth")
     for name, count in _depths.items():
         depth.add_metric([name], count())
     yield depth

@@ -184,12 +184,26 @@ class ServiceCheck(models.Model):
         }
 
     def parent_unhealthy(self) -> ServiceCheck | None:
-        ancestor = self.parent
-        while ancestor is not None:
+        """The nearest unhealthy ancestor, as the database says now (a parent checked in
+        another thread a moment ago counts)."""
+        seen, parent_id = set(), self.parent_id
+        while parent_id is not None and parent_id not in seen and len(seen) < 20:
+            seen.add(parent_id)
+            ancestor = ServiceCheck.objects.filter(pk=parent_id).first()
+            if ancestor is None:
+                return None
             if ancestor.state == self.State.UNHEALTHY:
                 return ancestor
-            ancestor = ancestor.parent
+            parent_id = ancestor.parent_id
         return None
+
+    @classmethod
+    def overdue(cls, now: datetime | None = None) -> list[ServiceCheck]:
+        """Enabled checks well past their due time (30 s beyond their timeout): hanging,
+        or the alert path is not running them."""
+        now = now or timezone.now()
+        late = cls.objects.filter(enabled=True, next_due_at__lt=now - timedelta(seconds=30))
+        return [c for c in late if c.next_due_at < now - timedelta(seconds=30 + c.timeout_seconds)]
 
 
 def month_bounds(month: str | None = None) -> tuple[datetime, datetime]:

@@ -132,6 +132,19 @@ class ApprovalRequest(models.Model):
             "worker's log for a crash or an out-of-memory kill, and what this left half done."
         )
 
+    def abandon(self, message: str) -> bool:
+        """approved → failed, for an approved request that never started (its task was lost
+        long ago): recorded and raised like any failure."""
+        updated = (
+            type(self)
+            ._default_manager.filter(pk=self.pk, status=ApprovalStatus.APPROVED)
+            .update(status=RunStatus.FAILED, finished_at=timezone.now(), error=message[:4000])
+        )
+        self.refresh_from_db()
+        if updated:
+            self.on_failed(message)
+        return bool(updated)
+
     def on_lease_expired(self) -> bool:
         """The worker died mid-run (`opsconsole.reconcile`). Never re-run: half a gradual
         rollback may be serving, half a replace may have renamed databases."""
@@ -238,37 +251,44 @@ class ApprovalRequest(models.Model):
         """Run an approved request on this worker. Idempotent: done or taken → nothing."""
         if not self.claim():
             return self
+        lease = None
         try:
-            with leases.held(self):
+            with leases.held(self) as lease:
                 self.on_started()
                 fields = self.run() or {}
+        except leases.LeaseLost:
+            # The reconciler took it over (this worker was cut off for a lease): its
+            # verdict stands; nothing more is done here.
+            log.warning("%s: lease lost; stopped", self)
         except self.FAILURES as exc:
-            self.fail(getattr(exc, "message", None) or str(exc))
+            self.fail(getattr(exc, "message", None) or str(exc), lease=lease)
         except Exception as exc:
-            # A bug must not leave the request "running" until the reaper comes.
-            self.fail(f"{type(exc).__name__}: {exc}")
+            # A bug must not leave the request "running" until its lease runs out.
+            self.fail(f"{type(exc).__name__}: {exc}", lease=lease)
             raise
         else:
-            self.succeed(**fields)
+            self.succeed(lease=lease, **fields)
         self.refresh_from_db()
         return self
 
-    def succeed(self, **fields: Any) -> None:
-        updated = (
-            type(self)
-            ._default_manager.filter(pk=self.pk, status__in=self.RUNNING_STATES)
-            .update(status=RunStatus.SUCCEEDED, finished_at=timezone.now(), **fields)
+    def _running(self, lease: leases.Lease | None) -> models.QuerySet:
+        """This request while still running, and still this worker's when `lease` is given
+        (the reconciler swaps the lease when it takes a request over)."""
+        rows = type(self)._default_manager.filter(pk=self.pk, status__in=self.RUNNING_STATES)
+        return rows if lease is None else rows.filter(lease_expires_at=lease.value)
+
+    def succeed(self, lease: leases.Lease | None = None, **fields: Any) -> None:
+        updated = self._running(lease).update(
+            status=RunStatus.SUCCEEDED, finished_at=timezone.now(), **fields
         )
         self.refresh_from_db()
         if updated:
             self.on_succeeded()
 
-    def fail(self, message: str) -> bool:
+    def fail(self, message: str, lease: leases.Lease | None = None) -> bool:
         """Record the failure once (a second call changes nothing) and raise it."""
-        updated = (
-            type(self)
-            ._default_manager.filter(pk=self.pk, status__in=self.RUNNING_STATES)
-            .update(status=RunStatus.FAILED, finished_at=timezone.now(), error=message[:4000])
+        updated = self._running(lease).update(
+            status=RunStatus.FAILED, finished_at=timezone.now(), error=message[:4000]
         )
         self.refresh_from_db()
         if updated:

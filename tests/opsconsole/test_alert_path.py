@@ -291,7 +291,10 @@ def test_metrics_need_a_token_with_their_own_scope(client, db):
 
 
 def all_loops_on_time():
+    from django_q.models import Schedule
+
     now = timezone.now()
+    Schedule.objects.filter(name="opsconsole.heartbeat").update(next_run=now)
     for loop in alertpath.registered():
         LoopTick.objects.update_or_create(
             name=loop.name,
@@ -386,3 +389,100 @@ def test_on_redis_a_task_a_dead_cluster_took_is_queued_again_once(db, redis_brok
     assert reconcile()["redriven"] == 0, "queued again once, not on every pass"
     assert broker.queue_size() == 2
     assert not OrmQ.objects.exists(), "nothing went to the ORM broker"
+
+
+# --- Take-overs: a worker that was only cut off does not carry on ------------------------
+
+
+def test_a_worker_whose_lease_was_taken_over_cannot_record_success(db, monkeypatch):
+    def run(self):
+        # Cut off from the database for a whole lease: the reconciler fails it meanwhile.
+        ChangeRequest.objects.filter(pk=self.pk).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        assert reconcile()["expired"] == 1
+        with pytest.raises(leases.LeaseLost):
+            leases.check()  # what a gradual rollback asks before its next traffic share
+        return {}
+
+    monkeypatch.setattr(ChangeRequest, "run", run)
+    request = approved(0)
+    request.execute()
+    request.refresh_from_db()
+    assert request.status == "failed" and "lease ran out" in request.error, "the verdict stands"
+
+
+def test_a_renewal_does_not_steal_back_a_lease_that_was_taken_over(db):
+    request = ChangeRequest.objects.create(
+        status="running", started_at=timezone.now(), lease_expires_at=leases.expiry()
+    )
+    lease = leases.Lease(request)
+    lease.renew()
+    assert not lease.lost.is_set()
+    ChangeRequest.objects.filter(pk=request.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert reconcile()["expired"] == 1
+    lease.renew()
+    assert lease.lost.is_set()
+    request.refresh_from_db()
+    assert request.status == "failed" and request.lease_expires_at > timezone.now()
+
+
+def test_rows_running_from_before_leases_existed_are_settled_too(db):
+    old = ChangeRequest.objects.create(
+        status="running", started_at=timezone.now() - timedelta(minutes=5)
+    )
+    new = ChangeRequest.objects.create(status="running", started_at=timezone.now())
+    assert reconcile()["expired"] == 1
+    old.refresh_from_db(), new.refresh_from_db()
+    assert (old.status, new.status) == ("failed", "running")
+
+
+def test_work_lost_over_an_hour_ago_is_failed_not_started_late(db, runnable):
+    stale = approved(90)
+    assert reconcile() == {"expired": 0, "redriven": 0, "given_up": 1}
+    stale.refresh_from_db()
+    assert stale.status == "failed" and "waited over an hour" in stale.error
+    assert not OrmQ.objects.exists()
+
+
+# --- What keeps the dead-man's switch from saying "ok" ------------------------------------
+
+
+def test_a_check_hanging_past_its_timeout_and_a_stalled_scheduler_count_as_trouble(db):
+    from django_q.models import Schedule
+
+    all_loops_on_time()
+    assert alertpath.alert_path_trouble() == []
+    ServiceCheck.objects.create(
+        name="hangs", kind="tcp", config={"host": "127.0.0.1", "port": 9},
+        timeout_seconds=5, next_due_at=timezone.now() - timedelta(seconds=60),
+    )  # fmt: skip
+    Schedule.objects.filter(name="opsconsole.heartbeat").update(
+        next_run=timezone.now() - timedelta(minutes=5)
+    )
+    trouble = alertpath.alert_path_trouble()
+    assert "checks: 1 overdue (hangs)" in trouble
+    assert any(t.startswith("jobs scheduler: the heartbeat schedule is 30") for t in trouble)
+
+
+def test_a_loop_hung_for_minutes_is_named_for_the_watchdog():
+    alertpath.busy_since["dr.checks"] = time.monotonic() - 600
+    try:
+        assert "dr.checks" in alertpath.hung_loops()
+    finally:
+        alertpath.busy_since["dr.checks"] = None
+    assert "dr.checks" not in alertpath.hung_loops()
+
+
+def test_a_child_check_sees_its_parents_state_as_the_database_has_it_now(db):
+    parent = ServiceCheck.objects.create(
+        name="db", kind="tcp", config={"host": "127.0.0.1", "port": 9}
+    )
+    child = ServiceCheck.objects.create(name="api", kind="tcp", parent=parent,
+                                        config={"host": "127.0.0.1", "port": 9})  # fmt: skip
+    child = ServiceCheck.objects.select_related("parent").get(pk=child.pk)
+    ServiceCheck.objects.filter(pk=parent.pk).update(state="unhealthy")  # another thread, just now
+    assert child.parent.state == "unknown", "the snapshot is stale"
+    assert child.parent_unhealthy() == parent

@@ -197,3 +197,23 @@ def test_a_rule_breach_pages_within_its_for_duration_plus_a_few_seconds(httpserv
         assert took >= for_seconds, "not before the rule's `for` has passed"
     finally:
         stop(process)
+
+
+def test_a_second_alert_path_stands_by_and_takes_over_when_the_first_dies(tmp_path):
+    first = start_alert_path(tmp_path / "first.log")
+    second = None
+    try:
+        assert wait_for(lambda: "alert path running" in (tmp_path / "first.log").read_text(), 60)
+        second = start_alert_path(tmp_path / "second.log")
+        assert wait_for(lambda: "standing by" in (tmp_path / "second.log").read_text(), 60), (
+            tmp_path / "second.log"
+        ).read_text()[-2000:]
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        assert wait_for(
+            lambda: "alert path running" in (tmp_path / "second.log").read_text(), 15
+        ), (tmp_path / "second.log").read_text()[-2000:]
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
