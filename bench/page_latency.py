@@ -300,7 +300,10 @@ def main() -> None:
             # A notification in flight to a receiver that takes 30 s to answer.
             Channel.objects.filter(pk=channel.pk).update(config={"url": f"{hook}/slow"})
             n = Notification.objects.create(channel=channel, event=Notification.Event.TEST)
-            assert wait(lambda: Notification.objects.get(pk=n.pk).status == "sending", 30)
+            assert wait(lambda: Notification.objects.get(pk=n.pk).status == "sending", 30), (
+                Notification.objects.filter(pk=n.pk).values().first(),
+                log.read_text()[-3000:],
+            )
             before = len([p for _, p in Receiver.pages if p["path"] == "/slow"])
             console.kill("alert path")
             killed_at = time.monotonic()

@@ -72,3 +72,27 @@ def run_queued() -> list:
             callback()
         if not deliver_due() and not OrmQ.objects.exists():
             return results
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
+    """Poll `predicate` until it returns something true (returned) or `timeout` passes
+    (None): for what another process or thread does in its own time."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def console_database_url() -> str:
+    """The test database as a DATABASE_URL, for a console process started by a test."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"

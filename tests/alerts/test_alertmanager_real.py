@@ -1,6 +1,5 @@
 """A real Alertmanager routes its alerts into the console's incidents over HTTP."""
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -8,17 +7,8 @@ import pytest
 
 from alerts.models import Channel, Incident
 from opsconsole.models import ApiToken
+from tests.helpers import wait_for
 from tests.peers import alertmanager
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    return None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -32,7 +22,7 @@ def test_alertmanager_opens_and_resolves_an_incident(live_server):
             "startsAt": datetime.now(UTC).isoformat(),
         }
         assert httpx.post(f"{am}/api/v2/alerts", json=[alert], timeout=5).status_code == 200
-        incident = wait_for(lambda: Incident.objects.filter(source="alertmanager").first())
+        incident = wait_for(lambda: Incident.objects.filter(source="alertmanager").first(), 30)
         assert incident, "Alertmanager never delivered the firing alert"
         assert (incident.title, incident.priority, incident.component) == (
             "DiskFull: disk 95% full",
@@ -43,7 +33,7 @@ def test_alertmanager_opens_and_resolves_an_incident(live_server):
         ended = {**alert, "endsAt": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
         assert httpx.post(f"{am}/api/v2/alerts", json=[ended], timeout=5).status_code == 200
         resolved = wait_for(
-            lambda: Incident.objects.filter(pk=incident.pk, status="resolved").exists()
+            lambda: Incident.objects.filter(pk=incident.pk, status="resolved").exists(), 30
         )
         assert resolved, "Alertmanager never delivered the resolution"
 
@@ -54,7 +44,7 @@ def test_alertmanager_with_a_wrong_token_opens_nothing(live_server):
         alert = {"labels": {"alertname": "X"}, "startsAt": datetime.now(UTC).isoformat()}
         httpx.post(f"{am}/api/v2/alerts", json=[alert], timeout=5)
         # Wait until Alertmanager says it tried and was refused, then look.
-        assert wait_for(lambda: failed_webhook_sends(am) > 0), "Alertmanager never tried"
+        assert wait_for(lambda: failed_webhook_sends(am) > 0, 30), "Alertmanager never tried"
         assert not Incident.objects.exists()
 
 

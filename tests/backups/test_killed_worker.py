@@ -10,20 +10,12 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from backups.models import Backup, DatabaseTarget
-from tests.helpers import ROOT
+from tests.helpers import ROOT, console_database_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def console_database_url() -> str:
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
 def test_kill_mid_stream_then_the_reconciler_fails_it_and_aborts_the_upload(pg, s3_storage, bucket):

@@ -16,21 +16,8 @@ from opsconsole import alertpath, leases
 from opsconsole.approvals.models import EXECUTE_TASK
 from opsconsole.models import ApiToken, LoopTick, WorkerHeartbeat
 from opsconsole.reconcile import reconcile
-from tests.helpers import run_queued
+from tests.helpers import run_queued, wait_for
 from tests.testapp.models import ChangeRequest
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
-
-
-# --- Loops --------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +47,7 @@ def test_a_late_tick_is_merged_not_queued_up_as_copies():
         assert wait_for(lambda: starts)
         time.sleep(1.0)  # five periods missed while the first tick runs
         first_may_end.set()
-        assert wait_for(lambda: len(starts) >= 2)
+        assert wait_for(lambda: len(starts) >= 2, interval=0.01)
         time.sleep(0.1)  # less than one period later
         assert len(starts) == 2, "the missed ticks ran once, merged"
         assert wait_for(lambda: len(starts) >= 3), "then the loop keeps its cadence"

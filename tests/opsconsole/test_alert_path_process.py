@@ -13,33 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from alerts.models import Channel, EscalationLevel, EscalationPolicy, Incident
 from dr.models import ServiceCheck
 from opsconsole.models import ApiToken, WorkerHeartbeat
-from tests.helpers import ROOT
+from tests.helpers import ROOT, console_database_url, wait_for
 from tests.peers import alertmanager, prometheus
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
-
-
-def console_database_url() -> str:
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
 def start_alert_path(log: Path) -> subprocess.Popen:

@@ -11,18 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import ROOT, console_env, manage
+from tests.helpers import ROOT, console_env, manage, wait_for
 from tests.pgserver import free_port
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 def group_alive(pgid: int) -> bool:
