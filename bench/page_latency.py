@@ -86,13 +86,9 @@ def service(port: int) -> subprocess.Popen:
 
 
 def wait(predicate, timeout: float, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    return None
+    from tests.helpers import wait_for
+
+    return wait_for(predicate, timeout, every)
 
 
 class Console:

@@ -96,3 +96,16 @@ def console_database_url() -> str:
     if connection.vendor == "sqlite":
         return f"sqlite:///{s['NAME']}"
     return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+def page_only(channel):
+    """Make `channel` the only receiver of the default escalation policy's first level."""
+    from alerts.models import Channel, EscalationLevel, EscalationPolicy
+
+    Channel.objects.exclude(pk=channel.pk).update(enabled=False)
+    EscalationPolicy.objects.update(is_default=False)
+    policy = EscalationPolicy.objects.create(name="only", is_default=True)
+    EscalationLevel.objects.create(policy=policy, position=0, delay_minutes=0).channels.set(
+        [channel]
+    )
+    return channel

@@ -143,6 +143,27 @@ def command_env(db, **config):
     return env
 
 
+def gradual_command_env(db, tmp_path):
+    """A command environment whose deploy and set_weights write to a log, rolling back
+    gradually in two steps from a failed v2 to v1 (live two hours)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    log = tmp_path / "weights.log"
+    script = f"import sys; open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + chr(10))"
+    env = command_env(db, rollback=["true"], deploy=[sys.executable, "-c", script, "deploy", "{version}"],
+                      set_weights=[sys.executable, "-c", script, "weights", "{version}", "{percent}"])  # fmt: skip
+    env.gradual_rollback, env.gradual_steps, env.gradual_step_seconds = True, [25, 100], 0
+    env.full_clean()
+    env.save()
+    old = target(env)
+    Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=2),
+                                                live_at=timezone.now() - timedelta(hours=2))  # fmt: skip
+    Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed")
+    return env, log
+
+
 def test_the_command_provider_fills_the_template_and_captures_output(db):
     env = command_env(
         db,
@@ -253,24 +274,12 @@ def test_the_admin_validate_action_shows_names_never_values(admin_client, railwa
 
 
 def test_the_command_provider_rolls_back_gradually_through_set_weights(db, alice, bob, tmp_path):
-    from datetime import timedelta
-
-    from django.utils import timezone
 
     from deployments import rollbacks
 
-    log = tmp_path / "weights.log"
-    script = f"import sys; open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + chr(10))"
-    env = command_env(db, rollback=["true"], deploy=[sys.executable, "-c", script, "deploy", "{version}"],
-                      set_weights=[sys.executable, "-c", script, "weights", "{version}", "{percent}"])  # fmt: skip
-    env.gradual_rollback, env.gradual_steps, env.gradual_step_seconds = True, [25, 100], 0
+    env, log = gradual_command_env(db, tmp_path)
     env.base_url, env.endpoints, env.probe_requests = "http://127.0.0.1:9", [], 1
-    env.full_clean()
     env.save()
-    old = target(env)
-    Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=2),
-                                                live_at=timezone.now() - timedelta(hours=2))  # fmt: skip
-    Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed")
     request = rollbacks.request_rollback(env, alice, reason="x")
     request.approve(bob, confirmation="staging")
     request.execute()
@@ -302,17 +311,7 @@ def test_a_gradual_rollback_cut_short_by_a_dead_worker_is_never_left_split(
     from deployments.models import RollbackRequest
     from opsconsole.reconcile import reconcile
 
-    log = tmp_path / "weights.log"
-    script = f"import sys; open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + chr(10))"
-    env = command_env(db, rollback=["true"], deploy=[sys.executable, "-c", script, "deploy", "{version}"],
-                      set_weights=[sys.executable, "-c", script, "weights", "{version}", "{percent}"])  # fmt: skip
-    env.gradual_rollback, env.gradual_steps, env.gradual_step_seconds = True, [25, 100], 0
-    env.full_clean()
-    env.save()
-    old = target(env)
-    Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=2),
-                                                live_at=timezone.now() - timedelta(hours=2))  # fmt: skip
-    Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed")
+    env, log = gradual_command_env(db, tmp_path)
     request = rollbacks.request_rollback(env, alice, reason="x")
     request.approve(bob, confirmation="staging")
 

@@ -222,16 +222,12 @@ def test_a_queued_backup_whose_task_waits_is_left_alone(db):
 
 def test_a_send_cut_short_is_sent_again_with_the_same_idempotency_key(db, httpserver):
     from alerts.incidents import raise_incident
-    from alerts.models import EscalationLevel, EscalationPolicy
     from alerts.notify import deliver_due
+    from tests.helpers import page_only
 
     httpserver.expect_request("/hook").respond_with_data("ok")
-    Channel.objects.update(enabled=False)
-    hook = Channel.objects.create(name="hook", kind="webhook", secret="s3cret", priorities=["critical"],
-                                  config={"url": httpserver.url_for("/hook")})  # fmt: skip
-    EscalationPolicy.objects.update(is_default=False)
-    policy = EscalationPolicy.objects.create(name="only", is_default=True)
-    EscalationLevel.objects.create(policy=policy, position=0, delay_minutes=0).channels.set([hook])
+    page_only(Channel.objects.create(name="hook", kind="webhook", secret="s3cret", priorities=["critical"],
+                                     config={"url": httpserver.url_for("/hook")}))  # fmt: skip
     raise_incident(source="test", fingerprint="x", title="down", priority="critical")
     run_queued()
     (n,) = Notification.objects.all()

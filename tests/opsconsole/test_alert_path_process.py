@@ -15,10 +15,10 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from alerts.models import Channel, EscalationLevel, EscalationPolicy, Incident
+from alerts.models import Channel, Incident
 from dr.models import ServiceCheck
 from opsconsole.models import ApiToken, WorkerHeartbeat
-from tests.helpers import ROOT, console_database_url, wait_for
+from tests.helpers import ROOT, console_database_url, page_only, wait_for
 from tests.peers import alertmanager, prometheus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,12 +47,8 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def page_to(httpserver) -> None:
-    Channel.objects.update(enabled=False)
-    hook = Channel.objects.create(name="on-call hook", kind="webhook", secret="s", priorities=["critical"],
-                                  config={"url": httpserver.url_for("/page")})  # fmt: skip
-    EscalationPolicy.objects.update(is_default=False)
-    policy = EscalationPolicy.objects.create(name="on call", is_default=True)
-    EscalationLevel.objects.create(policy=policy, position=0, delay_minutes=0).channels.set([hook])
+    page_only(Channel.objects.create(name="on-call hook", kind="webhook", secret="s", priorities=["critical"],
+                                     config={"url": httpserver.url_for("/page")}))  # fmt: skip
 
 
 def test_the_alert_path_alone_pages_within_the_checks_own_bound(httpserver, tmp_path):
