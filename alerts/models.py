@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from alerts.channels import CHANNEL_KINDS, channel_class
 from alerts.sources import SOURCE_KINDS, source_class
-from opsconsole import permissions
+from opsconsole import permissions, tracing
 from opsconsole.fields import EncryptedTextField, reveal
 
 
@@ -690,6 +690,13 @@ class Notification(models.Model):
     )
     error = models.TextField(blank=True)
     payload = models.JSONField(default=dict, blank=True, help_text="What an announcement says.")
+    traceparent = models.CharField(
+        max_length=64,
+        blank=True,
+        default=tracing.traceparent,
+        editable=False,
+        help_text="The trace that queued it (W3C traceparent): its send joins that trace.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

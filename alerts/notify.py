@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from alerts.channels.base import Message, TransportError
 from alerts.models import Channel, Incident, Notification, Priority
-from opsconsole import alertpath, leases
+from opsconsole import alertpath, leases, tracing
 from opsconsole.http import backoff_delay
 
 log = logging.getLogger("opsconsole.alerts.notify")
@@ -161,11 +161,40 @@ def deliver(notification_id: int, now: datetime | None = None) -> str | None:
 def _attempt(notification, channel, message) -> tuple[Any, Exception | None]:
     """One send: (delivery, None), or (None, the exception) to be recorded, whatever it is.
     The send's lease is renewed while it lasts (a voice call to four numbers takes a while)."""
-    try:
-        with leases.held(notification, beat_jobs=False):
-            return channel.transport.send(message), None
-    except Exception as exc:
-        return None, exc
+    # The send joins the trace that queued the notification (a failing check, a restore),
+    # linked to the delivery tick that sent it.
+    with tracing.continued(
+        notification.traceparent,
+        f"notify {channel.kind}",
+        {
+            "opsconsole.channel": channel.name,
+            "opsconsole.channel.kind": channel.kind,
+            "opsconsole.notification": notification.pk,
+            "opsconsole.notification.event": notification.event,
+            "opsconsole.notification.attempt": notification.attempts,
+        },
+    ) as current:
+        try:
+            with leases.held(notification, beat_jobs=False):
+                delivery = channel.transport.send(message)
+        except Exception as exc:
+            current.set_status(tracing.Status(tracing.StatusCode.ERROR, type(exc).__name__))
+            if isinstance(exc, TransportError):
+                tracing.set_attributes(
+                    {
+                        "opsconsole.provider.status": exc.http_status,
+                        "opsconsole.provider.code": exc.provider_code[:100],
+                        "opsconsole.notification.permanent": exc.permanent,
+                    }
+                )
+            return None, exc
+        tracing.set_attributes(
+            {
+                "opsconsole.provider.status": delivery.http_status,
+                "opsconsole.provider.code": delivery.provider_code[:100],
+            }
+        )
+        return delivery, None
 
 
 class _Handoff:
@@ -200,7 +229,9 @@ def _send_with_handoff(notification, channel, message, now) -> str:
             finally:
                 connections.close_all()
 
-    thread = threading.Thread(target=send, name=f"notify-{notification.pk}", daemon=True)
+    thread = threading.Thread(
+        target=tracing.in_context(send), name=f"notify-{notification.pk}", daemon=True
+    )
     thread.start()
     thread.join(HANDOFF_SECONDS)
     with handoff.lock:
@@ -314,7 +345,7 @@ def deliver_due(now: datetime | None = None, pool: ThreadPoolExecutor | None = N
         for pk in due:
             deliver(pk)
     else:
-        list(pool.map(_deliver_in_thread, due))
+        list(pool.map(tracing.in_context(_deliver_in_thread), due))
     return len(due)
 
 

@@ -26,7 +26,7 @@ from backups.metrics import record_metrics
 from backups.models import Backup, BackupKey
 from backups.streams import CHUNK, HashingWriter
 from backups.verify import verify_backup
-from opsconsole import leases
+from opsconsole import leases, tracing
 
 log = logging.getLogger("opsconsole.backups")
 
@@ -88,6 +88,29 @@ def run_backup(backup: Backup) -> Backup:
 
 
 def _carry_out(backup: Backup) -> Backup:
+    with tracing.span(
+        f"backup {backup.target.name}",
+        {
+            "opsconsole.backup": backup.id,
+            "opsconsole.target": backup.target.name,
+            "opsconsole.engine": backup.target.engine,
+            "opsconsole.trigger": backup.trigger,
+        },
+    ) as current:
+        backup = _stream(backup)
+        tracing.set_attributes(
+            {
+                "opsconsole.outcome": backup.status,
+                "opsconsole.bytes_read": backup.bytes_read,
+                "opsconsole.bytes_stored": backup.bytes_stored,
+            }
+        )
+        if backup.status == Backup.Status.FAILED:
+            current.set_status(tracing.Status(tracing.StatusCode.ERROR, backup.error[:200]))
+        return backup
+
+
+def _stream(backup: Backup) -> Backup:
     started = time.monotonic()
     target = backup.target
     storage_key = object_key(backup)
@@ -115,11 +138,25 @@ def _carry_out(backup: Backup) -> Backup:
         }
         writer = storage.open_writer(storage_key, metadata)
         hashing = HashingWriter(writer)
-        with engine.dump() as dump:
-            reader = ProgressReader(dump.stream, backup)
-            compress_and_encrypt(reader, hashing, recipient)
-        stderr = dump.stderr
-        writer.commit()
+        # The stages stream into each other: the dump's span holds the compression and
+        # encryption, which holds the uploads of the parts as they fill.
+        with tracing.span("backup.dump", {"opsconsole.engine": target.engine}):
+            with engine.dump() as dump:
+                reader = ProgressReader(dump.stream, backup)
+                with tracing.span(
+                    "backup.compress_encrypt",
+                    {"opsconsole.zstd_level": settings.BACKUPS_ZSTD_LEVEL},
+                ):
+                    compress_and_encrypt(reader, hashing, recipient)
+                    tracing.set_attributes(
+                        {"opsconsole.bytes_in": reader.count, "opsconsole.bytes_out": hashing.count}
+                    )
+            stderr = dump.stderr
+        with tracing.span(
+            "backup.upload",
+            {"opsconsole.storage.kind": backup.storage.kind, "opsconsole.bytes": hashing.count},
+        ):
+            writer.commit()
         writer = None
     except Exception as exc:
         if writer is not None:

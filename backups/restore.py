@@ -19,7 +19,7 @@ from backups.errors import BackupError, RestoreRefused
 from backups.models import Backup, RestoreRequest
 from backups.streams import scratch_dir
 from backups.verify import extract
-from opsconsole import leases
+from opsconsole import leases, tracing
 
 
 def restore_into(backup: Backup, dbname: str) -> dict:
@@ -37,16 +37,20 @@ def restore_into(backup: Backup, dbname: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="opsconsole-restore-", dir=scratch_dir()) as tmp:
         archive = Path(tmp) / "archive"
         timings.update(extract(backup, archive))
-        engine.describe_archive(archive)  # a readable archive, before anything is created
+        with tracing.span("restore.read_archive"):
+            engine.describe_archive(archive)  # a readable archive, before anything is created
         engine.create_database(dbname)
         try:
             started = time.monotonic()
-            engine.restore_archive(archive, dbname)
+            with tracing.span("restore.restore", {"opsconsole.engine": backup.target.engine}):
+                engine.restore_archive(archive, dbname)
             timings["restore"] = time.monotonic() - started
             started = time.monotonic()
-            problems = engine.run_checks(
-                dbname, backup.target.required_tables, backup.target.check_queries
-            )
+            with tracing.span("restore.checks") as current:
+                problems = engine.run_checks(
+                    dbname, backup.target.required_tables, backup.target.check_queries
+                )
+                current.set_attribute("opsconsole.problems", len(problems))
             timings["verify"] = time.monotonic() - started
             if problems:
                 raise BackupError("the restored database failed its checks: " + "; ".join(problems))
@@ -59,6 +63,18 @@ def restore_into(backup: Backup, dbname: str) -> dict:
 def carry_out_restore(request) -> dict:
     """The work of a claimed RestoreRequest; a replace swaps databases only after every
     check passed. Returns the fields to record with success."""
+    with tracing.span(
+        f"restore {request.backup.target.name}",
+        {
+            "opsconsole.restore_request": request.pk,
+            "opsconsole.backup": request.backup_id,
+            "opsconsole.mode": request.mode,
+        },
+    ):
+        return _carry_out(request)
+
+
+def _carry_out(request) -> dict:
     backup = request.backup
     engine = backup.target.db
     started = time.monotonic()
@@ -81,6 +97,7 @@ def carry_out_restore(request) -> dict:
         result = restore_into(backup, fresh)
         old = f"{engine.dbname}_pre_restore_{stamp}"[:63]
         leases.check()  # never swap for a run the reconciler has already failed
-        engine.swap_in(fresh, old)
+        with tracing.span("restore.swap"):
+            engine.swap_in(fresh, old)
         RestoreRequest.objects.filter(pk=request.pk).update(old_database=old)
     return {"timings": {**result["timings"], "total": round(time.monotonic() - started, 3)}}

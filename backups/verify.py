@@ -19,6 +19,7 @@ from alerts.incidents import raise_incident
 from backups.errors import EngineError, RestoreRefused, StorageError
 from backups.models import Backup, BackupKey
 from backups.streams import HashingReader, scratch_dir
+from opsconsole import tracing
 
 
 def extract(backup: Backup, into: Path) -> dict[str, float]:
@@ -26,8 +27,23 @@ def extract(backup: Backup, into: Path) -> dict[str, float]:
 
     The stages stream into each other, so they are timed by where the time goes:
     waiting on the storage is "download", everything else "decrypt_decompress".
-    Returns those two timings.
+    Returns those two timings (also on the span, as the fetch and the decryption share it).
     """
+    with tracing.span(
+        "backup.fetch_decrypt",
+        {"opsconsole.backup": backup.id, "opsconsole.bytes_stored": backup.bytes_stored},
+    ):
+        timings = _extract(backup, into)
+        tracing.set_attributes(
+            {
+                "opsconsole.fetch_ms": round(timings["download"] * 1000),
+                "opsconsole.decrypt_decompress_ms": round(timings["decrypt_decompress"] * 1000),
+            }
+        )
+        return timings
+
+
+def _extract(backup: Backup, into: Path) -> dict[str, float]:
     started = time.monotonic()
     if not backup.is_good or not backup.storage_key:
         raise RestoreRefused(
@@ -76,6 +92,13 @@ def extract(backup: Backup, into: Path) -> dict[str, float]:
 
 def verify_backup(backup: Backup) -> Backup:
     """Read the object back whole: checksum, key, decompression, the archive's contents."""
+    with tracing.span("backup.verify", {"opsconsole.backup": backup.id}) as current:
+        backup = _verify(backup)
+        current.set_attribute("opsconsole.outcome", backup.status)
+        return backup
+
+
+def _verify(backup: Backup) -> Backup:
     with tempfile.TemporaryDirectory(prefix="opsconsole-verify-", dir=scratch_dir()) as tmp:
         archive = Path(tmp) / "archive"
         try:

@@ -16,6 +16,7 @@ from alerts.models import Silence
 from backups.models import Backup, StorageLocation
 from deployments.models import Deployment, DeploymentCheck, RollbackRequest
 from deployments.providers import ProviderError
+from opsconsole import tracing
 from opsconsole.tasks import enqueue
 
 Phase = DeploymentCheck.Phase
@@ -23,6 +24,19 @@ Phase = DeploymentCheck.Phase
 
 def preflight(deployment: Deployment) -> bool:
     """Recorded checks before (or as) a deploy goes out; False when one failed."""
+    with tracing.span(
+        "deploy.preflight",
+        {
+            "opsconsole.environment": deployment.environment.name,
+            "opsconsole.version": deployment.version,
+        },
+    ) as current:
+        passed = _preflight(deployment)
+        current.set_attribute("opsconsole.outcome", "passed" if passed else "failed")
+        return passed
+
+
+def _preflight(deployment: Deployment) -> bool:
     env = deployment.environment
     results = []
 

@@ -27,7 +27,7 @@ from alerts.incidents import raise_incident
 from deployments.models import Deployment, Environment, RollbackRequest
 from deployments.providers import ProviderError
 from deployments.verification import judge_traffic, verify_rollback
-from opsconsole import leases
+from opsconsole import leases, tracing
 
 log = logging.getLogger("opsconsole.deployments")
 Status = Deployment.Status
@@ -140,17 +140,27 @@ def carry_out_rollback(request: RollbackRequest) -> dict[str, Any]:
     """The work of a claimed rollback: the provider call (or gradual steps), then
     verification. Raises ProviderError with what went wrong."""
     env, target = request.environment, request.target_deployment
+    tracing.set_attributes(
+        {
+            "opsconsole.environment": env.name,
+            "opsconsole.provider": env.provider,
+            "opsconsole.version.target": target.version,
+        }
+    )
     try:
         if env.gradual_rollback and env.backend.supports_weights:
             response = gradual(request, target)
         else:
-            response = env.backend.rollback(target)
+            with tracing.span("rollback.provider_call", {"opsconsole.provider": env.provider}):
+                response = env.backend.rollback(target)
     except ProviderError as exc:
         if exc.response:
             RollbackRequest.objects.filter(pk=request.pk).update(provider_response=exc.response)
         raise
     request.advance(RollbackRequest.Status.VERIFYING, provider_response=response)
-    problem = verify_rollback(request)
+    with tracing.span("rollback.verify") as current:
+        problem = verify_rollback(request)
+        current.set_attribute("opsconsole.outcome", "failed" if problem else "passed")
     if problem:
         raise ProviderError(problem)
     return {}
@@ -171,14 +181,16 @@ def gradual(request: RollbackRequest, target: Deployment) -> dict[str, Any]:
         RollbackRequest.objects.filter(pk=request.pk).update(
             gradual_progress={"slot": kept_slot, "percent": percent}
         )
-        backend.set_share(slot, percent)
-        deadline = time.monotonic() + env.gradual_step_seconds
-        while True:
-            judgement = judge_traffic(target)
-            if judgement.breach or time.monotonic() >= deadline:
-                break
-            time.sleep(min(GRADUAL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-        judgement.record(target, f"{percent} % of traffic")
+        with tracing.span("rollback.step", {"opsconsole.percent": percent}) as current:
+            backend.set_share(slot, percent)
+            deadline = time.monotonic() + env.gradual_step_seconds
+            while True:
+                judgement = judge_traffic(target)
+                if judgement.breach or time.monotonic() >= deadline:
+                    break
+                time.sleep(min(GRADUAL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            judgement.record(target, f"{percent} % of traffic")
+            current.set_attribute("opsconsole.breach", judgement.breach or "")
         if reason := judgement.breach:
             backend.abort(slot)
             raise ProviderError(f"gradual rollback stopped at {percent} %: {reason}")

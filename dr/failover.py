@@ -10,7 +10,7 @@ import psycopg
 
 from deployments.models import Environment
 from deployments.providers import ProviderError
-from opsconsole import http, outbound
+from opsconsole import http, outbound, tracing
 from opsconsole.children import child_env
 from opsconsole.fields import reveal
 
@@ -82,14 +82,16 @@ class CommandAction(ActionKind):
     def run(self):
         timeout = float(self.config.get("timeout_seconds", 120))
         try:
-            result = subprocess.run(  # noqa: S603 - argv list from the action's config, no shell
-                self.config["argv"],
-                env=child_env(),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
+            with tracing.process(self.config["argv"]) as exited:
+                result = subprocess.run(  # noqa: S603 - argv list from the action's config
+                    self.config["argv"],
+                    env=child_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+                exited(result.returncode)
         except subprocess.TimeoutExpired:
             raise FailoverError(f"timed out after {timeout:g} s") from None
         except FileNotFoundError:

@@ -19,6 +19,7 @@ from django.utils import timezone
 from alerts.incidents import raise_incident, resolve_incident
 from dr.checks import timed
 from dr.models import CheckResult, ServiceCheck
+from opsconsole import tracing
 
 log = logging.getLogger("opsconsole.dr.health")
 POOL = 64
@@ -71,7 +72,8 @@ def tick() -> int:
         due = due_checks(now, exclude=set(_running))
         _running.update(c.pk for c in due)
     if due:
-        _batches.submit(_run_batch, due, now)
+        # The batch's spans belong to this tick's trace, though they end after it.
+        _batches.submit(tracing.in_context(_run_batch), due, now)
     return len(due)
 
 
@@ -99,7 +101,7 @@ def run_checks(
         return 0
     # A hanging target holds one thread for its own timeout, never the others.
     with ThreadPoolExecutor(max_workers=min(POOL, len(due))) as pool:
-        pending = {pool.submit(timed, c.runner): c for c in due}
+        pending = {pool.submit(tracing.in_context(_run_one), c): c for c in due}
         while pending:
             done, _ = wait(pending, timeout=GROUP_SECONDS, return_when=ALL_COMPLETED)
             if not done:
@@ -111,7 +113,24 @@ def run_checks(
     return len(due)
 
 
+def _run_one(check: ServiceCheck) -> tuple[bool, float, str]:
+    with tracing.span(
+        f"check {check.name}", {"opsconsole.check": check.name, "opsconsole.check.kind": check.kind}
+    ) as current:
+        ok, latency, note = timed(check.runner)
+        current.set_attribute("opsconsole.check.ok", ok)
+        current.set_attribute("opsconsole.check.latency_ms", round(latency, 1))
+        if not ok:
+            current.set_status(tracing.Status(tracing.StatusCode.ERROR, note[:200]))
+    return ok, latency, note
+
+
 def _record(group: list[tuple[ServiceCheck, tuple[bool, float, str]]], now: datetime) -> None:
+    with tracing.span("checks.record", {"opsconsole.checks.count": len(group)}):
+        _write(group, now)
+
+
+def _write(group: list[tuple[ServiceCheck, tuple[bool, float, str]]], now: datetime) -> None:
     finished = max(timezone.now(), now)
     checks = [c for c, _ in group]
     changes = [(c, *c.record(ok, lat, note, finished)) for c, (ok, lat, note) in group]

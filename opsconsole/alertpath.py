@@ -31,6 +31,8 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from opsconsole import tracing
+
 log = logging.getLogger("opsconsole.alertpath")
 
 TICK_RECORD_EVERY = 5.0
@@ -144,7 +146,8 @@ def run_loop(loop: Loop, stop: threading.Event, func: Callable[[], object] | Non
             error = ""
             close_old_connections()
             try:
-                func()
+                with tracing.tick(loop.name) as done:
+                    done(func())
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log.exception("alert path loop %s failed", loop.name)

@@ -11,6 +11,16 @@ class OpsConsoleConfig(AppConfig):
     verbose_name = "Console"
 
     def ready(self) -> None:
+        from django.conf import settings
+
+        from opsconsole import tracing
+
+        # Before any request is served or task run; a no-op with no OTLP endpoint.
+        tracing.setup(
+            environment=settings.OPSCONSOLE_ENV,
+            rate=settings.OPSCONSOLE_TRACES_SAMPLE_RATE,
+            service_version=settings.BUILD_ID,
+        )
         # What follows reads models (django-q2's signals too): it is imported once
         # the app registry is ready.
         from django_q.signals import post_spawn

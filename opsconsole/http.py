@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import certifi
 import httpx
 
+from opsconsole import tracing
 from opsconsole.logs import REDACTED, SENSITIVE_KEY, get_correlation_id, redact_text
 from opsconsole.outbound import GuardedTransport
 
@@ -145,11 +146,14 @@ def request(
         all_headers.setdefault("X-Correlation-ID", cid)
     started = time.monotonic()
     try:
-        with httpx.Client(
-            timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
-            transport=_transport or GuardedTransport(verify=_ssl_context()),
-            follow_redirects=False,
-        ) as client:
+        with (
+            tracing.show_url(shown),
+            httpx.Client(
+                timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+                transport=_transport or GuardedTransport(verify=_ssl_context()),
+                follow_redirects=False,
+            ) as client,
+        ):
             response = client.request(
                 method,
                 url,

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from opentelemetry import trace
 
 REDACTED = "[redacted]"
 
@@ -73,6 +74,15 @@ def _redact_key_values(text: str) -> str:
     return "".join(out)
 
 
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) in hex of the current OpenTelemetry span, or None outside one
+    (always None when tracing is off: the API's no-op span is never valid)."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return trace.format_trace_id(ctx.trace_id), trace.format_span_id(ctx.span_id)
+
+
 def get_correlation_id() -> str | None:
     return _correlation_id.get()
 
@@ -123,6 +133,8 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict
     "correlation_id",
     "environment",
     "taskName",
+    "trace_id",
+    "span_id",
 }
 
 
@@ -135,12 +147,15 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class ContextFilter(logging.Filter):
-    """Adds the environment name and the current correlation id to every record."""
+    """Adds the environment name, the current correlation id and, inside a traced span,
+    its trace and span ids to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "correlation_id", None):
             record.correlation_id = get_correlation_id()
         record.environment = getattr(settings, "OPSCONSOLE_ENV", None)
+        if not getattr(record, "trace_id", None) and (ids := current_trace_ids()):
+            record.trace_id, record.span_id = ids
         return True
 
 
@@ -175,6 +190,8 @@ class JsonFormatter(logging.Formatter):
             "environment": getattr(record, "environment", None),
             "correlation_id": getattr(record, "correlation_id", None),
         }
+        if trace_id := getattr(record, "trace_id", None):
+            data["trace_id"], data["span_id"] = trace_id, getattr(record, "span_id", None)
         data.update(extra_fields(record))
         if record.exc_info:
             data["exception"] = redact_text(self.formatException(record.exc_info))

@@ -152,13 +152,33 @@ def init(
     traces_sample_rate: float | None = None,
     release: str | None = None,
     transport: Any = None,
+    opentelemetry: bool = False,
 ) -> Any:
-    """Start the SDK. The sample rate defaults by environment; REDACTED fills stripped values."""
-    rate = traces_sample_rate
-    if rate is None:
-        rate = DEFAULT_SAMPLE_RATES.get(environment, 1.0)
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"traces sample rate must be between 0 and 1, not {rate}")
+    """Start the SDK. The sample rate defaults by environment; REDACTED fills stripped values.
+
+    With `opentelemetry`, OpenTelemetry does the tracing and Sentry only the errors:
+    Sentry's own transactions are off, and each event carries the trace id and span id
+    of the OpenTelemetry span it happened in (the SDK's OTLP integration, without its
+    exporter or propagator: the console sets those up itself)."""
+    integrations: list[Any] = [DjangoIntegration()]
+    if opentelemetry:
+        if traces_sample_rate is not None:
+            raise ValueError(
+                "with OpenTelemetry tracing on, Sentry does not trace: "
+                "unset SENTRY_TRACES_SAMPLE_RATE (its errors link to the OpenTelemetry trace)"
+            )
+        from sentry_sdk.integrations.otlp import OTLPIntegration
+
+        integrations.append(
+            OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)
+        )
+        rate = None
+    else:
+        rate = traces_sample_rate
+        if rate is None:
+            rate = DEFAULT_SAMPLE_RATES.get(environment, 1.0)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"traces sample rate must be between 0 and 1, not {rate}")
     options: dict[str, Any] = {
         "dsn": dsn,
         "environment": environment,
@@ -168,7 +188,7 @@ def init(
         # Frame locals hold decrypted secrets under innocent names (url, params,
         # session_key); no key-name scrubber can find them all, so send none.
         "include_local_variables": False,
-        "integrations": [DjangoIntegration()],
+        "integrations": integrations,
     }
     if transport is not None:
         options["transport"] = transport

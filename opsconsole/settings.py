@@ -18,7 +18,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from opsconsole import crypto
+from opsconsole import crypto, tracing
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -361,14 +361,29 @@ if not DEBUG:
     # The header alone enrols nothing; submitting the domain to the list does.
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 
+# Tracing: the standard OTEL_* variables (docs/tracing.md); off with no OTLP endpoint.
+if problem := tracing.check_environment():
+    raise ImproperlyConfigured(problem)
+OPSCONSOLE_TRACES_SAMPLE_RATE = env.float("OPSCONSOLE_TRACES_SAMPLE_RATE", default=None)
+try:
+    OPSCONSOLE_TRACES_SAMPLE_RATE = tracing.sample_rate(
+        OPSCONSOLE_ENV, OPSCONSOLE_TRACES_SAMPLE_RATE
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(f"OPSCONSOLE_TRACES_SAMPLE_RATE: {exc}") from None
+
 SENTRY_DSN = env("SENTRY_DSN", default="")
 SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=None)
 if SENTRY_DSN:
     from opsconsole import sentry
 
-    sentry.init(
-        dsn=SENTRY_DSN,
-        environment=OPSCONSOLE_ENV,
-        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
-        release=BUILD_ID,
-    )
+    try:
+        sentry.init(
+            dsn=SENTRY_DSN,
+            environment=OPSCONSOLE_ENV,
+            traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+            release=BUILD_ID,
+            opentelemetry=tracing.configured(),
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"Sentry: {exc}") from None

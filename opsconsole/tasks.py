@@ -1,9 +1,10 @@
 """What django-q2 runs, and the one way the console enqueues work.
 
 Every task function is wrapped with `@console_task`: it carries the correlation
-id of the request that enqueued it into the worker's log lines, and reports an
-exception to Sentry before django-q2 records the failure (sentry-sdk has no
-django-q integration).
+id and the trace context of the request that enqueued it into the worker (its
+log lines, its spans), and reports an exception to Sentry before django-q2
+records the failure (sentry-sdk has no django-q integration). A task run by a
+schedule starts a trace of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from opsconsole import tracing
 from opsconsole.logs import (
     get_correlation_id,
     new_correlation_id,
@@ -36,15 +38,24 @@ CORRELATION_KWARG = "_correlation_id"
 
 
 def console_task(func: F) -> F:
+    name = f"{func.__module__}.{func.__qualname__}"
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         correlation_id = kwargs.pop(CORRELATION_KWARG, None) or new_correlation_id()
+        carrier = kwargs.pop(tracing.CARRIER_KWARG, None)
         token = set_correlation_id(correlation_id)
         try:
-            return func(*args, **kwargs)
+            with tracing.continued(
+                carrier,
+                f"task {name}",
+                {"opsconsole.task": name, "opsconsole.correlation_id": correlation_id},
+                kind=tracing.SpanKind.CONSUMER,
+            ):
+                return func(*args, **kwargs)
         except Exception:
             with sentry_sdk.new_scope() as scope:
-                scope.set_tag("task", f"{func.__module__}.{func.__qualname__}")
+                scope.set_tag("task", name)
                 scope.set_tag("correlation_id", correlation_id)
                 sentry_sdk.capture_exception()
             log.exception("task %s failed", func.__qualname__)
@@ -62,10 +73,14 @@ def outlived_any_task(now: datetime | None = None) -> datetime:
 
 
 def enqueue(func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> str:
-    """async_task with the current correlation id attached. Returns the task id."""
-
+    """async_task with the current correlation id and trace context attached. Returns the
+    task id."""
     kwargs.setdefault(CORRELATION_KWARG, get_correlation_id())
-    return async_task(func, *args, **kwargs)
+    name = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    with tracing.span(f"enqueue {name}", {"opsconsole.task": name}, kind=tracing.SpanKind.PRODUCER):
+        if carrier := tracing.inject():
+            kwargs.setdefault(tracing.CARRIER_KWARG, carrier)
+        return async_task(func, *args, **kwargs)
 
 
 @console_task

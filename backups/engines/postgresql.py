@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from backups.engines.base import Dump, Engine
 from backups.errors import BackupError, EngineError, RestoreRefused
 from backups.streams import StderrTail, watchdog
+from opsconsole import tracing
 from opsconsole.children import child_env
 
 # The entries of `pg_restore --list` counted in a backup's table of contents.
@@ -144,25 +145,27 @@ class PostgresEngine(Engine):
         """pg_dump's custom format, uncompressed (zstd does that), streamed from its stdout."""
         with self.tool_env() as (conn_args, env):
             argv = self.dump_argv(conn_args, self.target.exclude_table_data)
-            process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret in it
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-            )
-            tail = StderrTail(process.stderr)
-            timer = watchdog(process, settings.BACKUPS_TIMEOUT_SECONDS)
-            dump = Dump(process.stdout)
-            try:
-                yield dump
-                code = process.wait(timeout=60)
-            except BaseException:
-                process.kill()
-                process.wait(timeout=30)
-                raise
-            finally:
-                timer.cancel()
+            with tracing.process(argv) as exited:
+                process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret in it
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+                tail = StderrTail(process.stderr)
+                timer = watchdog(process, settings.BACKUPS_TIMEOUT_SECONDS)
+                dump = Dump(process.stdout)
+                try:
+                    yield dump
+                    code = process.wait(timeout=60)
+                except BaseException:
+                    process.kill()
+                    exited(process.wait(timeout=30))
+                    raise
+                finally:
+                    timer.cancel()
+                exited(code)
             dump.stderr = tail.text()
             if code != 0:
                 reason = "timed out" if code == -9 else f"exited with code {code}"
@@ -171,14 +174,12 @@ class PostgresEngine(Engine):
 
     def describe_archive(self, archive: Path) -> dict[str, int]:
         """pg_restore --list, counted by kind of entry (tables, data, indexes, ...)."""
-        result = subprocess.run(  # noqa: S603 - argv list
-            self.list_argv(archive),
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        argv = self.list_argv(archive)
+        with tracing.process(argv) as exited:
+            result = subprocess.run(  # noqa: S603 - argv list
+                argv, env=child_env(), capture_output=True, text=True, timeout=600, check=False
+            )
+            exited(result.returncode)
         if result.returncode != 0:
             raise RestoreRefused(f"not a readable pg_dump archive: {result.stderr.strip()[:300]}")
         counts: collections.Counter[str] = collections.Counter()
@@ -193,14 +194,17 @@ class PostgresEngine(Engine):
         """pg_restore into `dbname`, stopping at the first error."""
         with self.tool_env() as (conn_args, env):
             jobs = max(1, min(4, os.cpu_count() or 1))
-            result = subprocess.run(  # noqa: S603 - argv list, password in the passfile
-                self.restore_argv(conn_args, archive, dbname, jobs),
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=settings.BACKUPS_TIMEOUT_SECONDS,
-                check=False,
-            )
+            argv = self.restore_argv(conn_args, archive, dbname, jobs)
+            with tracing.process(argv) as exited:
+                result = subprocess.run(  # noqa: S603 - argv list, password in the passfile
+                    argv,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=settings.BACKUPS_TIMEOUT_SECONDS,
+                    check=False,
+                )
+                exited(result.returncode)
         if result.returncode != 0:
             raise BackupError(f"pg_restore exited with code {result.returncode}", result.stderr)
 

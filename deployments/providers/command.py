@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from deployments.providers.base import Provider, ProviderError
+from opsconsole import tracing
 from opsconsole.children import child_env
 
 PLACEHOLDERS = ("{version}", "{deployment_id}", "{environment}", "{percent}")
@@ -56,14 +57,16 @@ class CommandProvider(Provider):
         argv = [values.get(arg, arg) for arg in self.config[key]]
         timeout = float(self.config.get("timeout_seconds", 300))
         try:
-            result = subprocess.run(  # noqa: S603 - argv list from the environment's config, no shell
-                argv,
-                env=child_env(),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
+            with tracing.process(argv) as exited:
+                result = subprocess.run(  # noqa: S603 - argv list from the environment's config
+                    argv,
+                    env=child_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+                exited(result.returncode)
         except subprocess.TimeoutExpired:
             raise ProviderError(f"{argv[0]} timed out after {timeout:g} s") from None
         except FileNotFoundError:

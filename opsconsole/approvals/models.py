@@ -26,7 +26,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from opsconsole import leases
+from opsconsole import leases, tracing
 from opsconsole.tasks import enqueue
 
 log = logging.getLogger("opsconsole.approvals")
@@ -249,8 +249,23 @@ class ApprovalRequest(models.Model):
 
     def execute(self) -> ApprovalRequest:
         """Run an approved request on this worker. Idempotent: done or taken → nothing."""
-        if not self.claim():
-            return self
+        with tracing.span(
+            f"{self._meta.model_name} {self.pk}",
+            {"opsconsole.request": self._meta.label, "opsconsole.request.id": self.pk},
+        ) as current:
+            self._execute()
+            current.set_attribute("opsconsole.outcome", self.status)
+            if self.status == RunStatus.FAILED:
+                current.set_status(tracing.Status(tracing.StatusCode.ERROR, self.error[:200]))
+        return self
+
+    def _execute(self) -> None:
+        # The claim is the preflight every kind shares: still approved, nobody else on it.
+        with tracing.span("approval.claim") as current:
+            claimed = self.claim()
+            current.set_attribute("opsconsole.claimed", claimed)
+        if not claimed:
+            return
         lease = None
         try:
             with leases.held(self) as lease:
@@ -269,7 +284,6 @@ class ApprovalRequest(models.Model):
         else:
             self.succeed(lease=lease, **fields)
         self.refresh_from_db()
-        return self
 
     def _running(self, lease: leases.Lease | None) -> models.QuerySet:
         """This request while still running, and still this worker's when `lease` is given

@@ -1,0 +1,514 @@
+"""Tracing with OpenTelemetry: one trace from a click, through the worker, to the page.
+
+Configured the standard way, by the `OTEL_*` variables (endpoint, headers,
+service name, sampler, propagators). With no OTLP endpoint set, or with
+`OTEL_SDK_DISABLED=true`, nothing is set up: the API's no-op tracer answers
+every call, no exporter thread starts and no library is instrumented.
+
+What the console adds to a stock set-up:
+
+- sampling per environment (`OPSCONSOLE_TRACES_SAMPLE_RATE`, defaulting to
+  production 0.1, staging 0.5, development 1.0), parent-based, so a trace
+  begun upstream (CI's deploy webhook) keeps its caller's decision;
+- database queries and outbound calls made outside any request, task or tick
+  (the broker's polling, the heartbeat threads) start no trace of their own;
+- an alert-path tick that found nothing to do is not exported (the loops tick
+  every second);
+- every span leaves the process shaped and scrubbed (`ShapingExporter`): the
+  log redaction applies to its attributes and events, query strings and the
+  paths of routed requests are dropped, and database spans are named after
+  what they did (`SELECT alerts_incident`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from opsconsole.logs import REDACTED, SENSITIVE_KEY, redact_text
+
+log = logging.getLogger("opsconsole.tracing")
+tracer = trace.get_tracer("opsconsole")
+
+DEFAULT_SAMPLE_RATES = {"production": 0.1, "staging": 0.5, "development": 1.0}
+# Set on an alert-path tick's root span; whether it did anything decides its export.
+TICK = "opsconsole.tick"
+TICK_WORK = "opsconsole.tick.work"
+CARRIER_KWARG = "_trace_context"
+
+_provider: Any = None
+_setup_lock = threading.Lock()
+
+
+# --- configuration -----------------------------------------------------------------
+
+
+def configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment asks for traces to be exported."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() in ("none", ""):
+        return False
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    )
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with the tracing variables, in one line, or None."""
+    environ = os.environ if environ is None else environ
+    if not configured(environ):
+        return None
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if exporter != "otlp":
+        return f"OTEL_TRACES_EXPORTER must be otlp or none, not {exporter!r}"
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol != "http/protobuf":
+        return f"the console exports OTLP over http/protobuf only, not {protocol!r}"
+    return None
+
+
+def sample_rate(environment: str, override: float | None = None) -> float:
+    """The share of new traces kept: the override, or the environment's default."""
+    rate = DEFAULT_SAMPLE_RATES.get(environment, 1.0) if override is None else override
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"the traces sample rate must be between 0 and 1, not {rate}")
+    return rate
+
+
+def enabled() -> bool:
+    return _provider is not None
+
+
+def setup(*, environment: str, rate: float | None = None, service_version: str = "") -> bool:
+    """Set up the SDK and the instrumentations for this process, once. Returns whether
+    tracing is on. Called from the console's AppConfig.ready(), so the web server, the
+    jobs worker and the alert path each set up their own (django-q2's forked workers
+    inherit it; the SDK restarts the export thread after a fork)."""
+    global _provider
+    if _provider is not None or not configured():
+        return _provider is not None
+    with _setup_lock:
+        if _provider is not None:
+            return True
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        attributes = {"deployment.environment.name": environment}
+        if not os.environ.get("OTEL_SERVICE_NAME"):
+            attributes["service.name"] = "opsconsole"
+        if service_version:
+            attributes["service.version"] = service_version
+        provider = TracerProvider(
+            resource=Resource.create(attributes),
+            sampler=ConsoleSampler(_inner_sampler(sample_rate(environment, rate))),
+        )
+        provider.add_span_processor(
+            DropIdleTicks(BatchSpanProcessor(ShapingExporter(OTLPSpanExporter())))
+        )
+        trace.set_tracer_provider(provider)
+        _instrument_libraries()
+        _provider = provider
+        log.info("tracing on: exporting spans over OTLP", extra={"sample_rate": rate})
+        return True
+
+
+def _inner_sampler(rate: float):
+    from opentelemetry.sdk.trace import sampling
+
+    # OTEL_TRACES_SAMPLER, when set, is the operator's choice and wins over ours.
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return sampling._get_from_env_or_default()
+    return sampling.ParentBased(sampling.TraceIdRatioBased(rate))
+
+
+def _instrument_libraries() -> None:
+    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
+    # Django's middleware list is read when the first handler is built, after ready().
+    DjangoInstrumentor().instrument(is_sql_commentor_enabled=False)
+    PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
+    SQLite3Instrumentor().instrument()
+    HTTPXClientInstrumentor().instrument(request_hook=_outbound_request_hook)
+    BotocoreInstrumentor().instrument()
+    RedisInstrumentor().instrument()
+
+
+def shutdown() -> None:
+    """Export what is buffered (end of a command)."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+# --- what the console's code calls ---------------------------------------------------
+
+
+def span(
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    links: Sequence[Link] = (),
+):
+    """A child span of whatever is current (a context manager yielding the span)."""
+    return tracer.start_as_current_span(
+        name, kind=kind, attributes=_clean(attributes), links=links or None
+    )
+
+
+def root_span(name: str, attributes: Mapping[str, Any] | None = None, **kwargs: Any):
+    """A span that starts a trace of its own, whatever is current."""
+    return tracer.start_as_current_span(
+        name, context=otel_context.Context(), attributes=_clean(attributes), **kwargs
+    )
+
+
+def continued(
+    carrier: Mapping[str, str] | str | None,
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+):
+    """A span in the trace that `carrier` (W3C headers, or a bare traceparent) came from,
+    linked to the current span; with no carrier, a child of the current span (or a new
+    trace when there is none)."""
+    if isinstance(carrier, str):
+        carrier = {"traceparent": carrier} if carrier else {}
+    if not carrier:
+        # Called in-process (a test, a command), or by a schedule: under whatever is current.
+        return span(name, attributes, kind=kind)
+    here = trace.get_current_span().get_span_context()
+    return tracer.start_as_current_span(
+        name,
+        context=propagate.extract(carrier),
+        kind=kind,
+        attributes=_clean(attributes),
+        links=[Link(here)] if here.is_valid else None,
+    )
+
+
+@contextlib.contextmanager
+def tick(loop: str) -> Iterator[Callable[[object], None]]:
+    """The root span of one alert-path tick. Yields `done(result)`: a tick whose result
+    says it did nothing is dropped before export."""
+    with root_span(f"tick {loop}", {TICK: loop}) as current:
+
+        def done(result: object) -> None:
+            worked = any(result.values()) if isinstance(result, dict) else bool(result)
+            current.set_attribute(TICK_WORK, worked)
+            if isinstance(result, int) and not isinstance(result, bool):
+                current.set_attribute("opsconsole.tick.count", result)
+
+        yield done
+
+
+@contextlib.contextmanager
+def process(argv: Sequence[str]) -> Iterator[Callable[[int | None], None]]:
+    """A child span for one subprocess, named after its program. Yields `exited(code)`.
+
+    Only the program's name is recorded: the rest of argv is the caller's business and
+    may name hosts and databases, never anything secret, but it is not needed here."""
+    program = os.path.basename(str(argv[0])) if argv else "?"
+    started = time.monotonic()
+    with span(f"exec {program}", {"process.executable.name": program}) as current:
+
+        def exited(code: int | None) -> None:
+            current.set_attribute("process.duration_ms", round((time.monotonic() - started) * 1000))
+            if code is not None:
+                current.set_attribute("process.exit.code", code)
+                if code != 0:
+                    current.set_status(Status(StatusCode.ERROR, f"exited with code {code}"))
+
+        yield exited
+
+
+def inject() -> dict[str, str]:
+    """The current trace context as W3C headers ({} when nothing is being traced)."""
+    carrier: dict[str, str] = {}
+    if trace.get_current_span().get_span_context().is_valid:
+        propagate.inject(carrier)
+    return carrier
+
+
+def traceparent() -> str:
+    """The current span as a W3C traceparent, or "" (stored on records that are acted on
+    later, such as a notification, so the later work joins the trace)."""
+    return inject().get("traceparent", "")
+
+
+def in_context(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` bound to the current trace context, for running in another thread."""
+    if not enabled():
+        return func
+    captured = otel_context.get_current()
+
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        token = otel_context.attach(captured)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            otel_context.detach(token)
+
+    return bound
+
+
+def set_attributes(attributes: Mapping[str, Any]) -> None:
+    """Add attributes to the current span (nothing when none is recording)."""
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(_clean(attributes) or {})
+
+
+def _clean(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """OpenTelemetry takes str, bool, int, float and sequences of them; None is dropped."""
+    if not attributes:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if value is None:
+            continue
+        out[key] = value if isinstance(value, str | bool | int | float) else str(value)
+    return out
+
+
+# The outbound URL as `opsconsole.http.request` shows it in its log line: a webhook URL
+# whose path is the credential is redacted there, and so in the span.
+_shown_url: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "opsconsole_shown_url", default=None
+)
+
+
+@contextlib.contextmanager
+def show_url(shown: str) -> Iterator[None]:
+    """Within this block, outbound spans record `shown` as their URL."""
+    token = _shown_url.set(shown)
+    try:
+        yield
+    finally:
+        _shown_url.reset(token)
+
+
+def _outbound_request_hook(current, request) -> None:
+    shown = _shown_url.get()
+    if current.is_recording():
+        url = shown or _without_query(str(request.url))
+        current.set_attribute("url.full", url)
+        current.set_attribute("http.url", url)
+
+
+# --- sampling and export -------------------------------------------------------------
+
+
+class ConsoleSampler(Sampler):
+    """The configured sampler, except that a database query or outbound call with no
+    parent starts no trace: the broker polls its table every fraction of a second and
+    the heartbeat threads write every few; none of that is anybody's operation."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def should_sample(
+        self,
+        parent_context,
+        trace_id,
+        name,
+        kind=None,
+        attributes=None,
+        links=None,
+        trace_state=None,
+    ):
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if kind == SpanKind.CLIENT and not parent.is_valid:
+            return SamplingResult(Decision.DROP)
+        return self.inner.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"ConsoleSampler{{{self.inner.get_description()}}}"
+
+
+class DropIdleTicks(SpanProcessor):
+    """A span processor: the spans of an alert-path tick are held until the tick ends,
+    then passed on, or dropped when the tick found nothing to do."""
+
+    MAX_HELD = 2000  # per tick; past it, a tick's spans flow through as they end
+
+    def __init__(self, inner):
+        self.inner = inner
+        self._held: dict[int, list] = {}
+        self._lock = threading.Lock()
+
+    def on_start(self, span, parent_context=None) -> None:
+        if span.parent is None and span.attributes and span.attributes.get(TICK):
+            with self._lock:
+                self._held[span.context.trace_id] = []
+        self.inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span) -> None:
+        trace_id = span.context.trace_id
+        with self._lock:
+            held = self._held.get(trace_id)
+            if held is None:
+                passed = [span]
+            elif span.parent is None and span.attributes.get(TICK):
+                del self._held[trace_id]
+                idle = not span.attributes.get(TICK_WORK) and span.status.is_ok
+                passed = [] if idle else [*held, span]
+            elif len(held) < self.MAX_HELD:
+                held.append(span)
+                passed = []
+            else:
+                passed = [*held, span]
+                held.clear()
+        for each in passed:
+            self.inner.on_end(each)
+
+    def _on_ending(self, span) -> None:
+        self.inner._on_ending(span)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+_SQL_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+\"?([A-Za-z_][\w.]*)\"?", re.I)
+_ROUTE_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+_ID_NAMES = {"object_id", "pk", "id"}
+URL_KEYS = ("url.full", "http.url", "http.target", "url.path")
+DROPPED_KEYS = frozenset({"url.query", "db.statement.parameters", "db.query.parameter"})
+MAX_SCANNED = 4096  # of a statement, when naming its span
+
+
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def route_template(route: str) -> str:
+    """Django's `admin/x/<path:object_id>/change/` as `/admin/x/{id}/change/`."""
+
+    def name(match: re.Match) -> str:
+        return "{id}" if match.group(1) in _ID_NAMES else "{" + match.group(1) + "}"
+
+    return "/" + _ROUTE_PARAM.sub(name, route.lstrip("^").rstrip("$")).lstrip("/")
+
+
+def span_name(name: str, kind: SpanKind, attributes: Mapping[str, Any]) -> str:
+    """What a span is called when it leaves: routed requests by their route template,
+    database spans by operation and table."""
+    if kind == SpanKind.SERVER and attributes.get("http.route"):
+        method = attributes.get("http.request.method") or attributes.get("http.method")
+        template = route_template(str(attributes["http.route"]))
+        return f"{method} {template}" if method else template
+    statement = attributes.get("db.statement") or attributes.get("db.query.text")
+    if kind == SpanKind.CLIENT and isinstance(statement, str) and statement:
+        words = statement[:MAX_SCANNED].split(None, 1)
+        operation = words[0].upper() if words else name
+        table = _SQL_TABLE.search(statement[:MAX_SCANNED])
+        return f"{operation} {table.group(1)}" if table else operation
+    return name
+
+
+def scrub_attributes(attributes: Mapping[str, Any], kind: SpanKind | None = None) -> dict[str, Any]:
+    """The log redaction, applied to span attributes; no query strings, and for a routed
+    request its route instead of its path (an acknowledge link's path is its token)."""
+    out: dict[str, Any] = {}
+    route = attributes.get("http.route")
+    for key, value in attributes.items():
+        if key in DROPPED_KEYS:
+            continue
+        if SENSITIVE_KEY.search(key):
+            out[key] = REDACTED
+            continue
+        if key in URL_KEYS and isinstance(value, str):
+            value = _without_query(value)
+            if route and kind == SpanKind.SERVER and key in ("http.target", "url.path"):
+                value = route_template(str(route))
+            elif route and kind == SpanKind.SERVER:
+                parts = urlsplit(value)
+                value = f"{parts.scheme}://{parts.netloc}{route_template(str(route))}"
+        if isinstance(value, str):
+            value = redact_text(value)
+        elif isinstance(value, list | tuple):
+            value = [redact_text(v) if isinstance(v, str) else v for v in value]
+        out[key] = value
+    return out
+
+
+class ShapingExporter(SpanExporter):
+    """Wraps the OTLP exporter: each span is renamed and scrubbed on its way out."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def export(self, spans):
+        return self.inner.export([self.shape(s) for s in spans if not self.noise(s)])
+
+    @staticmethod
+    def noise(span) -> bool:
+        """Django's SQL debug log quotes each statement's parameters with a query of its
+        own on SQLite (DEBUG only): not the console's work, and half of every trace."""
+        statement = (span.attributes or {}).get("db.statement") or ""
+        return isinstance(statement, str) and statement.startswith("SELECT QUOTE(")
+
+    @staticmethod
+    def shape(original):
+        attributes = dict(original.attributes or {})
+        events = [
+            Event(e.name, scrub_attributes(dict(e.attributes or {})), e.timestamp)
+            for e in original.events
+        ]
+        status = original.status
+        if status.description:
+            status = Status(status.status_code, redact_text(status.description))
+        return ReadableSpan(
+            name=span_name(original.name, original.kind, attributes),
+            context=original.context,
+            parent=original.parent,
+            resource=original.resource,
+            attributes=scrub_attributes(attributes, original.kind),
+            events=events,
+            links=original.links,
+            kind=original.kind,
+            status=status,
+            start_time=original.start_time,
+            end_time=original.end_time,
+            instrumentation_scope=original.instrumentation_scope,
+        )
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
