@@ -223,7 +223,11 @@ def tick(loop: str) -> Iterator[Callable[[object], None]]:
     with root_span(f"tick {loop}", {TICK: loop}) as current:
 
         def done(result: object) -> None:
-            worked = any(result.values()) if isinstance(result, dict) else bool(result)
+            # A count, a mapping of counts, or a word ("off": the loop has nothing to do).
+            if isinstance(result, dict):
+                worked = any(result.values())
+            else:
+                worked = bool(result) and result != "off"
             current.set_attribute(TICK_WORK, worked)
             if isinstance(result, int) and not isinstance(result, bool):
                 current.set_attribute("opsconsole.tick.count", result)

@@ -10,14 +10,17 @@ No secret appears in any span, and the worker's log lines carry the trace ids.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -48,9 +51,50 @@ def receiver():
         yield r
 
 
+class SentryReceiver:
+    """Sentry's envelope endpoint, as the SDK posts to it: the items by type."""
+
+    def __init__(self):
+        self.items: list[tuple[str, dict]] = []
+        items = self.items
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                lines = body.split(b"\n")[1:]
+                for header, payload in zip(lines[::2], lines[1::2], strict=False):
+                    kind = json.loads(header).get("type", "")
+                    try:
+                        items.append((kind, json.loads(payload)))
+                    except ValueError:
+                        items.append((kind, {}))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.dsn = f"http://public@127.0.0.1:{self.server.server_address[1]}/1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[dict]:
+        return [payload for kind, payload in self.items if kind == "event"]
+
+
 @pytest.fixture(scope="module")
-def console(receiver, tmp_path_factory, django_db_setup, django_db_blocker):
-    """The three processes, tracing to `receiver`, on the test database."""
+def sentry():
+    received = SentryReceiver()
+    yield received
+    received.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def console(receiver, sentry, tmp_path_factory, django_db_setup, django_db_blocker):
+    """The three processes, tracing to `receiver` and reporting errors to `sentry`, on the
+    test database."""
     logs = tmp_path_factory.mktemp("console")
     port = free_port()
     with django_db_blocker.unblock():
@@ -66,6 +110,7 @@ def console(receiver, tmp_path_factory, django_db_setup, django_db_blocker):
         "LOG_FORMAT": "json",
         "WEB_CONCURRENCY": "1",
         "Q_WORKERS": "1",
+        "SENTRY_DSN": sentry.dsn,
     }
     log = logs / "serve.log"
     with open(log, "w") as out:
@@ -339,6 +384,81 @@ def test_a_failing_check_and_its_page_are_one_trace(console, receiver, httpserve
     sent = Notification.objects.filter(channel__name="pager", event="firing").get()
     assert sent.traceparent.split("-")[1] == trace_id
     assert_no_secret_in_spans(receiver, [CANARY])
+
+
+def test_sentry_reports_an_error_with_the_trace_it_happened_in(console, receiver, sentry, pg):
+    """With both configured, OpenTelemetry traces and Sentry reports errors, and each
+    error names its OpenTelemetry trace: from an issue in Sentry to the trace in Jaeger."""
+    base, _ = console
+    closed = free_port()
+    target = DatabaseTarget.objects.create(
+        name="gone", engine="postgresql",
+        dsn=f"postgresql://app:{CANARY}@127.0.0.1:{closed}/gone",
+    )  # fmt: skip
+    storage = StorageLocation.objects.create(name="here", kind="local", config={"path": "/tmp"})
+    policy = BackupPolicy.objects.create(name="gone nightly", target=target, storage=storage)
+    client = signed_in(base)
+    client.get("/admin/backups/backuppolicy/")
+    client.post(
+        "/admin/backups/backuppolicy/",
+        data={
+            "action": "back_up_now",
+            "_selected_action": [policy.pk],
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+        },
+    )
+    event = wait_for(
+        lambda: next(
+            (
+                e
+                for e in sentry.events()
+                if "failed" in json.dumps(e.get("logentry", {}))
+                and "gone" in json.dumps(e.get("logentry", {}))
+            ),
+            None,
+        ),
+        timeout=60,
+    )
+    assert event, sentry.items
+    failed = receiver.wait_for(
+        lambda s: s.name == "backup gone" and s.status == 2, what="the failed backup's span"
+    )
+    trace_context = event["contexts"]["trace"]
+    print(json.dumps(event.get("logentry")), trace_context)
+    assert trace_context["trace_id"] == failed.trace_id
+    assert trace_context["span_id"] == failed.span_id
+    # The trace starts at the click that queued the backup.
+    click = next(s for s in receiver.trace(failed.trace_id) if s.kind == "server")
+    assert click.name == "POST /admin/backups/backuppolicy/"
+    # Sentry does not trace as well: no transactions of its own.
+    assert not [kind for kind, _ in sentry.items if kind == "transaction"]
+    assert CANARY not in json.dumps(sentry.items)
+    assert_no_secret_in_spans(receiver, [CANARY])
+
+
+def test_no_secret_of_any_record_reaches_a_span(console, receiver):
+    """The security work's canaries: every encrypted field of every model holds its own;
+    an operator opens every page; no span of any of it carries a canary."""
+    from tests.security.test_secret_canaries import (
+        admin_pages,
+        make_records,
+        routed_pages,
+        set_canaries,
+    )
+
+    base, _ = console
+    make_records()
+    canaries = set_canaries()
+    client = signed_in(base)
+    served_before = sum(1 for s in receiver.all() if s.kind == "server")
+    paths = sorted({*admin_pages(), *routed_pages()})
+    statuses = {path: client.get(path).status_code for path in paths}
+    assert sum(1 for code in statuses.values() if code == 200) > 50, statuses
+    assert wait_for(
+        lambda: sum(1 for s in receiver.all() if s.kind == "server") >= served_before + len(paths),
+        timeout=30,
+    ), "the pages' spans did not all arrive"
+    assert_no_secret_in_spans(receiver, list(canaries))
 
 
 def assert_no_secret_in_spans(receiver: Receiver, secrets: list[str]) -> None:
