@@ -5,6 +5,7 @@ Used by backups_pipeline.py so the numbers belong to the process doing the work.
 
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ def main() -> None:
 
     action, name = sys.argv[1], sys.argv[2]
     writes_before = io_write_bytes()
+    cpu_before = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     started = time.perf_counter()
     if action == "backup":
         target = DatabaseTarget.objects.get(name=name)
@@ -59,6 +61,8 @@ def main() -> None:
         seconds=time.perf_counter() - started,
         peak_rss_mb=peak_rss_mb(),
         disk_written_mb=(io_write_bytes() - writes_before) / 2**20,
+        # This process's own CPU (the pipeline, the tracing), not pg_dump's.
+        cpu_seconds=sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_before,
     )
     print(json.dumps(result))
 

@@ -86,7 +86,8 @@ def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str], workers: int = 2):
-    """The console under gunicorn on a free port; yields its base URL once /health answers."""
+    """The console under gunicorn on a free port; yields its base URL once /health answers
+    (`gunicorn.pid` is its master's process id meanwhile)."""
     import httpx
 
     from tests.pgserver import free_port
@@ -106,6 +107,7 @@ def gunicorn(env: dict[str, str], workers: int = 2):
         "120",
     ]
     web = start(argv, env, log)
+    gunicorn.pid = web.pid
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -117,6 +119,21 @@ def gunicorn(env: dict[str, str], workers: int = 2):
         yield base
     finally:
         stop(web)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live children (gunicorn's workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for each in pids:
+        with contextlib.suppress(OSError):
+            # Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -8,6 +8,7 @@ import time
 
 from django.utils.functional import empty
 
+from opsconsole import tracing
 from opsconsole.logs import new_correlation_id, reset_correlation_id, set_correlation_id
 
 HEADER = "X-Correlation-ID"
@@ -39,7 +40,8 @@ class CorrelationIdMiddleware:
         token = set_correlation_id(correlation_id)
         started = time.monotonic()
         try:
-            response = self.get_response(request)
+            with tracing.quiet_unless_sampled():
+                response = self.get_response(request)
             response[HEADER] = correlation_id
             duration_ms = round((time.monotonic() - started) * 1000, 1)
             access_log.info(

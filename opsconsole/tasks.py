@@ -46,11 +46,14 @@ def console_task(func: F) -> F:
         carrier = kwargs.pop(tracing.CARRIER_KWARG, None)
         token = set_correlation_id(correlation_id)
         try:
-            with tracing.continued(
-                carrier,
-                f"task {name}",
-                {"opsconsole.task": name, "opsconsole.correlation_id": correlation_id},
-                kind=tracing.SpanKind.CONSUMER,
+            with (
+                tracing.continued(
+                    carrier,
+                    f"task {name}",
+                    {"opsconsole.task": name, "opsconsole.correlation_id": correlation_id},
+                    kind=tracing.SpanKind.CONSUMER,
+                ),
+                tracing.quiet_unless_sampled(),
             ):
                 return func(*args, **kwargs)
         except Exception:
