@@ -40,7 +40,7 @@ class CorrelationIdMiddleware:
         token = set_correlation_id(correlation_id)
         started = time.monotonic()
         try:
-            with tracing.quiet_unless_sampled():
+            with tracing.follow_sampling():
                 response = self.get_response(request)
             response[HEADER] = correlation_id
             duration_ms = round((time.monotonic() - started) * 1000, 1)

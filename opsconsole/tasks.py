@@ -46,23 +46,22 @@ def console_task(func: F) -> F:
         carrier = kwargs.pop(tracing.CARRIER_KWARG, None)
         token = set_correlation_id(correlation_id)
         try:
-            with (
-                tracing.continued(
-                    carrier,
-                    f"task {name}",
-                    {"opsconsole.task": name, "opsconsole.correlation_id": correlation_id},
-                    kind=tracing.SpanKind.CONSUMER,
-                ),
-                tracing.quiet_unless_sampled(),
+            with tracing.continued(
+                carrier,
+                f"task {name}",
+                {"opsconsole.task": name, "opsconsole.correlation_id": correlation_id},
+                kind=tracing.SpanKind.CONSUMER,
             ):
-                return func(*args, **kwargs)
-        except Exception:
-            with sentry_sdk.new_scope() as scope:
-                scope.set_tag("task", name)
-                scope.set_tag("correlation_id", correlation_id)
-                sentry_sdk.capture_exception()
-            log.exception("task %s failed", func.__qualname__)
-            raise
+                try:
+                    return func(*args, **kwargs)
+                except Exception:
+                    # Inside the span: the event and the log line carry the trace.
+                    with sentry_sdk.new_scope() as scope:
+                        scope.set_tag("task", name)
+                        scope.set_tag("correlation_id", correlation_id)
+                        sentry_sdk.capture_exception()
+                    log.exception("task %s failed", func.__qualname__)
+                    raise
         finally:
             reset_correlation_id(token)
 

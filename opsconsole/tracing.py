@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -87,6 +88,9 @@ def check_environment(environ: Mapping[str, str] | None = None) -> str | None:
     ).strip()
     if protocol != "http/protobuf":
         return f"the console exports OTLP over http/protobuf only, not {protocol!r}"
+    limit = environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "").strip()
+    if limit and not (limit.isdigit() and int(limit) > 0):
+        return f"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT must be a positive number, not {limit!r}"
     return None
 
 
@@ -115,25 +119,54 @@ def setup(*, environment: str, rate: float | None = None, service_version: str =
             return True
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        attributes = {"deployment.environment.name": environment}
-        if not os.environ.get("OTEL_SERVICE_NAME"):
-            attributes["service.name"] = "opsconsole"
-        if service_version:
-            attributes["service.version"] = service_version
-        provider = TracerProvider(
-            resource=Resource.create(attributes),
-            sampler=ConsoleSampler(_inner_sampler(sample_rate(environment, rate))),
+        # The variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) win over these.
+        resource = Resource.create()
+        defaults = {
+            "service.name": "opsconsole",
+            "deployment.environment.name": environment,
+            "service.version": service_version,
+            "opsconsole.process": process_role(),
+        }
+        resource = resource.merge(
+            Resource(
+                {
+                    k: v
+                    for k, v in defaults.items()
+                    if v
+                    and (
+                        k not in resource.attributes
+                        or str(resource.attributes[k]).startswith("unknown_service")
+                    )
+                }
+            )
         )
+        rate = sample_rate(environment, rate)
+        provider = TracerProvider(
+            resource=resource,
+            sampler=ConsoleSampler(_inner_sampler(rate), untrusted=_untrusted_sampler(rate)),
+            # Bounded attributes (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT may set another bound).
+            span_limits=SpanLimits(
+                max_attribute_length=int(
+                    os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT") or 4096
+                )
+            ),
+        )
+        if not os.environ.get("OTEL_PROPAGATORS"):
+            # W3C trace context only: no baggage from a caller rides along to Slack or
+            # PagerDuty.
+            propagate.set_global_textmap(TraceContextTextMapPropagator())
         provider.add_span_processor(
             DropIdleTicks(BatchSpanProcessor(ShapingExporter(OTLPSpanExporter())))
         )
         trace.set_tracer_provider(provider)
         _instrument_libraries()
         _provider = provider
-        log.info("tracing on: exporting spans over OTLP", extra={"sample_rate": rate})
+        sampler = os.environ.get("OTEL_TRACES_SAMPLER") or f"parent-based ratio {rate}"
+        log.info("tracing on: exporting spans over OTLP", extra={"sampler": sampler})
         return True
 
 
@@ -144,6 +177,21 @@ def _inner_sampler(rate: float):
     if os.environ.get("OTEL_TRACES_SAMPLER"):
         return sampling._get_from_env_or_default()
     return sampling.ParentBased(sampling.TraceIdRatioBased(rate))
+
+
+def _untrusted_sampler(rate: float):
+    from opentelemetry.sdk.trace import sampling
+
+    return None if os.environ.get("OTEL_TRACES_SAMPLER") else sampling.TraceIdRatioBased(rate)
+
+
+def process_role(argv: Sequence[str] | None = None) -> str:
+    """Which of the console's processes this is: web, worker, alertpath, or the command."""
+    argv = sys.argv if argv is None else argv
+    if argv and "gunicorn" in argv[0]:  # its script, or gunicorn/__main__.py with -m
+        return "web"
+    command = argv[1] if len(argv) > 1 else ""
+    return {"qcluster": "worker", "runserver": "web", "serve": "serve"}.get(command, command)
 
 
 def _instrument_libraries() -> None:
@@ -192,36 +240,41 @@ def root_span(name: str, attributes: Mapping[str, Any] | None = None, **kwargs: 
     )
 
 
+@contextlib.contextmanager
 def continued(
     carrier: Mapping[str, str] | str | None,
     name: str,
     attributes: Mapping[str, Any] | None = None,
     *,
     kind: SpanKind = SpanKind.INTERNAL,
-):
+) -> Iterator[Any]:
     """A span in the trace that `carrier` (W3C headers, or a bare traceparent) came from,
     linked to the current span; with no carrier, a child of the current span (or a new
-    trace when there is none)."""
+    trace when there is none). The libraries' instrumentation follows the span's own
+    sampling: a sampled page sent from an unsampled tick still gets its client span."""
     if isinstance(carrier, str):
         carrier = {"traceparent": carrier} if carrier else {}
     if not carrier:
         # Called in-process (a test, a command), or by a schedule: under whatever is current.
-        return span(name, attributes, kind=kind)
-    here = trace.get_current_span().get_span_context()
-    return tracer.start_as_current_span(
-        name,
-        context=propagate.extract(carrier),
-        kind=kind,
-        attributes=_clean(attributes),
-        links=[Link(here)] if here.is_valid else None,
-    )
+        started = span(name, attributes, kind=kind)
+    else:
+        here = trace.get_current_span().get_span_context()
+        started = tracer.start_as_current_span(
+            name,
+            context=propagate.extract(carrier),
+            kind=kind,
+            attributes=_clean(attributes),
+            links=[Link(here)] if here.is_valid else None,
+        )
+    with started as current, follow_sampling():
+        yield current
 
 
 @contextlib.contextmanager
 def tick(loop: str) -> Iterator[Callable[[object], None]]:
     """The root span of one alert-path tick. Yields `done(result)`: a tick whose result
     says it did nothing is dropped before export."""
-    with root_span(f"tick {loop}", {TICK: loop}) as current, quiet_unless_sampled():
+    with root_span(f"tick {loop}", {TICK: loop}) as current, follow_sampling():
 
         def done(result: object) -> None:
             # A count, a mapping of counts, or a word ("off": the loop has nothing to do).
@@ -244,7 +297,13 @@ def process(argv: Sequence[str]) -> Iterator[Callable[[int | None], None]]:
     may name hosts and databases, never anything secret, but it is not needed here."""
     program = os.path.basename(str(argv[0])) if argv else "?"
     started = time.monotonic()
-    with span(f"exec {program}", {"process.executable.name": program}) as current:
+    # Not the exception's text: a timeout's message repeats the whole argv.
+    with tracer.start_as_current_span(
+        f"exec {program}",
+        attributes={"process.executable.name": program},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
 
         def exited(code: int | None) -> None:
             current.set_attribute("process.duration_ms", round((time.monotonic() - started) * 1000))
@@ -253,7 +312,11 @@ def process(argv: Sequence[str]) -> Iterator[Callable[[int | None], None]]:
                 if code != 0:
                     current.set_status(Status(StatusCode.ERROR, f"exited with code {code}"))
 
-        yield exited
+        try:
+            yield exited
+        except BaseException as exc:
+            current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
 
 
 def inject() -> dict[str, str]:
@@ -270,16 +333,25 @@ def traceparent() -> str:
     return inject().get("traceparent", "")
 
 
-def quiet_unless_sampled() -> contextlib.AbstractContextManager:
-    """Around the work of a request, task or tick: when its trace is not being recorded,
-    the libraries' instrumentation is switched off for it. The nine in ten requests a 0.1
-    sampling drops then cost no span per query; their outbound calls carry no
+@contextlib.contextmanager
+def follow_sampling() -> Iterator[None]:
+    """Around the work of a request, task or tick: the libraries' instrumentation is on
+    when the current span is recorded and off when it is not. The nine in ten requests a
+    0.1 sampling drops then cost no span per query; their outbound calls carry no
     traceparent, and the services they call decide for themselves."""
-    if _provider is None or trace.get_current_span().is_recording():
-        return contextlib.nullcontext()
-    from opentelemetry.instrumentation.utils import suppress_instrumentation
+    if _provider is None:
+        yield
+        return
+    from opentelemetry.instrumentation.utils import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
 
-    return suppress_instrumentation()
+    quiet = not trace.get_current_span().is_recording()
+    ctx = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, quiet)
+    ctx = otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, quiet, ctx)
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def in_context(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -337,7 +409,8 @@ def show_url(shown: str) -> Iterator[None]:
 def _outbound_request_hook(current, request) -> None:
     shown = _shown_url.get()
     if current.is_recording():
-        url = shown or _without_query(str(request.url))
+        # Not through opsconsole.http (which says what is safe to show): the host only.
+        url = shown or _origin(str(request.url))
         current.set_attribute("url.full", url)
         current.set_attribute("http.url", url)
 
@@ -345,13 +418,23 @@ def _outbound_request_hook(current, request) -> None:
 # --- sampling and export -------------------------------------------------------------
 
 
-class ConsoleSampler(Sampler):
-    """The configured sampler, except that a database query or outbound call with no
-    parent starts no trace: the broker polls its table every fraction of a second and
-    the heartbeat threads write every few; none of that is anybody's operation."""
+# Callers whose "sampled" flag the console follows: CI's deploy webhook, API clients.
+# Anyone may send a traceparent to a login page or a 404; that decides nothing here.
+TRUSTED_PARENT_PATHS = ("/webhooks/", "/api/")
 
-    def __init__(self, inner):
+
+class ConsoleSampler(Sampler):
+    """The configured sampler, except that
+    - a database query or outbound call with no parent starts no trace: the broker polls
+      its table every fraction of a second and the heartbeat threads write every few;
+      none of that is anybody's operation;
+    - a request from outside keeps its caller's decision only on the webhook and API
+      paths; elsewhere (`untrusted`) the console's own ratio decides, so nobody can make
+      it record, and export, every query of every request they send."""
+
+    def __init__(self, inner, untrusted=None):
         self.inner = inner
+        self.untrusted = untrusted
 
     def should_sample(
         self,
@@ -366,12 +449,28 @@ class ConsoleSampler(Sampler):
         parent = trace.get_current_span(parent_context).get_span_context()
         if kind == SpanKind.CLIENT and not parent.is_valid:
             return SamplingResult(Decision.DROP)
+        if (
+            kind == SpanKind.SERVER
+            and parent.is_valid
+            and parent.is_remote
+            and self.untrusted is not None
+            and not _trusted_path(attributes)
+        ):
+            return self.untrusted.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
         return self.inner.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
     def get_description(self) -> str:
         return f"ConsoleSampler{{{self.inner.get_description()}}}"
+
+
+def _trusted_path(attributes: Mapping[str, Any] | None) -> bool:
+    attributes = attributes or {}
+    path = str(attributes.get("url.path") or attributes.get("http.target") or "")
+    return path.startswith(TRUSTED_PARENT_PATHS)
 
 
 class DropIdleTicks(SpanProcessor):
@@ -423,6 +522,7 @@ class DropIdleTicks(SpanProcessor):
 _SQL_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+\"?([A-Za-z_][\w.]*)\"?", re.I)
 _ROUTE_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 _ID_NAMES = {"object_id", "pk", "id"}
+EXCEPTION_KEPT = frozenset({"exception.type", "exception.escaped"})
 URL_KEYS = ("url.full", "http.url", "http.target", "url.path")
 DROPPED_KEYS = frozenset({"url.query", "db.statement.parameters", "db.query.parameter"})
 MAX_SCANNED = 4096  # of a statement, when naming its span
@@ -430,6 +530,18 @@ MAX_SCANNED = 4096  # of a statement, when naming its span
 
 def _without_query(url: str) -> str:
     return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/"
+
+
+def _unrouted(path: str) -> str:
+    """A path Django did not route (a 404, a redirect to add a slash): its first segment
+    only. The rest may be anything, an acknowledge link's token among them."""
+    first = path.lstrip("/").split("/", 1)[0]
+    return f"/{first}/…" if first else "/"
 
 
 def route_template(route: str) -> str:
@@ -457,9 +569,13 @@ def span_name(name: str, kind: SpanKind, attributes: Mapping[str, Any]) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=4096)
 def _redacted(text: str) -> str:
-    # The same statements and routes come back in every trace: scan each once.
+    # The same statements and routes come back in every trace: scan each short one once.
+    return _redacted_short(text) if len(text) <= 1024 else redact_text(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _redacted_short(text: str) -> str:
     return redact_text(text)
 
 
@@ -476,11 +592,13 @@ def scrub_attributes(attributes: Mapping[str, Any], kind: SpanKind | None = None
             continue
         if key in URL_KEYS and isinstance(value, str):
             value = _without_query(value)
-            if route and kind == SpanKind.SERVER and key in ("http.target", "url.path"):
-                value = route_template(str(route))
-            elif route and kind == SpanKind.SERVER:
+            if kind == SpanKind.SERVER:
                 parts = urlsplit(value)
-                value = f"{parts.scheme}://{parts.netloc}{route_template(str(route))}"
+                path = route_template(str(route)) if route else _unrouted(parts.path)
+                if key in ("http.target", "url.path"):
+                    value = path
+                else:
+                    value = f"{parts.scheme}://{parts.netloc}{path}"
         if isinstance(value, str):
             value = _redacted(value)
         elif isinstance(value, list | tuple):
@@ -508,15 +626,25 @@ class ShapingExporter(SpanExporter):
     @staticmethod
     def shape(original):
         attributes = dict(original.attributes or {})
-        events = [
-            Event(e.name, scrub_attributes(dict(e.attributes or {})), e.timestamp)
-            for e in original.events
-        ]
+        events, raised = [], []
+        for event in original.events:
+            kept = dict(event.attributes or {})
+            if event.name == "exception":
+                # The type only: an exception's message and traceback are raw text from a
+                # library (a timeout repeats argv, a peer's error repeats its reply).
+                kept = {k: v for k, v in kept.items() if k in EXCEPTION_KEPT}
+                raised.append(str(kept.get("exception.type", "")))
+            events.append(Event(event.name, scrub_attributes(kept), event.timestamp))
         status = original.status
         if status.description:
-            status = Status(status.status_code, redact_text(status.description))
+            description = status.description
+            for name in filter(None, raised):
+                short = name.rsplit(".", 1)[-1]
+                if description.startswith((f"{name}:", f"{short}:")):
+                    description = short  # the SDK's "Type: message" for an exception
+            status = Status(status.status_code, _redacted(description))
         return ReadableSpan(
-            name=span_name(original.name, original.kind, attributes),
+            name=_redacted(span_name(original.name, original.kind, attributes)),
             context=original.context,
             parent=original.parent,
             resource=original.resource,

@@ -250,7 +250,7 @@ class ApprovalRequest(models.Model):
     def execute(self) -> ApprovalRequest:
         """Run an approved request on this worker. Idempotent: done or taken → nothing."""
         with tracing.span(
-            f"{self._meta.model_name} {self.pk}",
+            f"run {self._meta.model_name}",
             {"opsconsole.request": self._meta.label, "opsconsole.request.id": self.pk},
         ) as current:
             self._execute()

@@ -53,6 +53,7 @@ def test_with_no_endpoint_nothing_is_set_up_and_no_exporter_thread_starts(tmp_pa
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "http/protobuf only, not 'grpc'"),
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER must be otlp or none"),
         ({"OPSCONSOLE_TRACES_SAMPLE_RATE": "2"}, "between 0 and 1, not 2.0"),
+        ({"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "lots"}, "must be a positive number"),
         (
             {"SENTRY_DSN": "http://k@127.0.0.1:9/1", "SENTRY_TRACES_SAMPLE_RATE": "0.5"},
             "unset SENTRY_TRACES_SAMPLE_RATE",
@@ -204,3 +205,79 @@ def test_nothing_is_current_when_tracing_is_off():
         assert tracing.inject() == {}
         assert tracing.traceparent() == ""
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+def test_only_webhook_and_api_callers_decide_for_the_console(provider):
+    """A traceparent sent to any page by anyone does not make the console record (and
+    export) every query of that request; CI's deploy webhook and API clients do."""
+    exported = InMemorySpanExporter()
+    made = TracerProvider(
+        sampler=tracing.ConsoleSampler(
+            ParentBased(TraceIdRatioBased(0.0)), untrusted=TraceIdRatioBased(0.0)
+        )
+    )
+    made.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = made.get_tracer("test")
+    sampled = propagate.extract({"traceparent": f"00-{'a' * 32}-{'b' * 16}-01"})
+    for path in ("/webhooks/deploy", "/api/metrics", "/alerts/ack/x/", "/admin/login/"):
+        with tracer.start_as_current_span(
+            f"POST {path}", context=sampled, kind=SpanKind.SERVER, attributes={"http.target": path}
+        ):
+            pass
+    assert [s.name for s in exported.get_finished_spans()] == [
+        "POST /webhooks/deploy",
+        "POST /api/metrics",
+    ]
+
+
+def test_exception_text_and_unrouted_paths_never_leave(provider):
+    tracer, exported = provider()
+    with pytest.raises(TimeoutError), tracer.start_as_current_span("exec deploy-tool"):
+        raise TimeoutError("['deploy-tool', '--token', 'hunter2'] timed out after 5 s")
+    ack = "/alerts/ack/eyJzZWNyZXQiOiJ0b2tlbiJ9:1abc:signature"
+    with tracer.start_as_current_span(
+        "GET",
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.method": "GET",
+            "http.target": ack,
+            "http.url": f"https://ops.example{ack}",
+            "http.status_code": 404,
+        },
+    ):
+        pass
+    failed, unrouted = exported.get_finished_spans()
+    assert failed.status.description == "TimeoutError"
+    (event,) = failed.events
+    assert dict(event.attributes) == {
+        "exception.type": "TimeoutError",
+        "exception.escaped": "False",
+    }
+    assert unrouted.attributes["http.target"] == "/alerts/…"
+    assert unrouted.attributes["http.url"] == "https://ops.example/alerts/…"
+
+
+def test_a_sampled_send_from_an_unsampled_tick_keeps_its_library_spans(provider, monkeypatch):
+    """The libraries' instrumentation follows the span at hand: off in a tick the ratio
+    dropped, on again for a page whose failing check was sampled."""
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    tracer, _ = provider(rate=0.0)
+    monkeypatch.setattr(tracing, "tracer", tracer)
+    monkeypatch.setattr(tracing, "_provider", object())  # as after setup()
+    sampled_check = f"00-{'c' * 32}-{'d' * 16}-01"
+    with tracing.tick("alerts.deliver") as done:
+        assert not is_instrumentation_enabled(), "an unsampled tick queries untraced"
+        with tracing.continued(sampled_check, "notify slack") as send:
+            assert send.is_recording()
+            assert is_instrumentation_enabled(), "the page's own HTTP call is traced"
+        assert not is_instrumentation_enabled()
+        done(1)
+    assert is_instrumentation_enabled()
+
+
+def test_the_process_is_named_in_the_resource():
+    assert tracing.process_role(["/x/bin/gunicorn", "opsconsole.wsgi"]) == "web"
+    assert tracing.process_role(["/x/lib/gunicorn/__main__.py", "opsconsole.wsgi"]) == "web"
+    assert tracing.process_role(["manage.py", "qcluster"]) == "worker"
+    assert tracing.process_role(["manage.py", "alertpath"]) == "alertpath"

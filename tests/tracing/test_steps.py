@@ -49,7 +49,8 @@ def test_a_gradual_rollback_has_a_span_per_step_with_its_commands(db, alice, bob
     assert request.status == "failed"  # nothing answers: the first step breaches
 
     found = spans()
-    run = found[f"rollbackrequest {request.pk}"][0]
+    run = found["run rollbackrequest"][0]
+    assert run.attributes["opsconsole.request.id"] == request.pk
     assert run.attributes["opsconsole.outcome"] == "failed"
     assert run.attributes["opsconsole.environment"] == "staging"
     assert run.attributes["opsconsole.version.target"] == "v1"
@@ -78,7 +79,7 @@ def test_a_rollback_has_the_provider_call_then_verification(db, alice, bob, tmp_
     request.approve(bob, confirmation="staging")
     request.execute()
     found = spans()
-    run = found[f"rollbackrequest {request.pk}"][0]
+    run = found["run rollbackrequest"][0]
     call, verify = found["rollback.provider_call"][0], found["rollback.verify"][0]
     assert child_of(call, run) and child_of(verify, run)
     assert call.attributes["opsconsole.provider"] == "command"
@@ -102,7 +103,7 @@ def test_a_restore_has_fetch_restore_and_checks_spans(target, local_storage, ali
     target.db.drop_database(request.new_database)
 
     found = spans()
-    run = found[f"restorerequest {request.pk}"][0]
+    run = found["run restorerequest"][0]
     restore = found["restore shorts"][0]
     assert child_of(restore, run)
     assert restore.attributes["opsconsole.mode"] == "new"

@@ -458,6 +458,35 @@ def test_no_secret_of_any_record_reaches_a_span(console, receiver):
         lambda: sum(1 for s in receiver.all() if s.kind == "server") >= served_before + len(paths),
         timeout=30,
     ), "the pages' spans did not all arrive"
+    # What a stranger can send: a token in a path nothing routes, in a query string, in a
+    # body, with a trace context of their own.
+    token = f"canary{uuid.uuid4().hex}"
+    stranger = {"traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
+    sent = [
+        httpx.get(f"{base}{path}", headers=stranger, timeout=10)
+        for path in (
+            f"/alerts/ack/{token}",
+            f"/alerts/ack/{token}/",
+            f"/no/such/{token}/",
+            f"/admin/?q={token}",
+            f"/health?token={token}",
+        )
+    ]
+    sent.append(
+        httpx.post(
+            f"{base}/webhooks/deploy?signature={token}",
+            content=json.dumps({"deployment_id": token, "secret": token}),
+            headers={"Content-Type": "application/json", **stranger},
+            timeout=10,
+        )
+    )
+    assert {r.status_code for r in sent} <= {200, 301, 302, 400, 401, 403, 404}
+    served = served_before + len(paths)
+    assert wait_for(
+        lambda: sum(1 for s in receiver.all() if s.kind == "server") >= served + len(sent),
+        timeout=30,
+    ), "the stranger's requests' spans did not all arrive"
+    canaries[token] = "a stranger's token"
     assert_no_secret_in_spans(receiver, list(canaries))
 
 
