@@ -3,9 +3,11 @@ sampling 1.0, and on with 0.1, exporting over OTLP to a receiver on loopback, in
 
 Goals: <= 5 % less webhook throughput at sampling 0.1; <= 2 % slower backup at any
 sampling. The modes take turns, round after round, so a noisy neighbour on this shared
-machine slows every mode alike rather than one; each keeps its best round. Besides
-requests/s (which moves by 10 % between rounds of one mode here), the CPU the web
-workers spend per request is measured: on a saturated server it is what sets throughput.
+machine slows every mode alike rather than one. Requests/s move by 10 % between rounds
+of one mode here, so the CPU the web workers spend per request is measured too: on a
+saturated server it is what sets throughput, and it is the webhook's verdict (median
+of the rounds). The backup's verdict is its median duration; the CPU of the process
+running it is shown beside it.
 
     python bench/tracing_overhead.py [ROWS] [REQUESTS] [ROUNDS]
 
@@ -187,18 +189,24 @@ def main() -> None:
                 f"p99 {statistics.median(p99s[mode]) * 1000:.1f} ms"
             )
         print(f"  OTLP exports received: {exports_after_webhook}")
-        best_off = min(durations["off"])
-        print(f"backup of a {size_mb:,.0f} MB database (best duration, median CPU of {ROUNDS}):")
+        median_off = statistics.median(durations["off"])
+        cpu_off = statistics.median(backup_cpu["off"])
+        print(
+            f"backup of a {size_mb:,.0f} MB database (median and best duration, median CPU of "
+            f"the console's process, of {ROUNDS} rounds):"
+        )
         for mode in MODES:
+            median, cpu = statistics.median(durations[mode]), statistics.median(backup_cpu[mode])
             print(
-                f"  tracing {mode}: {min(durations[mode]):.1f} s = "
-                f"{min(durations[mode]) / best_off:.3f} x off; console process CPU "
-                f"{statistics.median(backup_cpu[mode]):.2f} s"
+                f"  tracing {mode}: {median:.2f} s = {median / median_off:.3f} x off "
+                f"(best {min(durations[mode]):.2f} s); CPU {cpu:.2f} s = {cpu / cpu_off:.3f} x off"
             )
         # On a server that the webhook saturates, throughput is 1 / CPU per request.
         loss = 1 - base_cpu / statistics.median(cpus["on, sampling 0.1"])
         measured = 1 - max(rates["on, sampling 0.1"]) / base_rate
-        slowest = max(min(durations[m]) / best_off for m in MODES if m != "off") - 1
+        # The median: one round in four here runs 20 % slow for reasons of its own, in any
+        # mode, and a best-of-4 then compares luck.
+        slowest = max(statistics.median(durations[m]) / median_off for m in MODES if m != "off") - 1
         print("goals:")
         print(
             f"  webhook throughput loss at sampling 0.1 <= 5 %: {loss * 100:.1f} % by web CPU "
@@ -206,7 +214,7 @@ def main() -> None:
             f"{'PASS' if loss <= 0.05 else 'FAIL'}"
         )
         print(
-            f"  backup slower by <= 2 % at any sampling: {slowest * 100:.1f} % "
+            f"  backup slower by <= 2 % at any sampling: {slowest * 100:.1f} % by median duration "
             f"{'PASS' if slowest <= 0.02 else 'FAIL'}"
         )
 

@@ -10,8 +10,7 @@ import psycopg
 
 from deployments.models import Environment
 from deployments.providers import ProviderError
-from opsconsole import http, outbound, tracing
-from opsconsole.children import child_env
+from opsconsole import children, http, outbound
 from opsconsole.fields import reveal
 
 
@@ -82,16 +81,7 @@ class CommandAction(ActionKind):
     def run(self):
         timeout = float(self.config.get("timeout_seconds", 120))
         try:
-            with tracing.process(self.config["argv"]) as exited:
-                result = subprocess.run(  # noqa: S603 - argv list from the action's config
-                    self.config["argv"],
-                    env=child_env(),
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
-                )
-                exited(result.returncode)
+            result = children.run(self.config["argv"], timeout)
         except subprocess.TimeoutExpired:
             raise FailoverError(f"timed out after {timeout:g} s") from None
         except FileNotFoundError:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from deployments.providers.base import Provider, ProviderError
-from opsconsole import tracing
-from opsconsole.children import child_env
+from opsconsole import children
 
 PLACEHOLDERS = ("{version}", "{deployment_id}", "{environment}", "{percent}")
 TEMPLATES = ("deploy", "rollback", "status", "set_weights")
@@ -57,16 +56,7 @@ class CommandProvider(Provider):
         argv = [values.get(arg, arg) for arg in self.config[key]]
         timeout = float(self.config.get("timeout_seconds", 300))
         try:
-            with tracing.process(argv) as exited:
-                result = subprocess.run(  # noqa: S603 - argv list from the environment's config
-                    argv,
-                    env=child_env(),
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
-                )
-                exited(result.returncode)
+            result = children.run(argv, timeout)
         except subprocess.TimeoutExpired:
             raise ProviderError(f"{argv[0]} timed out after {timeout:g} s") from None
         except FileNotFoundError:
