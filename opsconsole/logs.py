@@ -75,10 +75,11 @@ def _redact_key_values(text: str) -> str:
 
 
 def current_trace_ids() -> tuple[str, str] | None:
-    """(trace id, span id) in hex of the current OpenTelemetry span, or None outside one
-    (always None when tracing is off: the API's no-op span is never valid)."""
+    """(trace id, span id) in hex of the current OpenTelemetry span when it is sampled, or
+    None: outside one, in a trace that will never be exported, and always when tracing
+    is off (the API's no-op span is never valid)."""
     ctx = trace.get_current_span().get_span_context()
-    if not ctx.is_valid:
+    if not ctx.is_valid or not ctx.trace_flags.sampled:
         return None
     return trace.format_trace_id(ctx.trace_id), trace.format_span_id(ctx.span_id)
 
