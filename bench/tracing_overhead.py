@@ -5,9 +5,11 @@ Goals: <= 5 % less webhook throughput at sampling 0.1; <= 2 % slower backup at a
 sampling. The modes take turns, round after round, so a noisy neighbour on this shared
 machine slows every mode alike rather than one. Requests/s move by 10 % between rounds
 of one mode here, so the CPU the web workers spend per request is measured too: on a
-saturated server it is what sets throughput. Each verdict compares the modes within a
-round, then takes the median over rounds: the webhook's by web CPU per request, the
-backup's by duration (the CPU of the process running it is shown beside it).
+saturated server it is what sets throughput. The webhook's verdict is the median
+requests/s of bursts that take turns between three servers (one per mode, all up at
+once), with the web workers' CPU per request shown beside it; the backup's is its
+duration compared within each round, median over rounds (with the CPU of the process
+running it).
 
     python bench/tracing_overhead.py [ROWS] [WEBHOOK_ROUNDS] [BACKUP_ROUNDS]
 
@@ -226,13 +228,16 @@ def main() -> None:
                 f"backup CPU {paired(backup_cpu, mode):.3f} x off"
             )
         # On a server that the webhook saturates, throughput is 1 / CPU per request.
-        loss = 1 - base_cpu / hooks["on, sampling 0.1"]["cpu"][0]
-        measured = 1 - statistics.median(hooks["on, sampling 0.1"]["rate"]) / base_rate
+        # The goal is throughput: the median of the interleaved bursts. The CPU the web
+        # workers spend per request is shown beside it: on a server whose web workers
+        # are the bottleneck, its growth is what throughput would lose.
+        loss = 1 - statistics.median(hooks["on, sampling 0.1"]["rate"]) / base_rate
+        cpu_growth = hooks["on, sampling 0.1"]["cpu"][0] / base_cpu - 1
         slowest = max(paired(durations, m) for m in MODES if m != "off") - 1
         print("goals:")
         print(
-            f"  webhook throughput loss at sampling 0.1 <= 5 %: {loss * 100:.1f} % by web CPU "
-            f"per request ({measured * 100:.1f} % by median requests/s) "
+            f"  webhook throughput loss at sampling 0.1 <= 5 %: {loss * 100:.1f} % by median "
+            f"requests/s (web CPU per request +{cpu_growth * 100:.1f} %) "
             f"{'PASS' if loss <= 0.05 else 'FAIL'}"
         )
         print(
