@@ -122,3 +122,33 @@ def test_a_restore_has_fetch_restore_and_checks_spans(target, local_storage, ali
     # In order: fetched, read, restored, checked.
     order = [fetch, *steps.values()]
     assert [s.start_time for s in order] == sorted(s.start_time for s in order)
+
+
+def test_a_page_sent_again_after_its_sender_died_stays_in_the_checks_trace(db, httpserver, spans):
+    """The alert path died mid-send; the reconciler re-queues the page, and the new send
+    joins the same trace as the first (the notification keeps its traceparent)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from alerts import notify
+    from alerts.models import Channel, Notification
+
+    httpserver.expect_request("/page").respond_with_data("ok")
+    channel = Channel.objects.create(name="hook", kind="webhook", secret="s",
+                                     config={"url": httpserver.url_for("/page")})  # fmt: skip
+    with tracing.tracer.start_as_current_span("check api") as check:
+        queued = Notification.objects.create(channel=channel, event="test")
+    assert queued.traceparent.split("-")[1] == f"{check.get_span_context().trace_id:032x}"
+    # Cut short: still "sending", its lease run out two minutes ago.
+    Notification.objects.filter(pk=queued.pk).update(
+        status="sending", attempts=1, lease_expires_at=timezone.now() - timedelta(minutes=2)
+    )
+    assert notify.lease_expired(Notification.objects.get(pk=queued.pk))
+    assert notify.deliver(queued.pk) == "sent"
+    (send,) = spans()["notify webhook"]
+    assert send.context.trace_id == check.get_span_context().trace_id
+    assert send.parent.span_id == check.get_span_context().span_id
+    assert send.attributes["opsconsole.notification.attempt"] == 2
+    assert send.attributes["opsconsole.provider.status"] == 200
+    assert httpserver.log, "the page went out"
