@@ -360,6 +360,8 @@ def test_a_failing_check_and_its_page_are_one_trace(console, receiver, httpserve
     post = receiver.wait_for(
         lambda s: s.span_id == client_span_id, what="the outgoing page's client span"
     )
+    # The send ends after its request, and may come in a later batch.
+    receiver.wait_for(lambda s: s.span_id == post.parent_id, what="the send around the request")
     receiver.wait_for(lambda s: s.trace_id == trace_id and s.name == "check api", what="the check")
     spans = {s.name: s for s in receiver.trace(trace_id)}
     print(receiver.tree(trace_id, ("opsconsole.check.ok", "opsconsole.provider.status")))
