@@ -322,7 +322,7 @@ def test_a_deploy_webhook_joins_the_trace_of_the_pipeline_that_sent_it(console, 
         lambda s: s.trace_id == pipeline_trace and s.name.startswith("task deployments."),
         what="the queued work in the pipeline's trace",
     )
-    enqueue = next(s for s in receiver.trace(pipeline_trace) if s.span_id == task.parent_id)
+    enqueue = receiver.wait_for(lambda s: s.span_id == task.parent_id, what="the enqueue")
     assert enqueue.name == f"enqueue {task.name.removeprefix('task ')}"
     assert enqueue.parent_id == hook.span_id
     assert_no_secret_in_spans(receiver, [CANARY])
@@ -430,7 +430,9 @@ def test_sentry_reports_an_error_with_the_trace_it_happened_in(console, receiver
     assert trace_context["trace_id"] == failed.trace_id
     assert trace_context["span_id"] == failed.span_id
     # The trace starts at the click that queued the backup.
-    click = next(s for s in receiver.trace(failed.trace_id) if s.kind == "server")
+    click = receiver.wait_for(
+        lambda s: s.trace_id == failed.trace_id and s.kind == "server", what="the click"
+    )
     assert click.name == "POST /admin/backups/backuppolicy/"
     # Sentry does not trace as well: no transactions of its own.
     assert not [kind for kind, _ in sentry.items if kind == "transaction"]
