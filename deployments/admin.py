@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.utils.html import format_html
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from deployments.models import (
+    DeployApproval,
     Deployment,
     DeploymentCheck,
     Environment,
     EnvironmentVariable,
+    GateCheck,
+    GitHubApp,
     HealthSample,
     RollbackRequest,
+    TemplateDefault,
+    TemplateVariable,
     VariableSyncRequest,
+    VariableTemplate,
 )
 from deployments.providers import ProviderError
 from deployments.rollbacks import request_rollback
+from deployments.variables import DotenvError, parse_dotenv
+from opsconsole import permissions
 from opsconsole.approvals.admin import ApprovalAdminMixin
 from opsconsole.charts import sparkline
 
@@ -29,9 +40,130 @@ class VariablesInline(admin.TabularInline):
 
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
-    list_display = ("name", "provider", "base_url", "rollback_mode", "two_person_rule")
+    list_display = (
+        "name",
+        "provider",
+        "base_url",
+        "rollback_mode",
+        "two_person_rule",
+        "require_deploy_approval",
+        "drift_badge",
+    )
     inlines = [VariablesInline]
     actions = ["validate_variables", "sync_variables"]
+    change_form_template = "admin/deployments/environment/change_form.html"
+    readonly_fields = ("variables_state",)
+
+    @admin.display(description="Variables")
+    def drift_badge(self, env):
+        drift = env.variables_drift or {}
+        names = [n for names in drift.values() for n in names]
+        if names:
+            return format_html('<span class="state-bad">drift: {}</span>', ", ".join(names))
+        if env.drift_checked_at:
+            return format_html('<span class="state-ok">{}</span>', "as set")
+        return "not checked yet"
+
+    @admin.display(description="State on the provider")
+    def variables_state(self, env):
+        if env.pk is None:
+            return "-"
+        drift = env.variables_drift or {}
+        rows = [
+            (label, ", ".join(drift.get(key) or []))
+            for key, label in (("changed", "Changed"), ("added", "Added"), ("removed", "Removed"))
+            if drift.get(key)
+        ]
+        checked = (
+            f"checked {env.drift_checked_at:%Y-%m-%d %H:%M:%S} UTC"
+            if env.drift_checked_at
+            else "not checked yet"
+        )
+        if not rows:
+            return format_html(
+                '<p class="variables-drift state-ok">No drift: the provider holds what the '
+                "console last set or saw ({}).</p>",
+                checked,
+            )
+        return format_html(
+            '<div class="variables-drift"><p class="state-bad">Changed on the provider behind '
+            "the console's back ({}):</p><ul>{}</ul><p>Import from the provider to keep its "
+            "values, or sync the variables to put the console's back.</p></div>",
+            checked,
+            format_html_join("", "<li>{}: {}</li>", rows),
+        )
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<int:pk>/variables/<str:what>/",
+                view(self.variables_view),
+                name="deployments_environment_variables",
+            ),
+            *super().get_urls(),
+        ]
+
+    def variables_view(self, request, pk: int, what: str):
+        """POST only: import a .env upload or the provider's values, apply the template's
+        defaults, or check drift now. The model decides who may."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        env = get_object_or_404(Environment, pk=pk)
+        if not self.has_view_permission(request, env):
+            raise PermissionDenied
+        back = HttpResponseRedirect(reverse("admin:deployments_environment_change", args=[pk]))
+        try:
+            if what == "dotenv":
+                upload = request.FILES.get("dotenv")
+                if upload is None:
+                    raise ValidationError("Choose a .env file to import.")
+                changed = env.import_variables(
+                    parse_dotenv(upload.read()), request.user, source=".env upload"
+                )
+                done = f"Imported {len(changed)} variable(s) from the file: {', '.join(changed)}"
+            elif what == "provider":
+                changed = env.import_from_provider(request.user)
+                done = (
+                    f"Imported {len(changed)} variable(s) from {env.backend.label}: "
+                    f"{', '.join(changed) or 'none differed'}"
+                )
+            elif what == "defaults":
+                changed = env.apply_template_defaults(request.user)
+                done = (
+                    f"Gave {len(changed)} variable(s) their template default: {', '.join(changed)}"
+                )
+            elif what == "drift":
+                if not request.user.has_perm(permissions.RUN_JOBS):
+                    raise PermissionDenied("You may not run checks.")
+                found = env.check_drift()
+                done = (
+                    f"{env.backend.label} cannot list variables."
+                    if found is None
+                    else f"Drift: {found.describe()}"
+                    if found
+                    else "No drift."
+                )
+            else:
+                raise ValidationError(f"Unknown variables action {what!r}.")
+        except (ValidationError, DotenvError) as exc:
+            self.message_user(request, getattr(exc, "messages", [str(exc)])[0], messages.ERROR)
+        except ProviderError as exc:
+            self.message_user(request, f"{env}: {exc.message}", messages.ERROR)
+        except PermissionDenied as exc:
+            self.message_user(request, str(exc) or "You may not do that.", messages.ERROR)
+        else:
+            self.log_change(request, env, done)
+            self.message_user(request, done, messages.SUCCESS)
+        return back
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_edit_variables": request.user.has_perm("deployments.change_environment"),
+            "can_check_drift": request.user.has_perm(permissions.RUN_JOBS),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.action(
         description="Validate variables against the provider (names only)", permissions=["sync"]
@@ -73,8 +205,13 @@ class EnvironmentAdmin(admin.ModelAdmin):
 
     fieldsets = (
         (None, {"fields": ("name", "provider", "provider_config", "provider_secret", "base_url")}),
-        ("Checks", {"fields": ("health_path", "endpoints", "smoke_urls", "required_variables")}),
+        ("Checks", {"fields": ("health_path", "endpoints", "smoke_urls")}),
+        (
+            "Variables",
+            {"fields": ("variable_template", "required_variables", "variables_state")},
+        ),
         ("Webhooks and approval", {"fields": ("webhook_secret", "two_person_rule")}),
+        ("Deploy gate", {"fields": ("require_deploy_approval", "components")}),
         (
             "Rollback policy",
             {
@@ -250,3 +387,109 @@ class VariableSyncRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+class TemplateVariablesInline(admin.TabularInline):
+    model = TemplateVariable
+    extra = 1
+    fields = ("name", "description", "kind", "rule", "required")
+
+
+class TemplateDefaultsInline(admin.TabularInline):
+    model = TemplateDefault
+    extra = 1
+    fields = ("name", "environment", "value")
+    verbose_name_plural = "Starting values (per environment, or for every one)"
+
+
+@admin.register(VariableTemplate)
+class VariableTemplateAdmin(admin.ModelAdmin):
+    list_display = ("name", "description")
+    inlines = [TemplateVariablesInline, TemplateDefaultsInline]
+
+
+@admin.register(GateCheck)
+class GateCheckAdmin(admin.ModelAdmin):
+    list_display = ("at", "environment", "version", "answer_badge", "reasons_in_words", "asked_by")
+    list_filter = ("answer", "environment", "source")
+    search_fields = ("version", "commit", "asked_by")
+    fields = (
+        "answer_badge",
+        "reasons_in_words",
+        "environment",
+        "version",
+        "commit",
+        "pipeline_url",
+        "asked_by",
+        "source",
+        "at",
+        "retry_after",
+        "approval",
+        "backup",
+        "answered_at",
+        "github_repository",
+        "github_environment",
+        "github_state",
+        "github_error",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="Answer")
+    def answer_badge(self, check):
+        return format_html(
+            '<span class="{} gate-answer">{}</span>',
+            GateCheck.ANSWER_CSS.get(check.answer, ""),
+            check.get_answer_display(),
+        )
+
+    @admin.display(description="Why")
+    def reasons_in_words(self, check):
+        if not check.reasons:
+            return "every check passed"
+        return format_html(
+            '<ul class="gate-reasons">{}</ul>',
+            format_html_join(
+                "",
+                "<li>{} <code>{}</code></li>",
+                ((r["message"], r["code"]) for r in check.reasons),
+            ),
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DeployApproval)
+class DeployApprovalAdmin(ApprovalAdminMixin, admin.ModelAdmin):
+    list_display = ("__str__", "status", "requested_by", "decided_by", "requested_at")
+    list_filter = ("status", "environment")
+    readonly_fields = (
+        "environment",
+        "version",
+        "commit",
+        "pipeline_url",
+        "reason",
+        "status",
+        "requested_by",
+        "requested_by_token",
+        "requested_at",
+        "decided_by",
+        "decided_at",
+        "decision_note",
+    )
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(GitHubApp)
+class GitHubAppAdmin(admin.ModelAdmin):
+    list_display = ("name", "app_id", "api_url")
+    fields = ("name", "app_id", "private_key", "webhook_secret", "api_url", "environments")

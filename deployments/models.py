@@ -3,20 +3,26 @@ kinds of an environment: rollback requests and variable syncs (its variables are
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import models
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import RegexValidator
+from django.db import models, transaction
 from django.db.models import Avg, Max, Q
 from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
+from deployments import variables
 from deployments.providers import PROVIDERS, ProviderError
+from deployments.variables import VARIABLE_NAME
 from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField, reveal
+
+log = logging.getLogger("opsconsole.deployments")
 
 
 def default_endpoints() -> list[dict]:
@@ -103,6 +109,36 @@ class Environment(models.Model):
     backup_before_deploy = models.BooleanField(
         default=False, help_text="When the newest backup is too old, take one now (pre-deploy)."
     )
+    # The deploy gate (POST /api/deploys/check and GitHub's deployment protection rule).
+    require_deploy_approval = models.BooleanField(
+        default=False,
+        help_text="The deploy gate answers yes only once someone approved the version "
+        "(by two people where the two-person rule applies).",
+    )
+    components = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Incident components that also block a deploy, besides the environment's "
+        'own name, e.g. ["api", "database"].',
+    )
+    variable_template = models.ForeignKey(
+        "VariableTemplate",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="environments",
+        help_text="The variables the service needs, with what each value must look like.",
+    )
+    # Keyed hashes of the provider's values when the console last set or read them all:
+    # what "changed behind the console's back" is measured from. Never a value.
+    provider_digests = models.JSONField(default=dict, blank=True, editable=False)
+    variables_drift = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text='Names only: {"added": [...], "removed": [...], "changed": [...]}.',
+    )
+    drift_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return self.name
@@ -134,6 +170,16 @@ class Environment(models.Model):
             isinstance(e, dict) and str(e.get("path", "")).startswith("/") for e in self.endpoints
         ):
             raise ValidationError({"endpoints": 'A list like [{"path": "/health", "ok": [200]}].'})
+        if not isinstance(self.components, list) or not all(
+            isinstance(c, str) and c for c in self.components
+        ):
+            raise ValidationError({"components": 'A list of component names, e.g. ["api"].'})
+        if not isinstance(self.required_variables, list) or not all(
+            isinstance(n, str) and VARIABLE_NAME.fullmatch(n) for n in self.required_variables
+        ):
+            raise ValidationError(
+                {"required_variables": 'A list of variable names, e.g. ["DATABASE_URL"].'}
+            )
 
     @property
     def backend(self):
@@ -141,7 +187,7 @@ class Environment(models.Model):
 
     # What the environment raises incidents about: its current deploy (a breach, a
     # failed deploy), a rollback that failed, and a rollback with no stable target.
-    INCIDENTS = ("deploy", "rollback-failed", "no-rollback-target")
+    INCIDENTS = ("deploy", "rollback-failed", "no-rollback-target", "variables-drift")
 
     def fingerprint(self, about: str = "deploy") -> str:
         """The key of this environment's incident `about` one of INCIDENTS."""
@@ -181,17 +227,141 @@ class Environment(models.Model):
             return f"availability {sample.availability:.1f} % below {self.min_availability:g} %"
         return None
 
-    def variable_diff(self) -> dict[str, list[str]]:
-        """Names only: missing on the provider, extra there, or set to a different value."""
+    # --- variables (names and keyed hashes only; a value is never shown) -------------
+    def required_names(self) -> set[str]:
+        names = set(self.required_variables or [])
+        if self.variable_template_id:
+            names |= {v.name for v in self.variable_template.variables.all() if v.required}
+        return names
+
+    def variable_rules(self) -> dict[str, TemplateVariable]:
+        if not self.variable_template_id:
+            return {}
+        return {v.name: v for v in self.variable_template.variables.all()}
+
+    def live_variables(self) -> dict[str, str]:
+        """The provider's variables (to compare, never to show); ProviderError when it
+        cannot list them."""
         live = self.backend.variables()
         if live is None:
             raise ProviderError(f"{self.backend.label} cannot list variables")
+        return live
+
+    def variable_diff(self) -> dict[str, list[str]]:
+        """Names only: missing on the provider, extra there, or set to a different value."""
+        live = self.live_variables()
         wanted = {v.name: reveal(v.value) for v in self.variables.all()}
         return {
             "missing": sorted(set(wanted) - set(live)),
             "extra": sorted(set(live) - set(wanted)),
             "different": sorted(n for n in set(wanted) & set(live) if wanted[n] != live[n]),
         }
+
+    def variable_report(self, live: dict[str, str]) -> dict:
+        """What a deploy would meet: required names missing on the provider, values that
+        break the template's rules (named, with the rule, never the value), and drift."""
+        rules = self.variable_rules()
+        invalid = {
+            name: problem
+            for name, rule in sorted(rules.items())
+            if name in live and (problem := rule.problem(live[name]))
+        }
+        found = variables.drift(self.provider_digests, self._digests(live))
+        return {
+            "missing": sorted(self.required_names() - set(live)),
+            "invalid": invalid,
+            "drift": found,
+        }
+
+    def _digests(self, values: dict[str, str]) -> dict:
+        return variables.digests(values, scope=str(self.pk))
+
+    def adopt_provider_state(self, live: dict[str, str]) -> None:
+        """The provider's values are now what the console expects there (after a sync,
+        an import from the provider, or the first look): no drift from here."""
+        Environment.objects.filter(pk=self.pk).update(
+            provider_digests=self._digests(live),
+            variables_drift={},
+            drift_checked_at=timezone.now(),
+        )
+        self.refresh_from_db(fields=["provider_digests", "variables_drift", "drift_checked_at"])
+        resolve_incident(self.fingerprint("variables-drift"), reason="variables agree again")
+
+    def check_drift(self) -> variables.Drift | None:
+        """Compare the provider's values with what the console last set or saw there;
+        raise an incident naming what changed behind its back (never a value)."""
+        live = self.backend.variables()
+        if live is None:
+            return None
+        found = variables.drift(self.provider_digests, self._digests(live))
+        if found is None:  # no baseline yet, or a new key: this look is the baseline
+            self.adopt_provider_state(live)
+            return variables.Drift()
+        Environment.objects.filter(pk=self.pk).update(
+            variables_drift=found.as_dict(), drift_checked_at=timezone.now()
+        )
+        self.refresh_from_db(fields=["variables_drift", "drift_checked_at"])
+        if found:
+            raise_incident(
+                source="deployments",
+                fingerprint=self.fingerprint("variables-drift"),
+                title=(
+                    f"Variables of {self} changed on {self.backend.label} behind the "
+                    f"console's back: {found.describe()}"
+                )[:300],
+                priority="medium",
+                component=self.name,
+                details={
+                    **found.as_dict(),
+                    "what to do": (
+                        "import from the provider to keep its values, or sync the variables "
+                        "to put the console's back"
+                    ),
+                },
+            )
+        else:
+            resolve_incident(self.fingerprint("variables-drift"), reason="variables agree again")
+        return found
+
+    def import_variables(self, values: dict[str, str], user, *, source: str) -> list[str]:
+        """Set the console's values (a .env upload, or the provider's own); returns the
+        names that changed. Only whoever may edit the environment may do it."""
+        if not user.has_perm("deployments.change_environment"):
+            raise PermissionDenied("You may not change this environment's variables.")
+        bad = sorted(n for n in values if not variables.VARIABLE_NAME.fullmatch(n))
+        if bad:
+            raise ValidationError(f"not variable names: {', '.join(bad[:5])}")
+        changed = []
+        with transaction.atomic():
+            current = {v.name: v for v in self.variables.select_for_update()}
+            for name, value in sorted(values.items()):
+                row = current.get(name)
+                if row is None:
+                    EnvironmentVariable.objects.create(environment=self, name=name, value=value)
+                elif reveal(row.value) != value:
+                    row.value = value
+                    row.save(update_fields=["value"])
+                else:
+                    continue
+                changed.append(name)
+        log.info("variables of %s imported from %s by %s: %s", self, source, user, changed)
+        return changed
+
+    def import_from_provider(self, user) -> list[str]:
+        live = self.live_variables()
+        changed = self.import_variables(live, user, source=self.backend.label)
+        self.adopt_provider_state(live)
+        return changed
+
+    def apply_template_defaults(self, user) -> list[str]:
+        """Give every template variable the environment lacks its default value."""
+        if not self.variable_template_id:
+            return []
+        have = set(self.variables.values_list("name", flat=True))
+        defaults = self.variable_template.defaults_for(self)
+        return self.import_variables(
+            {n: v for n, v in defaults.items() if n not in have}, user, source="the template"
+        )
 
     def request_variable_sync(self, user) -> VariableSyncRequest:
         """Two-person environments file a request; for others it is approved at once and
@@ -208,6 +378,10 @@ class Environment(models.Model):
 
     def push_variables(self) -> None:
         self.backend.set_variables({v.name: reveal(v.value) for v in self.variables.all()})
+        # What the provider holds now is what the console put there.
+        live = self.backend.variables()
+        if live is not None:
+            self.adopt_provider_state(live)
 
     def stable_target(self, before: Deployment | None = None) -> Deployment | None:
         """The newest earlier deployment that ran long enough with a low error rate."""
@@ -513,7 +687,12 @@ class EnvironmentVariable(models.Model):
     """A variable the environment's service should have; the value is encrypted and never shown."""
 
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="variables")
-    name = models.CharField(max_length=200)
+    name = models.CharField(
+        max_length=200,
+        validators=[
+            RegexValidator(VARIABLE_NAME, "Letters, digits and _, not starting with a digit.")
+        ],
+    )
     value = EncryptedTextField(blank=True, default="")
 
     class Meta:
@@ -552,3 +731,322 @@ class VariableSyncRequest(ApprovalRequest):
 
     def run(self) -> None:
         self.environment.push_variables()
+
+
+class VariableTemplate(models.Model):
+    """The variables a service needs: each name, what it is for, what a value must look
+    like, and the values each environment starts with."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def defaults_for(self, environment: Environment) -> dict[str, str]:
+        """Starting values: the environment's own default, else the one for every
+        environment."""
+        found: dict[str, str] = {}
+        for row in self.defaults.filter(Q(environment=environment) | Q(environment=None)).order_by(
+            "environment_id"  # NULL (every environment) first, the environment's own last
+        ):
+            found[row.name] = reveal(row.value)
+        return found
+
+
+class TemplateVariable(models.Model):
+    class Kind(models.TextChoices):
+        TEXT = "text", "Any text"
+        URL = "url", "A URL"
+        NUMBER = "number", "A number"
+        ENUM = "enum", "One of a list"
+        PATTERN = "pattern", "Matches a pattern"
+
+    template = models.ForeignKey(
+        VariableTemplate, on_delete=models.CASCADE, related_name="variables"
+    )
+    name = models.CharField(max_length=200)
+    description = models.CharField(max_length=300, blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TEXT)
+    rule = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="For a list: the choices, separated by commas. For a pattern: a regular "
+        "expression the whole value must match.",
+    )
+    required = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "name"], name="one_template_variable")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if not VARIABLE_NAME.fullmatch(self.name or ""):
+            raise ValidationError({"name": "Letters, digits and _, not starting with a digit."})
+        if self.kind == self.Kind.ENUM and not self.choices():
+            raise ValidationError({"rule": "List the choices, separated by commas."})
+        if self.kind == self.Kind.PATTERN:
+            try:
+                re.compile(self.rule)
+            except re.error as exc:
+                raise ValidationError({"rule": f"Not a regular expression: {exc}."}) from None
+            if not self.rule:
+                raise ValidationError({"rule": "Give the pattern a value must match."})
+
+    def choices(self) -> list[str]:
+        return [c.strip() for c in self.rule.split(",") if c.strip()]
+
+    def problem(self, value: str) -> str | None:
+        """Why `value` breaks the rule, in words that never repeat the value; or None."""
+        if self.required and value == "":
+            return f"{self.name} is empty"
+        if self.kind == self.Kind.URL:
+            from django.core.validators import URLValidator
+
+            try:
+                URLValidator(
+                    schemes=[
+                        "http",
+                        "https",
+                        "postgres",
+                        "postgresql",
+                        "redis",
+                        "rediss",
+                        "mysql",
+                        "amqp",
+                        "amqps",
+                        "s3",
+                    ]
+                )(value)
+            except ValidationError:
+                return f"{self.name} is not a URL"
+        elif self.kind == self.Kind.NUMBER:
+            try:
+                float(value)
+            except ValueError:
+                return f"{self.name} is not a number"
+        elif self.kind == self.Kind.ENUM and value not in self.choices():
+            return f"{self.name} is not one of {', '.join(self.choices())}"
+        elif self.kind == self.Kind.PATTERN and not re.fullmatch(self.rule, value):
+            return f"{self.name} does not match {self.rule}"
+        return None
+
+
+class TemplateDefault(models.Model):
+    """A starting value of a template variable, for one environment or for every one."""
+
+    template = models.ForeignKey(
+        VariableTemplate, on_delete=models.CASCADE, related_name="defaults"
+    )
+    name = models.CharField(max_length=200)
+    environment = models.ForeignKey(
+        Environment,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Empty: every environment.",
+    )
+    value = EncryptedTextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["name", "environment_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "name", "environment"], name="one_default_per_environment"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.environment or 'every environment'})"
+
+    def clean(self) -> None:
+        if self.template_id and not self.template.variables.filter(name=self.name).exists():
+            raise ValidationError({"name": f"The template has no variable {self.name!r}."})
+
+
+class DeployApproval(ApprovalRequest):
+    """A version may go out to an environment that asks for approval first: the deploy
+    gate files this and answers "waiting" until someone decides."""
+
+    REQUEST_PERMISSION = permissions.REQUEST_DEPLOY
+    APPROVE_PERMISSION = permissions.APPROVE_DEPLOY
+
+    Status = RunStatus
+    GRANTED = (RunStatus.APPROVED, RunStatus.RUNNING, RunStatus.SUCCEEDED)
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="deploy_approvals"
+    )
+    version = models.CharField(max_length=200)
+    commit = models.CharField(max_length=64, blank=True)
+    pipeline_url = models.URLField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        verbose_name = "deploy approval"
+
+    def __str__(self) -> str:
+        return f"deploy {self.version} to {self.environment}"
+
+    def requires_two_people(self) -> bool:
+        return self.environment.two_person_rule
+
+    def confirmation_phrase(self) -> str:
+        return self.environment.name
+
+    def run(self) -> None:
+        """Nothing to run: the decision is what the gate waits for."""
+
+    def on_succeeded(self) -> None:
+        self._answer_waiting_checks()
+
+    def reject(self, user, *, note: str = "") -> None:
+        super().reject(user, note=note)
+        self._answer_waiting_checks()
+
+    def _answer_waiting_checks(self) -> None:
+        """Pipelines that cannot poll (GitHub's protection rule) hear the decision now."""
+        from opsconsole.tasks import enqueue
+
+        pks = list(
+            self.gate_checks.filter(
+                source=GateCheck.Source.GITHUB, answer=GateCheck.Answer.WAITING
+            ).values_list("pk", flat=True)
+        )
+        for pk in pks:
+            transaction.on_commit(lambda pk=pk: enqueue("deployments.tasks.recheck_gate", pk))
+
+
+class GateCheck(models.Model):
+    """One question to the deploy gate and its answer, with every reason: a record."""
+
+    class Source(models.TextChoices):
+        API = "api", "API"
+        GITHUB = "github", "GitHub protection rule"
+
+    class Answer(models.TextChoices):
+        ALLOWED = "allowed", "Allowed"
+        WAITING = "waiting", "Waiting"
+        REFUSED = "refused", "Refused"
+
+    ANSWER_CSS = {"allowed": "state-ok", "waiting": "state-warn", "refused": "state-bad"}
+
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="gate_checks"
+    )
+    version = models.CharField(max_length=200)
+    commit = models.CharField(max_length=64, blank=True)
+    pipeline_url = models.URLField(max_length=500, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.API)
+    asked_by = models.CharField(max_length=300, help_text="The token and its owner, or GitHub.")
+    token = models.ForeignKey(
+        "opsconsole.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    answer = models.CharField(max_length=10, choices=Answer.choices, db_index=True)
+    reasons = models.JSONField(default=list, blank=True, help_text='[{"code": …, "message": …}]')
+    retry_after = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds.")
+    approval = models.ForeignKey(
+        DeployApproval, null=True, blank=True, on_delete=models.SET_NULL, related_name="gate_checks"
+    )
+    backup = models.ForeignKey(
+        "backups.Backup",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The backup the gate started.",
+    )
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    # A GitHub deployment protection rule: where and how the answer goes back.
+    github_app = models.ForeignKey(
+        "GitHubApp", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    github_repository = models.CharField(max_length=200, blank=True)
+    github_environment = models.CharField(max_length=200, blank=True)
+    github_installation = models.BigIntegerField(null=True, blank=True)
+    github_callback_url = models.URLField(max_length=500, blank=True)
+    github_state = models.CharField(
+        max_length=10, blank=True, help_text="approved or rejected, once GitHub was told."
+    )
+    github_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name = "deploy gate check"
+
+    def __str__(self) -> str:
+        return f"{self.version} to {self.environment}: {self.answer}"
+
+    @property
+    def allowed(self) -> bool:
+        return self.answer == self.Answer.ALLOWED
+
+    def summary(self) -> str:
+        if self.allowed:
+            return f"{self.version} may deploy to {self.environment}."
+        what = "waits" if self.answer == self.Answer.WAITING else "may not deploy"
+        reasons = "; ".join(r["message"] for r in self.reasons)
+        return f"{self.version} {what} to {self.environment}: {reasons}"
+
+
+class GitHubApp(models.Model):
+    """The console as a GitHub App: it answers deployment protection rules."""
+
+    name = models.CharField(max_length=100, unique=True)
+    app_id = models.CharField(
+        max_length=64, help_text="The App's client ID (Iv23…) or App ID: the JWT's issuer."
+    )
+    private_key = EncryptedTextField(
+        blank=True, default="", help_text="The App's private key (PEM), to sign its JWT."
+    )
+    webhook_secret = EncryptedTextField(
+        blank=True, default="", help_text="The App's webhook secret (X-Hub-Signature-256)."
+    )
+    api_url = models.URLField(
+        default="https://api.github.com",
+        help_text="GitHub's API; GitHub Enterprise Server: https://HOST/api/v3.",
+    )
+    environments = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="GitHub environment → console environment, where they differ, e.g. "
+        '{"prod": "production"}.',
+    )
+
+    class Meta:
+        verbose_name = "GitHub App"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        key = reveal(self.private_key)
+        if key:
+            from cryptography.hazmat.primitives.asymmetric import rsa
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+            try:
+                loaded = load_pem_private_key(key.encode(), password=None)
+            except (ValueError, TypeError):
+                raise ValidationError(
+                    {"private_key": "Not a PEM private key; paste the .pem file GitHub gave."}
+                ) from None
+            if not isinstance(loaded, rsa.RSAPrivateKey):
+                raise ValidationError({"private_key": "GitHub App keys are RSA keys."})
+        if not isinstance(self.environments, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.environments.items()
+        ):
+            raise ValidationError({"environments": 'A mapping like {"prod": "production"}.'})
+
+    def console_environment(self, github_name: str) -> Environment | None:
+        return Environment.objects.filter(
+            name=self.environments.get(github_name, github_name)
+        ).first()

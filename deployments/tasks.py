@@ -5,9 +5,14 @@
 
 from __future__ import annotations
 
-from deployments import intake
-from deployments.models import Deployment
-from opsconsole.tasks import console_task
+from datetime import timedelta
+
+from django.utils import timezone
+
+from deployments import gate, intake
+from deployments.models import Deployment, Environment, GateCheck
+from deployments.providers import ProviderError
+from opsconsole.tasks import console_task, enqueue
 
 
 @console_task
@@ -16,3 +21,62 @@ def process_deployment(deployment_id: int) -> str:
     intake.process(deployment)
     deployment.refresh_from_db()
     return deployment.status
+
+
+@console_task
+def answer_github(check_id: int) -> str:
+    """Tell GitHub the deploy gate's answer; the error stays on the check for the admin."""
+    from deployments import github
+
+    check = GateCheck.objects.select_related("github_app", "environment").get(pk=check_id)
+    try:
+        github.answer(check)
+    except github.GitHubError as exc:
+        GateCheck.objects.filter(pk=check.pk).update(github_error=exc.message[:2000])
+        raise
+    return check.answer
+
+
+@console_task
+def recheck_gate(check_id: int) -> str | None:
+    """A waiting GitHub check asks again (an approval was decided, a backup finished);
+    a decided answer goes back to GitHub."""
+    check = GateCheck.objects.get(pk=check_id)
+    if check.answer != GateCheck.Answer.WAITING or check.answered_at:
+        return None
+    again = gate.recheck(check)
+    if again.answer != GateCheck.Answer.WAITING:
+        answer_github(again.pk)
+    return again.answer
+
+
+@console_task
+def recheck_waiting_gates() -> int:
+    """Every minute: GitHub cannot poll, so waiting protection rules are asked again here
+    once their retry time has passed (GitHub waits up to 30 days for an answer)."""
+    now = timezone.now()
+    waiting = GateCheck.objects.filter(
+        source=GateCheck.Source.GITHUB,
+        answer=GateCheck.Answer.WAITING,
+        answered_at=None,
+        at__gt=now - timedelta(days=30),
+    )
+    due = [c.pk for c in waiting if c.at + timedelta(seconds=c.retry_after or 60) <= now]
+    for pk in due:
+        enqueue("deployments.tasks.recheck_gate", pk)
+    return len(due)
+
+
+@console_task
+def check_variable_drift() -> dict[str, str]:
+    """Compare each environment's variables on the provider with what the console last
+    set or saw there; names only."""
+    results = {}
+    for env in Environment.objects.all():
+        try:
+            found = env.check_drift()
+        except ProviderError as exc:
+            results[env.name] = f"cannot list: {exc.message}"
+            continue
+        results[env.name] = "not listable" if found is None else (found.describe() or "no drift")
+    return results

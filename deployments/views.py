@@ -5,12 +5,15 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.http import JsonResponse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from deployments import intake
+from alerts.notify import absolute
+from deployments import gate, intake
 from deployments.models import Deployment, Environment
 from deployments.rollbacks import request_rollback
 from opsconsole.api import bearer_token
@@ -133,3 +136,79 @@ def rollback_api(request):
         },
         status=201,
     )
+
+
+GATE_FIELDS = {"environment", "version", "commit", "pipeline_url", "start_backup"}
+
+
+def _gate_answer(check) -> JsonResponse:
+    body = {
+        "allowed": check.allowed,
+        "answer": check.answer,
+        "environment": check.environment.name,
+        "version": check.version,
+        "reasons": check.reasons,
+        "summary": check.summary(),
+        "check": check.pk,
+        "check_url": absolute(reverse("admin:deployments_gatecheck_change", args=[check.pk])),
+    }
+    if check.retry_after:
+        body["retry_after"] = check.retry_after
+    if check.approval_id:
+        body["approval"] = {
+            "id": check.approval_id,
+            "status": check.approval.status,
+            "url": absolute(
+                reverse("admin:deployments_deployapproval_change", args=[check.approval_id])
+            ),
+        }
+    if check.backup_id:
+        body["backup"] = {"id": check.backup_id, "status": check.backup.status}
+    response = JsonResponse(body)
+    if check.retry_after:
+        response["Retry-After"] = str(check.retry_after)
+    return response
+
+
+@require_POST
+@bearer_token("deploy:check")
+def deploy_gate_api(request):
+    """The pipeline asks before it deploys. 200 with `allowed` true or false (and
+    `answer`: allowed, waiting or refused) and every reason; 4xx for a bad question."""
+    try:
+        payload = parse_json(read_body(request, WEBHOOK_MAX_BODY))
+        if not isinstance(payload, dict):
+            raise WebhookError(400, "the body must be a JSON object")
+        missing = [f for f in ("environment", "version") if payload.get(f) in (None, "")]
+        if missing:
+            raise WebhookError(400, f"missing field(s): {', '.join(missing)}", missing=missing)
+        unknown = sorted(set(payload) - GATE_FIELDS)
+        if unknown:
+            raise WebhookError(400, f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
+        _check_argv_values({f: payload[f] for f in ("version", "commit") if payload.get(f)})
+        pipeline_url = payload.get("pipeline_url") or ""
+        try:
+            URLValidator(schemes=["http", "https"])(pipeline_url) if pipeline_url else None
+        except ValidationError:
+            raise WebhookError(
+                400, "pipeline_url: an http(s) URL", invalid=["pipeline_url"]
+            ) from None
+        if not isinstance(payload.get("start_backup", False), bool):
+            raise WebhookError(400, "start_backup: true or false", invalid=["start_backup"])
+        env = Environment.objects.filter(name=str(payload["environment"])).first()
+        if env is None:
+            raise WebhookError(404, f"unknown environment {payload['environment']!r}")
+    except WebhookError as exc:
+        return exc.response()
+    token = request.api_token
+    check = gate.ask(
+        env,
+        version=str(payload["version"]),
+        commit=str(payload.get("commit") or ""),
+        pipeline_url=pipeline_url[:500],
+        asked_by=f"token {token.name} ({token.created_by or 'no owner'})",
+        user=token.created_by,
+        token=token,
+        start_backup=payload.get("start_backup", False),
+    )
+    return _gate_answer(check)

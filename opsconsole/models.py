@@ -35,6 +35,8 @@ class ConsolePermission(models.Model):
             ("request_failover", "Can request a failover action"),
             ("approve_failover", "Can approve a failover action"),
             ("approve_setting_change", "Can approve a change to a guarded setting"),
+            ("request_deploy", "Can ask for a deploy approval (the deploy gate)"),
+            ("approve_deploy", "Can approve a deploy where the environment needs one"),
         ]
 
     def __str__(self) -> str:
@@ -119,6 +121,7 @@ class ApiToken(models.Model):
         "rollback:request": "file rollback requests (POST /api/rollback)",
         "status:read": "read the system status (GET /api/system/status)",
         "metrics:read": "scrape the console's own metrics (GET /metrics)",
+        "deploy:check": "ask the deploy gate whether a deploy may go out (POST /api/deploys/check)",
     }
 
     name = models.CharField(max_length=100, unique=True)

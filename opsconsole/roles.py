@@ -29,6 +29,7 @@ _grants: dict[str, set[str]] = {
         permissions.REQUEST_ROLLBACK,
         permissions.REQUEST_RESTORE,
         permissions.REQUEST_FAILOVER,
+        permissions.REQUEST_DEPLOY,
     },
     APPROVER: {"opsconsole.approve_*"},
 }

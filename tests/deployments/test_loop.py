@@ -233,7 +233,7 @@ def test_preflight_wants_a_recent_backup_and_can_take_one(
     local_env.save()
     d = deploy(client, local_env, "v1", "d1", django_capture_on_commit_callbacks)
     check = d.checks.get(name="recent backup")
-    assert not check.passed and "no good backup yet; taking one now" in check.detail
+    assert not check.passed and "no good backup of shorts db yet; taking one now" in check.detail
     assert Backup.objects.get(target=db_target).trigger == "pre-deploy"
 
 

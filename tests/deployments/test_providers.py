@@ -250,8 +250,9 @@ def test_railway_variables_validate_by_name_and_sync_with_skip_deploys(
     run_queued()
     sync.refresh_from_db()
     assert sync.status == "succeeded"
-    body = seen[-1][0]
-    assert body["query"] == UPSERT
+    # The upsert, then a read-back: what the provider holds now is the drift baseline.
+    assert [b["query"] for b, _ in seen[-2:]] == [UPSERT, VARIABLES]
+    body = seen[-2][0]
     assert body["variables"]["input"] == {
         "projectId": "proj-1", "environmentId": "env-1", "serviceId": "svc-1",
         "variables": {"DATABASE_URL": "x", "REDIS_URL": "changed", "SENTRY_DSN": "https://k@s/1"},

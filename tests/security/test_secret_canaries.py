@@ -32,6 +32,27 @@ def make_records():
     env = Environment.objects.create(name="production", provider="local",
                                      provider_config={"port": 18990}, base_url="http://127.0.0.1:18990")  # fmt: skip
     EnvironmentVariable.objects.create(environment=env, name="DATABASE_URL", value="x")
+    from deployments.models import (
+        DeployApproval,
+        GateCheck,
+        GitHubApp,
+        TemplateDefault,
+        TemplateVariable,
+        VariableTemplate,
+    )  # fmt: skip
+
+    template = VariableTemplate.objects.create(name="shorts-api")
+    TemplateVariable.objects.create(template=template, name="DATABASE_URL", kind="url")
+    TemplateDefault.objects.create(template=template, name="DATABASE_URL", value="x")
+    env.variable_template = template
+    env.variables_drift = {"changed": ["DATABASE_URL"], "added": [], "removed": []}
+    env.save()
+    approval = DeployApproval.objects.create(environment=env, version="v3")
+    github = GitHubApp.objects.create(name="opsconsole", app_id="Iv23x", private_key="x",
+                                      webhook_secret="x")  # fmt: skip
+    GateCheck.objects.create(environment=env, version="v3", asked_by="GitHub", answer="waiting",
+                             approval=approval, github_app=github,
+                             reasons=[{"code": "approval_pending", "message": "waiting"}])  # fmt: skip
     v1 = Deployment.objects.create(
         environment=env, external_id="d1", version="v1", status="succeeded"
     )
