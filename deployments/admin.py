@@ -57,7 +57,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
     @admin.display(description="Variables")
     def drift_badge(self, env):
         drift = env.variables_drift or {}
-        names = [n for names in drift.values() for n in names]
+        names = sorted(n for names in drift.values() for n in names)
         if names:
             return format_html('<span class="state-bad">drift: {}</span>', ", ".join(names))
         if env.drift_checked_at:

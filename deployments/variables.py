@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 # A .env upload bigger than this is not a .env file.
@@ -84,14 +84,21 @@ def drift(baseline: dict, current: dict) -> Drift | None:
 
 def parse_dotenv(data: bytes) -> dict[str, str]:
     """Names and values of a `.env` file (comments, quotes, `export` prefixes, multi-line
-    quoted values: python-dotenv's reading, without interpolating ${OTHER})."""
+    quoted values: python-dotenv's parser, without interpolating ${OTHER})."""
     if len(data) > MAX_DOTENV_BYTES:
         raise DotenvError(f"the file is over {MAX_DOTENV_BYTES // 1024} KB; is it a .env file?")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DotenvError("the file is not UTF-8 text") from None
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    values: dict[str, str | None] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            # python-dotenv would skip the line with a warning: an import that drops a
+            # variable unseen is worse than one that stops and says where.
+            raise DotenvError(f"line {binding.original.line} is not NAME=value")
+        if binding.key is not None:
+            values[binding.key] = binding.value
     bad = sorted(n for n in values if not VARIABLE_NAME.fullmatch(n))
     if bad:
         raise DotenvError(f"not variable names: {', '.join(bad[:5])}")

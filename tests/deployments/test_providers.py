@@ -344,3 +344,33 @@ def test_a_gradual_rollback_cut_short_by_a_dead_worker_is_never_left_split(
     assert "stopped at 25 % of a gradual rollback; traffic was returned whole" in request.error
     incident = Incident.objects.get(fingerprint=env.fingerprint("rollback-failed"))
     assert incident.priority == "critical" and "returned whole" in incident.details["error"]
+
+
+def test_railway_variables_import_into_the_console_and_drift_is_seen_there(
+    railway, httpserver, bob
+):
+    from alerts.models import Incident
+    from opsconsole.fields import reveal
+
+    seen = []
+    graphql_server(httpserver, ["SUCCESS"], seen=seen)
+    assert railway.import_from_provider(bob) == ["DATABASE_URL", "REDIS_URL"]
+    body, headers = seen[-1]
+    assert body == {"query": VARIABLES, "variables": {"projectId": "proj-1",
+                    "environmentId": "env-1", "serviceId": "svc-1"}}  # fmt: skip
+    assert headers["Authorization"] == "Bearer rw-token"
+    assert {v.name: reveal(v.value) for v in railway.variables.all()} == {
+        "DATABASE_URL": "x", "REDIS_URL": "y",
+    }  # fmt: skip
+    assert not railway.check_drift()
+
+    def changed(request):
+        data = {"variables": {"DATABASE_URL": "x", "REDIS_URL": "edited-in-railway"}}
+        return Response(json.dumps({"data": data}), content_type="application/json")
+
+    httpserver.clear()
+    httpserver.expect_request("/graphql/v2").respond_with_handler(changed)
+    assert railway.check_drift().changed == ["REDIS_URL"]
+    incident = Incident.objects.get()
+    assert "on Railway behind the console's back: REDIS_URL changed" in incident.title
+    assert "edited" not in incident.title + str(incident.details)
