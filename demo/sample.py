@@ -27,7 +27,14 @@ from django.utils import timezone
 from alerts.models import Channel, EscalationPolicy
 from backups.models import DatabaseTarget
 from deployments import intake
-from deployments.models import Deployment, Environment
+from deployments.models import (
+    Deployment,
+    Environment,
+    EnvironmentVariable,
+    TemplateDefault,
+    TemplateVariable,
+    VariableTemplate,
+)
 from deployments.providers.base import ProviderError
 from dr.health import run_due
 from dr.models import RecoveryObjective, Runbook, ServiceCheck
@@ -60,6 +67,7 @@ def setup(*, password: str | None = None, postgres_url: str = "", port: int = DE
             _environment("production", port, mode="automatic", two_people=True),
             _environment("staging", port + 10, mode="ask", two_people=False),
         ]
+        template = _variable_template()
         targets = [_console_target()]
     shop = _sample_postgres(postgres_url) if postgres_url else None
     if shop:
@@ -67,6 +75,7 @@ def setup(*, password: str | None = None, postgres_url: str = "", port: int = DE
     for target in targets:
         RecoveryObjective.objects.get_or_create(target=target)
     for env in environments:
+        _variables(env, template)
         _two_versions(env)
         _health_check(env)
 
@@ -181,6 +190,8 @@ def _environment(name: str, port: int, *, mode: str, two_people: bool) -> Enviro
     env.base_url = f"http://127.0.0.1:{port}"
     env.rollback_mode = mode
     env.two_person_rule = two_people
+    # Production deploys wait for an approver at the deploy gate.
+    env.require_deploy_approval = two_people
     env.probe_requests = 10
     env.probe_timeout_seconds = 2
     if not env.webhook_secret:
@@ -188,6 +199,62 @@ def _environment(name: str, port: int, *, mode: str, two_people: bool) -> Enviro
     env.full_clean()
     env.save()
     return env
+
+
+# The sample service's variables: what each is, what a value must look like, where it
+# starts. Data a person could have entered under Variable templates.
+SAMPLE_VARIABLES = (
+    ("DATABASE_URL", "PostgreSQL connection string", "url", "", True),
+    ("REDIS_URL", "Cache and sessions", "url", "", True),
+    ("JWT_SECRET", "Signs session tokens; at least 32 characters", "pattern", ".{32,}", True),
+    ("LOG_LEVEL", "How much the service logs", "enum", "debug,info,warn,error", True),
+    ("NODE_ENV", "Runtime mode", "enum", "development,production", True),
+    ("PORT", "Port the service listens on", "number", "", True),
+    ("VIDEO_CDN_URL", "Where video files are served from", "url", "", True),
+    ("SENTRY_DSN", "Error reporting; empty turns it off", "url", "", False),
+)
+SAMPLE_DEFAULTS = {"LOG_LEVEL": "info", "NODE_ENV": "production", "PORT": "3000"}
+STAGING_DEFAULTS = {"LOG_LEVEL": "debug"}
+
+
+def _variable_template() -> VariableTemplate:
+    template, _ = VariableTemplate.objects.update_or_create(
+        name="shorts-api", defaults={"description": "The bundled sample service (the demo's)."}
+    )
+    for name, description, kind, rule, required in SAMPLE_VARIABLES:
+        TemplateVariable.objects.update_or_create(
+            template=template, name=name,
+            defaults={"description": description, "kind": kind, "rule": rule,
+                      "required": required},
+        )  # fmt: skip
+    staging = Environment.objects.get(name="staging")
+    for env, values in ((None, SAMPLE_DEFAULTS), (staging, STAGING_DEFAULTS)):
+        for name, value in values.items():
+            TemplateDefault.objects.update_or_create(
+                template=template, name=name, environment=env, defaults={"value": value}
+            )
+    return template
+
+
+def _variables(env: Environment, template: VariableTemplate) -> None:
+    """The template's starting values and made-up connection strings, pushed to the
+    sample service's provider: the gate finds every required variable, and the drift
+    check starts from here (edit var/local-provider/<env>/variables.json to see it)."""
+    env.variable_template = template
+    env.save(update_fields=["variable_template"])
+    host = f"{env.name}.internal"
+    values = {
+        **template.defaults_for(env),
+        "DATABASE_URL": f"postgresql://shorts:{secrets.token_urlsafe(12)}@{host}:5432/shorts",
+        "REDIS_URL": f"redis://default:{secrets.token_urlsafe(12)}@{host}:6379/0",
+        "JWT_SECRET": secrets.token_urlsafe(32),
+        "VIDEO_CDN_URL": f"https://cdn.{env.name}.example.com",
+    }
+    have = set(env.variables.values_list("name", flat=True))
+    for name, value in values.items():
+        if name not in have:
+            EnvironmentVariable.objects.create(environment=env, name=name, value=value)
+    env.push_variables()
 
 
 def _two_versions(env: Environment) -> None:

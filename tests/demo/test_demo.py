@@ -64,6 +64,19 @@ def test_the_demo_sets_up_every_part_and_can_run_again(client, pg, demo_ports, c
         "production API", "staging API"
     }  # fmt: skip
 
+    # The gate: every required variable is on the provider with a good value; production
+    # waits for an approver, staging may deploy.
+    from deployments import gate
+
+    for name, answer, codes in (("production", "waiting", ["approval_pending"]),
+                                ("staging", "allowed", [])):  # fmt: skip
+        check = gate.ask(Environment.objects.get(name=name), version="v1.2", asked_by="test")
+        assert (check.answer, [r["code"] for r in check.reasons]) == (answer, codes), check.reasons
+    staging = Environment.objects.get(name="staging")
+    assert staging.variable_template.name == "shorts-api"
+    assert staging.backend.variables()["LOG_LEVEL"] == "debug"
+    assert not staging.check_drift()
+
     call_command("demo", password="pw-456", postgres_url=pg.admin_dsn, port=demo_ports)
     assert Deployment.objects.count() == 4 and Channel.objects.filter(kind="inbox").count() == 3
     assert (
