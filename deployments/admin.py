@@ -413,6 +413,22 @@ class GateCheckAdmin(admin.ModelAdmin):
     list_display = ("at", "environment", "version", "answer_badge", "reasons_in_words", "asked_by")
     list_filter = ("answer", "environment", "source")
     search_fields = ("version", "commit", "asked_by")
+
+    def get_fields(self, request, obj=None):
+        # What this check had: a GitHub question's callback state, a wait's retry time.
+        if obj is None:
+            return self.fields
+        shown = [
+            f
+            for f in self.fields
+            if not f.startswith("github_")
+            and f not in ("retry_after", "approval", "backup", "answered_at")
+        ]
+        shown += [f for f in ("retry_after", "approval", "backup") if getattr(obj, f)]
+        if obj.source == GateCheck.Source.GITHUB:
+            shown += ["answered_at", *(f for f in self.fields if f.startswith("github_"))]
+        return shown
+
     fields = (
         "answer_badge",
         "reasons_in_words",
@@ -447,7 +463,7 @@ class GateCheckAdmin(admin.ModelAdmin):
         if not check.reasons:
             return "every check passed"
         return format_html(
-            '<ul class="gate-reasons">{}</ul>',
+            '<ul class="gate-reasons" style="margin-left:0;padding-left:1.2em">{}</ul>',
             format_html_join(
                 "",
                 "<li>{} <code>{}</code></li>",

@@ -53,8 +53,9 @@ class Console:
         assert result.returncode == 0, result.stderr[-2000:]
         return result.stdout
 
-    def api_token(self, name: str, scope: str = "alerts:write") -> str:
-        return self.manage("create_api_token", name, "--scope", scope).strip()
+    def api_token(self, name: str, scope: str = "alerts:write", user: str | None = None) -> str:
+        owner = ["--user", user] if user else []
+        return self.manage("create_api_token", name, "--scope", scope, *owner).strip()
 
     def alert(self, name: str, summary: str) -> None:
         """Fire an alert the way Alertmanager would: an incident through the webhook."""

@@ -1,11 +1,14 @@
-"""The five journeys of the README's walk-through, in a real browser against the live console."""
+"""The seven journeys of the README's walk-through, in a real browser against the live console."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
+from pathlib import Path
 
+import httpx
 from playwright.sync_api import expect
 
 from tests.browser.conftest import WORKER_TIMEOUT_MS
@@ -197,3 +200,92 @@ def test_5_carol_sees_nothing_that_changes_anything(console, new_page):
     assert forged.status == 403
     carol.reload()
     expect(readonly(carol, "status")).to_have_text("Triggered")
+
+
+def test_6_the_gate_refuses_with_reasons_and_waits_for_bobs_approval(console, new_page):
+    token = console.api_token(f"ci-{uuid.uuid4().hex[:6]}", "deploy:check", user="alice")
+
+    def ask(environment: str, version: str) -> dict:
+        response = httpx.post(
+            f"{console.url}/api/deploys/check", timeout=30,
+            json={"environment": environment, "version": version, "commit": "9f2c1ab"},
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    name = f"StagingDown{uuid.uuid4().hex[:6]}"
+    alert = {"version": "4", "status": "firing", "receiver": "opsconsole", "alerts": [{
+        "status": "firing", "fingerprint": name, "labels": {"alertname": name,
+        "severity": "critical", "service": "staging"}, "annotations": {"summary": name}}]}  # fmt: skip
+    response = httpx.post(f"{console.url}/webhooks/alertmanager", json=alert, timeout=10,
+                          headers={"Authorization": f"Bearer {console.api_token(name)}"})  # fmt: skip
+    assert response.status_code < 300, response.text
+    refused = ask("staging", "v1.4")
+    assert refused["answer"] == "refused" and "open_incident" in [
+        r["code"] for r in refused["reasons"]
+    ]
+
+    alice = new_page("alice")
+    alice.goto("/admin/deployments/gatecheck/")
+    row = alice.locator("#result_list tbody tr").filter(has_text="staging").first
+    expect(row).to_contain_text("Refused")
+    expect(row).to_contain_text("incident open on staging")
+    alice.goto(refused["check_url"].removeprefix(console.url))
+    expect(alice.locator(".gate-reasons")).to_contain_text("critical incident open on staging")
+    console.screenshot(alice, "6-alice-sees-why-the-gate-refused")
+
+    waiting = ask("production", "v1.4")
+    assert waiting["answer"] == "waiting" and waiting["reasons"][0]["code"] == "approval_pending"
+    approval_path = waiting["approval"]["url"].removeprefix(console.url)
+    alice.goto(approval_path)
+    expect(alice.locator(".approve-link")).to_have_count(0)
+    bob = new_page("bob")
+    bob.goto(approval_path)
+    bob.click(".approve-link")
+    bob.fill("#id_confirmation", "production")
+    bob.click("input[type=submit], button[type=submit] >> nth=-1")
+    expect(bob.locator(".messagelist")).to_contain_text("Approved")
+    console.screenshot(bob, "6-bob-approved-the-production-deploy")
+    allowed = ask("production", "v1.4")
+    assert allowed["allowed"] is True, allowed
+
+
+def test_7_variables_import_and_drift_on_the_environment_page(console, new_page, tmp_path):
+    bob = new_page("bob")
+    bob.goto("/admin/deployments/environment/")
+    bob.locator("#result_list tbody tr th a", has_text="staging").click()
+    env_url = bob.url
+    dotenv = tmp_path / ".env"
+    dotenv.write_text('# staging\nexport FEATURE_FLAGS="shorts,likes"\nLOG_LEVEL=warn\n')
+    bob.set_input_files("#id_dotenv", str(dotenv))
+    bob.click("#environment-variables button:has-text('Import file')")
+    expect(bob.locator(".messagelist")).to_contain_text(
+        "Imported 2 variable(s) from the file: FEATURE_FLAGS, LOG_LEVEL"
+    )
+    expect(bob.locator("body")).not_to_contain_text("shorts,likes")
+
+    # Someone edits a variable on the provider by hand.
+    varsfile = (
+        Path(console.env["OPSCONSOLE_VAR_DIR"]) / "local-provider" / "staging" / "variables.json"
+    )
+    values = json.loads(varsfile.read_text())
+    values["JWT_SECRET"] = "set-by-hand-on-the-provider-0123456789"
+    varsfile.write_text(json.dumps(values))
+    bob.click("#environment-variables button:has-text('Check drift now')")
+    expect(bob.locator(".messagelist")).to_contain_text("Drift: JWT_SECRET changed")
+    expect(bob.locator(".variables-drift")).to_contain_text("Changed: JWT_SECRET")
+    expect(bob.locator("body")).not_to_contain_text("set-by-hand")
+    console.screenshot(bob, "7-drift-on-the-environment-page")
+
+    carol = new_page("carol")
+    carol.goto("/admin/alerts/incident/?q=behind")
+    expect(carol.locator("#result_list")).to_contain_text("JWT_SECRET changed")
+    carol.goto(env_url)
+    expect(carol.locator(".variables-drift")).to_contain_text("Changed: JWT_SECRET")
+    expect(carol.locator("#environment-variables button")).to_have_count(0)
+
+    bob.goto(env_url)
+    bob.click("#environment-variables button:has-text('Import from')")
+    expect(bob.locator(".messagelist")).to_contain_text("JWT_SECRET")
+    expect(bob.locator(".variables-drift")).to_contain_text("No drift")

@@ -252,3 +252,11 @@ def test_the_gate_needs_a_token_with_its_scope(client, env):
     response = ask(client, other)
     assert response.status_code == 403 and "deploy:check" in response.json()["error"]
     assert not GateCheck.objects.exists()
+
+
+def test_a_body_sent_as_a_form_by_plain_curl_d_is_read_as_json(client, env, token):
+    response = client.post(
+        "/api/deploys/check", data='{"environment": "production", "version": "v1.4"}',
+        content_type="application/x-www-form-urlencoded", HTTP_AUTHORIZATION=f"Bearer {token}",
+    )  # fmt: skip
+    assert response.status_code == 200 and response.json()["allowed"] is True
