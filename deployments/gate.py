@@ -251,6 +251,8 @@ def approval_finding(
         status__in=(DeployApproval.Status.CANCELLED, DeployApproval.Status.FAILED)
     )
     approval = approvals.order_by("-requested_at").first()
+    if approval is not None and approval.used():
+        approval = None  # it let one deploy through; the next one is asked for again
     if approval is None:
         if requested_by is not None and not requested_by.has_perm(
             DeployApproval.REQUEST_PERMISSION

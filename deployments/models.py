@@ -891,6 +891,16 @@ class DeployApproval(ApprovalRequest):
     def run(self) -> None:
         """Nothing to run: the decision is what the gate waits for."""
 
+    def used(self) -> bool:
+        """An approval lets one deploy through, as GitHub's required reviewers approve one
+        run: once a deploy of this commit (or version) was reported after it, it is spent."""
+        if self.status not in self.GRANTED or self.decided_at is None:
+            return False
+        later = self.environment.deployments.filter(received_at__gt=self.decided_at)
+        if self.commit:
+            return later.filter(commit__iexact=self.commit).exists()
+        return later.filter(version=self.version).exists()
+
     def on_succeeded(self) -> None:
         self._answer_waiting_checks()
 

@@ -53,7 +53,8 @@ def recheck_gate(check_id: int) -> str | None:
 @console_task
 def recheck_waiting_gates() -> int:
     """Every minute: GitHub cannot poll, so waiting protection rules are asked again here
-    once their retry time has passed (GitHub waits up to 30 days for an answer)."""
+    once their retry time has passed (GitHub waits up to 30 days for an answer), and
+    answers that never reached GitHub are sent again."""
     now = timezone.now()
     waiting = GateCheck.objects.filter(
         source=GateCheck.Source.GITHUB,
@@ -64,7 +65,15 @@ def recheck_waiting_gates() -> int:
     due = [c.pk for c in waiting if c.at + timedelta(seconds=c.retry_after or 60) <= now]
     for pk in due:
         enqueue("deployments.tasks.recheck_gate", pk)
-    return len(due)
+    # A decided answer GitHub never got (the worker died before sending it, or GitHub's
+    # API failed): sent again each minute for a day.
+    unsent = GateCheck.objects.filter(
+        source=GateCheck.Source.GITHUB, github_state="", at__gt=now - timedelta(days=1),
+        at__lt=now - timedelta(minutes=1),
+    ).exclude(answer=GateCheck.Answer.WAITING)  # fmt: skip
+    for pk in unsent.values_list("pk", flat=True):
+        enqueue("deployments.tasks.answer_github", pk)
+    return len(due) + len(unsent)
 
 
 @console_task

@@ -260,3 +260,17 @@ def test_a_body_sent_as_a_form_by_plain_curl_d_is_read_as_json(client, env, toke
         content_type="application/x-www-form-urlencoded", HTTP_AUTHORIZATION=f"Bearer {token}",
     )  # fmt: skip
     assert response.status_code == 200 and response.json()["allowed"] is True
+
+
+def test_an_approval_lets_one_deploy_through(client, env, token, bob):
+    env.require_deploy_approval = True
+    env.save()
+    ask(client, token)
+    first = DeployApproval.objects.get()
+    first.approve(bob, confirmation="production")
+    assert ask(client, token).json()["allowed"] is True
+    assert ask(client, token).json()["allowed"] is True, "until it is used"
+    Deployment.objects.create(environment=env, external_id="gh-1", version="abc1234",
+                              commit="ABC1234", status="succeeded")  # fmt: skip
+    again = ask(client, token).json()
+    assert again["answer"] == "waiting" and again["approval"]["id"] != first.pk

@@ -225,3 +225,34 @@ def test_unknown_environments_other_events_and_pings(client, env, app, httpserve
         "app": "opsconsole",
     }
     assert deliver(client, {}, event_name="push").status_code == 202
+
+
+def test_an_answer_lost_with_its_worker_is_sent_by_the_next_sweep(
+    client, env, app, github_api, httpserver, django_capture_on_commit_callbacks
+):
+    from django_q.models import OrmQ
+
+    from deployments.tasks import recheck_waiting_gates
+
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(client, event(httpserver))
+    assert OrmQ.objects.count() == 1
+    OrmQ.objects.all().delete()  # the worker that held the task died with it
+    assert recheck_waiting_gates() == 0, "not before a minute has passed"
+    GateCheck.objects.update(at=timezone.now() - timedelta(minutes=2))
+    assert recheck_waiting_gates() == 1
+    run_queued()
+    assert json.loads(github_api[-1][3])["state"] == "approved"
+    assert recheck_waiting_gates() == 0, "answered once"
+
+
+def test_a_github_api_failure_is_kept_on_the_check_and_retried(client, env, app, httpserver):
+    httpserver.expect_request("/api/v3/app/installations/42/access_tokens").respond_with_data(
+        "bad credentials", status=401
+    )
+    deliver(client, event(httpserver))
+    with pytest.raises(github.GitHubError):
+        run_queued()
+    check = GateCheck.objects.get()
+    assert "HTTP 401" in check.github_error and check.github_state == ""
+    assert INSTALLATION_TOKEN not in check.github_error
