@@ -26,7 +26,7 @@ from deployments.models import (
 )
 from deployments.providers import ProviderError
 from deployments.rollbacks import request_rollback
-from deployments.variables import DotenvError, parse_dotenv
+from deployments.variables import MAX_DOTENV_BYTES, DotenvError, parse_dotenv
 from opsconsole import permissions
 from opsconsole.approvals.admin import ApprovalAdminMixin
 from opsconsole.charts import sparkline
@@ -114,10 +114,16 @@ class EnvironmentAdmin(admin.ModelAdmin):
             raise PermissionDenied
         back = HttpResponseRedirect(reverse("admin:deployments_environment_change", args=[pk]))
         try:
+            if what in ("dotenv", "provider", "defaults") and not request.user.has_perm(
+                "deployments.change_environment"
+            ):
+                raise PermissionDenied("You may not change this environment's variables.")
             if what == "dotenv":
                 upload = request.FILES.get("dotenv")
                 if upload is None:
                     raise ValidationError("Choose a .env file to import.")
+                if upload.size > MAX_DOTENV_BYTES:
+                    raise DotenvError(f"the file is over {MAX_DOTENV_BYTES // 1024} KB")
                 changed = env.import_variables(
                     parse_dotenv(upload.read()), request.user, source=".env upload"
                 )
@@ -508,4 +514,7 @@ class DeployApprovalAdmin(ApprovalAdminMixin, admin.ModelAdmin):
 @admin.register(GitHubApp)
 class GitHubAppAdmin(admin.ModelAdmin):
     list_display = ("name", "app_id", "api_url")
-    fields = ("name", "app_id", "private_key", "webhook_secret", "api_url", "environments")
+    fields = (
+        "name", "app_id", "private_key", "webhook_secret", "api_url", "environments",
+        "repositories", "people",
+    )  # fmt: skip

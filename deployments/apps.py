@@ -42,7 +42,7 @@ class DeploymentsConfig(AppConfig):
         # Which App answers GitHub, with which key, against which API: two people.
         guarded.register(
             "deployments.GitHubApp", "app_id", "private_key", "webhook_secret", "api_url",
-            "environments",
+            "environments", "repositories", "people",
         )  # fmt: skip
         # Who may roll production back, how, and when: only with a second person.
         # What is probed decides when production is rolled back; the name fills commands.

@@ -37,6 +37,8 @@ from opsconsole.tasks import enqueue
 BLOCKING_PRIORITIES = ("critical", "high")
 # When no backup of the target finished before, how long a new one is expected to take.
 FIRST_BACKUP_GUESS_SECONDS = 60
+# After a pre-deploy backup fails, the gate refuses (rather than starting another) this long.
+FAILED_BACKUP_HOLDS = timedelta(hours=1)
 
 
 @dataclass
@@ -130,6 +132,7 @@ def variable_findings(env: Environment) -> list[Finding]:
 
 
 def in_progress_finding(env: Environment, deployment: Deployment | None) -> Finding:
+    """Another deploy or a rollback under way: the answer is "wait", not "no"."""
     busy = env.deployments.filter(status__in=Deployment.ACTIVE)
     if deployment is not None:
         busy = busy.exclude(pk=deployment.pk)
@@ -137,13 +140,17 @@ def in_progress_finding(env: Environment, deployment: Deployment | None) -> Find
     rolling = RollbackRequest.objects.filter(
         environment=env, status__in=RollbackRequest.ACTIVE
     ).first()
+    if not (other or rolling):
+        return Finding("nothing else in progress", "deploy_in_progress", True, "clear")
+    retry = 30
     if other:
         detail = f"another deploy is in progress: {other.version} ({other.get_status_display()})"
-    elif rolling:
-        detail = f"a rollback is in progress ({rolling.get_status_display().lower()})"
+        if other.watch_until:
+            retry = max(retry, int((other.watch_until - timezone.now()).total_seconds()))
     else:
-        detail = "clear"
-    return Finding("nothing else in progress", "deploy_in_progress", not (other or rolling), detail)
+        detail = f"a rollback is in progress ({rolling.get_status_display().lower()})"
+    return Finding("nothing else in progress", "deploy_in_progress", False, detail,
+                   waiting=True, retry_after=retry)  # fmt: skip
 
 
 def backup_finding(env: Environment, *, start: bool) -> Finding:
@@ -165,6 +172,16 @@ def backup_finding(env: Environment, *, start: bool) -> Finding:
     )
     under_way = target.backups.filter(status__in=(Backup.Status.QUEUED, Backup.Status.RUNNING))
     backup = under_way.order_by("-created_at").first()
+    failed = (
+        target.backups.filter(trigger=Backup.Trigger.PRE_DEPLOY,
+                              created_at__gt=timezone.now() - FAILED_BACKUP_HOLDS)
+        .order_by("-created_at").first()
+    )  # fmt: skip
+    if backup is None and failed is not None and failed.status == Backup.Status.FAILED:
+        # Not another one at every question: a person looks at why it failed first.
+        return Finding("recent backup", "backup_too_old", False,
+                       f"{what}; the backup taken before a deploy ({failed.id}) failed: see "
+                       f"it in the console")  # fmt: skip
     if backup is None and start:
         backup = Backup.objects.create(
             target=target, storage=StorageLocation.default(), trigger=Backup.Trigger.PRE_DEPLOY
@@ -243,10 +260,18 @@ def incident_finding(env: Environment) -> Finding:
 
 
 def approval_finding(
-    env: Environment, version: str, commit: str, pipeline_url: str, *, requested_by, token
+    env: Environment,
+    version: str,
+    commit: str,
+    pipeline_url: str,
+    *,
+    requested_by,
+    token,
+    who: str,
 ) -> Finding:
     """Where the environment asks for one: the approval of this version (filed now when
-    nobody asked yet)."""
+    nobody asked yet). Where two people are needed, the gate must know who deploys:
+    a token's owner, or the console account of the GitHub user."""
     approvals = env.deploy_approvals.filter(version=version, commit=commit).exclude(
         status__in=(DeployApproval.Status.CANCELLED, DeployApproval.Status.FAILED)
     )
@@ -254,25 +279,23 @@ def approval_finding(
     if approval is not None and approval.used():
         approval = None  # it let one deploy through; the next one is asked for again
     if approval is None:
-        if requested_by is not None and not requested_by.has_perm(
-            DeployApproval.REQUEST_PERMISSION
+        if requested_by is None and env.two_person_rule:
+            return Finding("approval", "approval_required", False,
+                           f"{env} needs a second person's approval, and the console cannot "
+                           f"tell who deploys ({who} has no console account)")  # fmt: skip
+        if (
+            requested_by is not None
+            and token is not None
+            and not requested_by.has_perm(DeployApproval.REQUEST_PERMISSION)
         ):
-            return Finding(
-                "approval",
-                "approval_required",
-                False,
-                f"{env} needs an approval, and the token's owner may not ask for "
-                f"one ({DeployApproval.REQUEST_PERMISSION})",
-            )
+            return Finding("approval", "approval_required", False,
+                           f"{env} needs an approval, and the token's owner may not ask for "
+                           f"one ({DeployApproval.REQUEST_PERMISSION})")  # fmt: skip
         approval = DeployApproval.objects.create(
-            environment=env,
-            version=version,
-            commit=commit,
-            pipeline_url=pipeline_url,
-            requested_by=requested_by,
-            requested_by_token=token,
-            reason=f"the deploy gate asks before {version} goes out to {env}",
-        )
+            environment=env, version=version, commit=commit, pipeline_url=pipeline_url,
+            requested_by=requested_by, requested_by_token=token,
+            reason=f"the deploy gate asks before {version} goes out to {env} (for {who})",
+        )  # fmt: skip
     link = absolute(reverse("admin:deployments_deployapproval_change", args=[approval.pk]))
     if approval.status in DeployApproval.GRANTED:
         who = approval.decided_by or "policy"
@@ -311,36 +334,29 @@ def ask(
     token=None,
     start_backup: bool = False,
     source: str = GateCheck.Source.API,
-    **github,
+    **recorded,
 ) -> GateCheck:
-    """Ask the gate; the answer is recorded and returned."""
-    with tracing.span(
-        "deploy.gate", {"opsconsole.environment": env.name, "opsconsole.version": version}
-    ) as current:
+    """Ask the gate; the answer is recorded and returned. `user` is who deploys (a
+    token's owner, a GitHub user's account); `recorded` holds GateCheck fields to keep
+    (a GitHub question's callback, when it was first asked)."""
+    with tracing.span("deploy.gate", {"opsconsole.environment": env.name,
+                                      "opsconsole.version": version}) as current:  # fmt: skip
         with transaction.atomic():
-            check = _ask(
-                env,
-                version,
-                commit,
-                pipeline_url,
-                asked_by,
-                user,
-                token,
-                start_backup or env.backup_before_deploy,
-                source,
-                github,
-            )
+            # One question at a time per environment: two pipelines asking at once would
+            # otherwise each file an approval, or each start a backup.
+            Environment.objects.select_for_update().filter(pk=env.pk).first()
+            check = _ask(env, version, commit, pipeline_url, asked_by, user, token,
+                         start_backup or env.backup_before_deploy, source, recorded)  # fmt: skip
         current.set_attribute("opsconsole.outcome", check.answer)
         return check
 
 
-def _ask(env, version, commit, pipeline_url, asked_by, user, token, start_backup, source, github):
+def _ask(env, version, commit, pipeline_url, asked_by, user, token, start_backup, source, recorded):
     found = findings(env, start_backup=start_backup)
     found.append(incident_finding(env))
     if env.require_deploy_approval:
-        found.append(
-            approval_finding(env, version, commit, pipeline_url, requested_by=user, token=token)
-        )
+        found.append(approval_finding(env, version, commit, pipeline_url, requested_by=user,
+                                      token=token, who=asked_by))  # fmt: skip
     failed = [f for f in found if not f.passed]
     if not failed:
         answer = GateCheck.Answer.ALLOWED
@@ -350,47 +366,55 @@ def _ask(env, version, commit, pipeline_url, asked_by, user, token, start_backup
         answer = GateCheck.Answer.REFUSED
     retry = [f.retry_after for f in failed if f.retry_after]
     return GateCheck.objects.create(
-        environment=env,
-        version=version,
-        commit=commit,
-        pipeline_url=pipeline_url,
-        source=source,
-        asked_by=asked_by[:300],
-        token=token,
-        answer=answer,
+        environment=env, version=version, commit=commit, pipeline_url=pipeline_url,
+        source=source, asked_by=asked_by[:300], token=token, answer=answer,
         reasons=[{"code": f.code, "message": f.detail} for f in failed],
         retry_after=max(retry) if answer == GateCheck.Answer.WAITING and retry else None,
         approval=next((f.approval for f in found if f.approval), None),
         backup=next((f.backup for f in found if f.backup), None),
-        **github,
-    )
+        **recorded,
+    )  # fmt: skip
 
 
-def recheck(check: GateCheck) -> GateCheck:
-    """Ask again for a waiting check (the same question, a new record); the new one takes
-    over the GitHub callback, which only one answer may use."""
-    fields = {
-        name: getattr(check, name)
-        for name in (
-            "github_app",
-            "github_repository",
-            "github_environment",
-            "github_installation",
-            "github_callback_url",
-        )
-    }
-    again = ask(
-        check.environment,
-        version=check.version,
-        commit=check.commit,
-        pipeline_url=check.pipeline_url,
-        asked_by=check.asked_by,
-        token=check.token,
-        user=check.token.created_by if check.token else None,
-        source=check.source,
-        **fields,
-    )
-    GateCheck.objects.filter(pk=check.pk).update(
-        answered_at=timezone.now(), github_state="superseded"
-    )
-    return again
+KEPT_ON_RECHECK = ("github_app", "github_repository", "github_environment",
+                   "github_installation", "github_deployment", "github_callback_url",
+                   "github_sender", "first_asked_at")  # fmt: skip
+
+
+def recheck(check: GateCheck, user=None) -> GateCheck | None:
+    """Ask a waiting question again (a new record, the same question). The old record is
+    claimed first, in the same transaction: two workers rechecking it at once (the
+    approval's hook and the minute sweep) produce one answer, never two."""
+    with transaction.atomic():
+        claimed = GateCheck.objects.filter(
+            pk=check.pk, answer=GateCheck.Answer.WAITING, answered_at=None
+        ).update(answered_at=timezone.now(), github_state="superseded")
+        if not claimed:
+            return None
+        if user is None and check.token is not None:
+            user = check.token.created_by
+        elif user is None and check.github_app is not None and check.github_sender:
+            user = check.github_app.console_user(check.github_sender)
+        return ask(
+            check.environment, version=check.version, commit=check.commit,
+            pipeline_url=check.pipeline_url, asked_by=check.asked_by, token=check.token,
+            user=user,
+            source=check.source, **{name: getattr(check, name) for name in KEPT_ON_RECHECK},
+        )  # fmt: skip
+
+
+# Said to GitHub, whose comments anyone who can read the repository sees: what kind of
+# reason, never its details (incident titles, backup names, approval links).
+REASON_WORDS = {
+    "deploy_freeze": "a deploy freeze is on",
+    "open_incident": "a critical or high incident is open",
+    "backup_too_old": "the newest backup of the database is too old",
+    "variables_missing": "required variables are missing on the provider",
+    "variables_invalid": "a variable's value has the wrong form",
+    "variables_drift": "variables changed on the provider behind the console's back",
+    "variables_unknown": "the provider's variables could not be read",
+    "deploy_in_progress": "another deploy or a rollback is in progress",
+    "approval_required": "an approval is needed and cannot be asked for",
+    "approval_rejected": "an approver rejected this deploy",
+    "approval_pending": "waiting for an approval",
+}

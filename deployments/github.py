@@ -5,8 +5,9 @@ when a job targets an environment protected by the App. The console runs its
 deploy gate and answers through the event's callback URL, as the App: a JWT
 (RS256, signed with the App's private key, issued by its client ID, valid ten
 minutes) is exchanged for an installation token, which posts `approved` or
-`rejected` with a comment naming the reasons. A gate that is waiting (an
-approval asked for, a backup under way) answers later, when it is decided.
+`rejected` with a comment naming the kinds of reasons (their details stay in the
+console). A gate that is waiting (an approval asked for, a backup under way)
+answers later, when it is decided.
 
 The answer is sent by a worker, never in GitHub's request. The installation
 token is only ever sent to the App's own API URL: a callback URL elsewhere is
@@ -23,15 +24,16 @@ import jwt
 from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
 from django.http import JsonResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from alerts.notify import absolute
 from deployments import gate
-from deployments.models import GateCheck, GitHubApp
+from deployments.models import Deployment, GateCheck, GitHubApp
 from opsconsole import http
 from opsconsole.fields import reveal
-from opsconsole.models import WebhookReceipt
 from opsconsole.tasks import enqueue
 from opsconsole.webhooks import WebhookError, hmac_hex, parse_json, read_body, signatures_match
 
@@ -95,13 +97,18 @@ def installation_token(app: GitHubApp, installation: int) -> str:
 
 
 def comment_for(check: GateCheck) -> str:
+    """What GitHub shows on the run. Anyone who reads the repository sees it: the kind of
+    each reason and a link to the console (behind its login), never the details."""
     if check.allowed:
-        text = f"opsconsole: {check.version} may deploy to {check.environment}."
-    else:
-        lines = [f"opsconsole refused {check.version} for {check.environment}:"]
-        lines += [f"- {r['message']} ({r['code']})" for r in check.reasons]
-        text = "\n".join(lines)
-    return text[:MAX_COMMENT]
+        return f"opsconsole: {check.version} may deploy to {check.environment}."
+    lines = [f"opsconsole refused {check.version} for {check.environment}:"]
+    lines += [
+        f"- {gate.REASON_WORDS.get(r['code'], r['code'])} ({r['code']})" for r in check.reasons
+    ]
+    lines.append(
+        f"Details: {absolute(reverse('admin:deployments_gatecheck_change', args=[check.pk]))}"
+    )
+    return "\n".join(lines)[:MAX_COMMENT]
 
 
 def answer(check: GateCheck) -> None:
@@ -152,87 +159,100 @@ def _callback_allowed(app: GitHubApp, url: Any) -> bool:
 @login_not_required
 @require_POST
 def webhook(request):
-    """GitHub's events for the App; only deployment protection rules are acted on."""
+    """GitHub's events for the App; only deployment protection rules are acted on.
+
+    The answer is worked out by a worker (the provider may take longer to list variables
+    than GitHub waits for a webhook); here the question is recorded, once per deployment:
+    a redelivery or a replay gets the same record back and changes nothing."""
     try:
         body = read_body(request, MAX_BODY)
         app = _verify(body, request.headers.get("X-Hub-Signature-256"))
-        delivery = request.headers.get("X-GitHub-Delivery") or ""
-        # GitHub signs no timestamp: a delivery id (and its signature) is accepted once.
-        if not WebhookReceipt.first_time(
-            "github", f"{delivery}:{request.headers['X-Hub-Signature-256']}"
-        ):
-            raise WebhookError(401, "delivery already received (replayed request)")
         event = request.headers.get("X-GitHub-Event", "")
         if event == "ping":
             return JsonResponse({"ok": True, "app": app.name})
         if event != "deployment_protection_rule":
             return JsonResponse({"ignored": event or "no event"}, status=202)
-        payload = parse_json(body)
-        check = _protection_rule(app, payload)
+        question = _question(app, parse_json(body))
+        with transaction.atomic():
+            check, created = _record(app, question)
     except WebhookError as exc:
         return exc.response()
     return JsonResponse(
-        {"check": check.pk, "answer": check.answer, "reasons": check.reasons}, status=202
+        {"check": check.pk, "answer": check.answer, "duplicate": not created},
+        status=202 if created else 200,
     )
 
 
-def _protection_rule(app: GitHubApp, payload: Any) -> GateCheck:
+def _text(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _question(app: GitHubApp, payload: Any) -> dict[str, Any]:
+    """The protection rule's fields, each checked: a signed but odd payload is a 400."""
     if not isinstance(payload, dict):
         raise WebhookError(400, "the body must be a JSON object")
     if payload.get("action") != "requested":
-        raise WebhookError(400, f"unexpected action {payload.get('action')!r}")
-    callback = payload.get("deployment_callback_url")
-    if not _callback_allowed(app, callback):
-        raise WebhookError(400, f"deployment_callback_url is not on {app.api_url}")
-    installation = (payload.get("installation") or {}).get("id")
-    if not isinstance(installation, int):
-        raise WebhookError(400, "missing installation.id")
-    github_env = payload.get("environment")
-    if not isinstance(github_env, str) or not github_env:
-        raise WebhookError(400, "missing environment")
-    deployment = payload.get("deployment") or {}
-    sha = str(deployment.get("sha") or payload.get("sha") or "")
-    repository = str((payload.get("repository") or {}).get("full_name") or "")[:200]
-    sender = str((payload.get("sender") or {}).get("login") or "someone")[:100]
-    env = app.console_environment(github_env)
-    github = {
-        "source": GateCheck.Source.GITHUB,
-        "github_app": app,
-        "github_repository": repository,
-        "github_environment": github_env,
-        "github_installation": installation,
-        "github_callback_url": callback,
+        raise WebhookError(400, f"unexpected action {str(payload.get('action'))[:40]!r}")
+    parts = {
+        key: payload.get(key) if isinstance(payload.get(key), dict) else {}
+        for key in ("installation", "deployment", "repository", "sender")
     }
+    callback = payload.get("deployment_callback_url")
+    if not _callback_allowed(app, callback) or len(callback) > 500:
+        raise WebhookError(400, f"deployment_callback_url is not on {app.api_url}")
+    installation = parts["installation"].get("id")
+    if type(installation) is not int or not 0 < installation < 2**63:
+        raise WebhookError(400, "missing installation.id")
+    deployment_id = parts["deployment"].get("id")
+    if deployment_id is not None and (
+        type(deployment_id) is not int or not 0 < deployment_id < 2**63
+    ):
+        raise WebhookError(400, "deployment.id must be a number")
+    github_env = _text(payload.get("environment"), 201)
+    if not github_env or len(github_env) > 200:
+        raise WebhookError(400, "missing environment (at most 200 characters)")
+    repository = _text(parts["repository"].get("full_name"), 200)
+    if not app.answers_for(repository):
+        raise WebhookError(403, f"the App does not answer for {repository or 'this repository'}")
+    sha = _text(parts["deployment"].get("sha") or payload.get("sha"), 64)
+    version = sha[:12] or _text(parts["deployment"].get("ref"), 200) or "unknown"
+    if sha and (problem := Deployment.argv_value_problem("commit", sha)):
+        raise WebhookError(400, f"deployment.sha: {problem}")
+    if problem := Deployment.argv_value_problem("version", version):
+        raise WebhookError(400, f"version: {problem}")
+    env = app.console_environment(github_env)
     if env is None:
         raise WebhookError(
-            404,
-            f"no console environment for GitHub environment {github_env!r}; map it "
-            f"in the GitHub App's environments",
-        )
-    version = sha[:12] or str(deployment.get("ref") or "unknown")[:200]
-    if gate_problem := _bad_version(version, sha):
-        raise WebhookError(400, gate_problem)
-    run = callback.rstrip("/").rsplit("/", 2)[0]
-    check = gate.ask(
-        env,
-        version=version,
-        commit=sha,
-        pipeline_url=run.replace(app.api_url.rstrip("/") + "/repos/", "https://github.com/")[:500]
-        if "api.github.com" in app.api_url
-        else "",
-        asked_by=f"GitHub {repository} (deployment by {sender})",
-        **github,
-    )
-    if check.answer != GateCheck.Answer.WAITING:
-        transaction.on_commit(lambda: enqueue("deployments.tasks.answer_github", check.pk))
-    return check
+            404, f"no console environment for GitHub environment {github_env!r}; map it "
+            f"in the GitHub App's environments"
+        )  # fmt: skip
+    run_url = callback.rstrip("/").rsplit("/", 1)[0]  # …/repos/OWNER/REPO/actions/runs/ID
+    return {
+        "env": env, "version": version, "commit": sha,
+        "pipeline_url": run_url.replace("https://api.github.com/repos/", "https://github.com/")
+        if run_url.startswith("https://api.github.com/repos/") else "",
+        "sender": _text(parts["sender"].get("login"), 100) or "someone",
+        "repository": repository, "github_env": github_env, "installation": installation,
+        "deployment_id": deployment_id, "callback": callback,
+    }  # fmt: skip
 
 
-def _bad_version(version: str, sha: str) -> str | None:
-    from deployments.models import Deployment
-
-    if sha and (problem := Deployment.argv_value_problem("commit", sha)):
-        return f"deployment.sha: {problem}"
-    if problem := Deployment.argv_value_problem("version", version):
-        return f"version: {problem}"
-    return None
+def _record(app: GitHubApp, q: dict[str, Any]) -> tuple[GateCheck, bool]:
+    same = GateCheck.objects.filter(
+        source=GateCheck.Source.GITHUB, github_callback_url=q["callback"],
+        github_environment=q["github_env"], github_deployment=q["deployment_id"],
+    )  # fmt: skip
+    if found := same.order_by("at").first():
+        return found, False
+    check = GateCheck.objects.create(
+        environment=q["env"], version=q["version"], commit=q["commit"],
+        pipeline_url=q["pipeline_url"], source=GateCheck.Source.GITHUB,
+        asked_by=f"GitHub {q['repository']} (deployment by {q['sender']})",
+        answer=GateCheck.Answer.WAITING,
+        reasons=[{"code": "checking", "message": "received; the gate is checking"}],
+        github_app=app, github_repository=q["repository"], github_environment=q["github_env"],
+        github_installation=q["installation"], github_deployment=q["deployment_id"],
+        github_callback_url=q["callback"], github_sender=q["sender"],
+    )  # fmt: skip
+    transaction.on_commit(lambda: enqueue("deployments.tasks.recheck_gate", check.pk))
+    return check, True

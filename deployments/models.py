@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
-from django.db.models import Avg, Max, Q
+from django.db.models import Avg, F, Max, Q
 from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
@@ -378,8 +378,13 @@ class Environment(models.Model):
         return request
 
     def push_variables(self) -> None:
-        self.backend.set_variables({v.name: reveal(v.value) for v in self.variables.all()})
-        # What the provider holds now is what the console put there.
+        values = {v.name: reveal(v.value) for v in self.variables.all()}
+        before = self.backend.variables()
+        if before is not None:
+            # What the provider will hold is recorded first: a worker that dies between the
+            # write and the read-back leaves no false "changed behind our back".
+            self.adopt_provider_state({**before, **values})
+        self.backend.set_variables(values)
         live = self.backend.variables()
         if live is not None:
             self.adopt_provider_state(live)
@@ -748,9 +753,10 @@ class VariableTemplate(models.Model):
         """Starting values: the environment's own default, else the one for every
         environment."""
         found: dict[str, str] = {}
-        for row in self.defaults.filter(Q(environment=environment) | Q(environment=None)).order_by(
-            "environment_id"  # NULL (every environment) first, the environment's own last
-        ):
+        rows = self.defaults.filter(Q(environment=environment) | Q(environment=None))
+        # Every environment's first, the environment's own last (it wins); PostgreSQL
+        # sorts NULL last unless told.
+        for row in rows.order_by(F("environment_id").asc(nulls_first=True)):
             found[row.name] = reveal(row.value)
         return found
 
@@ -804,8 +810,9 @@ class TemplateVariable(models.Model):
 
     def problem(self, value: str) -> str | None:
         """Why `value` breaks the rule, in words that never repeat the value; or None."""
-        if self.required and value == "":
-            return f"{self.name} is empty"
+        if value == "":
+            # An optional variable may be empty ("empty turns it off").
+            return f"{self.name} is empty" if self.required else None
         if self.kind == self.Kind.URL:
             # Connection strings count (postgres://user@db:5432/x, with hosts like "db"
             # that a web URL validator refuses): a scheme, a host, no spaces.
@@ -961,6 +968,9 @@ class GateCheck(models.Model):
         help_text="The backup the gate started.",
     )
     at = models.DateTimeField(default=timezone.now, db_index=True)
+    first_asked_at = models.DateTimeField(
+        default=timezone.now, help_text="When this question was first asked (asked again: kept)."
+    )
     answered_at = models.DateTimeField(null=True, blank=True)
     # A GitHub deployment protection rule: where and how the answer goes back.
     github_app = models.ForeignKey(
@@ -969,6 +979,10 @@ class GateCheck(models.Model):
     github_repository = models.CharField(max_length=200, blank=True)
     github_environment = models.CharField(max_length=200, blank=True)
     github_installation = models.BigIntegerField(null=True, blank=True)
+    github_deployment = models.BigIntegerField(null=True, blank=True)
+    github_sender = models.CharField(
+        max_length=100, blank=True, help_text="The GitHub user whose deployment it is."
+    )
     github_callback_url = models.URLField(max_length=500, blank=True)
     github_state = models.CharField(
         max_length=10, blank=True, help_text="approved or rejected, once GitHub was told."
@@ -1017,6 +1031,18 @@ class GitHubApp(models.Model):
         help_text="GitHub environment → console environment, where they differ, e.g. "
         '{"prod": "production"}.',
     )
+    repositories = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Repositories whose deployments it answers, e.g. ["acme/shorts"]; empty: '
+        "every repository the App is installed on.",
+    )
+    people = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='GitHub login → console username, where they differ, e.g. {"bob-gh": "bob"}: '
+        "who deploys, for the two-person rule.",
+    )
 
     class Meta:
         verbose_name = "GitHub App"
@@ -1042,6 +1068,24 @@ class GitHubApp(models.Model):
             isinstance(k, str) and isinstance(v, str) for k, v in self.environments.items()
         ):
             raise ValidationError({"environments": 'A mapping like {"prod": "production"}.'})
+        if not isinstance(self.people, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.people.items()
+        ):
+            raise ValidationError({"people": 'A mapping like {"bob-gh": "bob"}.'})
+        if not isinstance(self.repositories, list) or not all(
+            isinstance(r, str) and r.count("/") == 1 for r in self.repositories
+        ):
+            raise ValidationError({"repositories": 'A list like ["acme/shorts"].'})
+
+    def answers_for(self, repository: str) -> bool:
+        return not self.repositories or repository.lower() in {r.lower() for r in self.repositories}
+
+    def console_user(self, login: str):
+        """The console account of a GitHub login: mapped in `people`, else the same name."""
+        from django.contrib.auth import get_user_model
+
+        name = self.people.get(login, login)
+        return get_user_model().objects.filter(username__iexact=name, is_active=True).first()
 
     def console_environment(self, github_name: str) -> Environment | None:
         return Environment.objects.filter(

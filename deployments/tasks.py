@@ -41,11 +41,11 @@ def answer_github(check_id: int) -> str:
 def recheck_gate(check_id: int) -> str | None:
     """A waiting GitHub check asks again (an approval was decided, a backup finished);
     a decided answer goes back to GitHub."""
-    check = GateCheck.objects.get(pk=check_id)
-    if check.answer != GateCheck.Answer.WAITING or check.answered_at:
-        return None
+    check = GateCheck.objects.select_related("github_app", "token").get(pk=check_id)
     again = gate.recheck(check)
-    if again.answer != GateCheck.Answer.WAITING:
+    if again is None:  # already answered, or another worker took it
+        return None
+    if again.source == GateCheck.Source.GITHUB and again.answer != GateCheck.Answer.WAITING:
         answer_github(again.pk)
     return again.answer
 
@@ -60,9 +60,16 @@ def recheck_waiting_gates() -> int:
         source=GateCheck.Source.GITHUB,
         answer=GateCheck.Answer.WAITING,
         answered_at=None,
-        at__gt=now - timedelta(days=30),
+        first_asked_at__gt=now - timedelta(days=30),
     )
-    due = [c.pk for c in waiting if c.at + timedelta(seconds=c.retry_after or 60) <= now]
+    # A wait for an approval alone is answered by the decision (DeployApproval's hook),
+    # not by asking the provider again every minute.
+    due = [
+        c.pk
+        for c in waiting
+        if c.at + timedelta(seconds=c.retry_after or 60) <= now
+        and {r["code"] for r in c.reasons} != {"approval_pending"}
+    ]
     for pk in due:
         enqueue("deployments.tasks.recheck_gate", pk)
     # A decided answer GitHub never got (the worker died before sending it, or GitHub's

@@ -91,20 +91,25 @@ def parse_dotenv(data: bytes) -> dict[str, str]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DotenvError("the file is not UTF-8 text") from None
-    values: dict[str, str | None] = {}
+    # Errors name lines, never their text: a stray line may be a secret (a token pasted
+    # alone, a PEM's second line), and the message goes to a page and a cookie.
+    values: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
         if binding.error:
             # python-dotenv would skip the line with a warning: an import that drops a
             # variable unseen is worse than one that stops and says where.
-            raise DotenvError(f"line {binding.original.line} is not NAME=value")
-        if binding.key is not None:
-            values[binding.key] = binding.value
-    bad = sorted(n for n in values if not VARIABLE_NAME.fullmatch(n))
-    if bad:
-        raise DotenvError(f"not variable names: {', '.join(bad[:5])}")
-    without_value = sorted(n for n, v in values.items() if v is None)
-    if without_value:
-        raise DotenvError(f"no value (NAME=value) for: {', '.join(without_value[:5])}")
+            raise DotenvError(f"line {line} is not NAME=value")
+        if binding.key is None:
+            continue
+        if not VARIABLE_NAME.fullmatch(binding.key):
+            raise DotenvError(
+                f"line {line}: not a variable name (letters, digits and _, not starting "
+                "with a digit)"
+            )
+        if binding.value is None:
+            raise DotenvError(f"line {line} has a name but no value (NAME=value)")
+        values[binding.key] = binding.value
     if not values:
         raise DotenvError("no variables found (lines like NAME=value)")
-    return {n: v for n, v in values.items() if v is not None}
+    return values

@@ -22,10 +22,15 @@ UPSERT = (
     "mutation variableCollectionUpsert($input: VariableCollectionUpsertInput!) "
     "{ variableCollectionUpsert(input: $input) }"
 )
+# Unrendered: references such as ${{Postgres.DATABASE_URL}} stay references, so an
+# import and a later sync keep them flowing instead of freezing today's value.
 VARIABLES = (
-    "query variables($projectId: String!, $environmentId: String!, $serviceId: String) "
-    "{ variables(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) }"
+    "query variables($projectId: String!, $environmentId: String!, $serviceId: String, "
+    "$unrendered: Boolean) { variables(projectId: $projectId, environmentId: $environmentId, "
+    "serviceId: $serviceId, unrendered: $unrendered) }"
 )
+# Railway provides these itself (domains, ids, the service name): not the service's to set.
+PROVIDED_PREFIX = "RAILWAY_"
 
 
 class RailwayProvider(Provider):
@@ -125,12 +130,9 @@ class RailwayProvider(Provider):
         )
 
     def variables(self) -> dict[str, str]:
-        data = self.graphql(
-            VARIABLES,
-            {
-                "projectId": self.config["project_id"],
-                "environmentId": self.config["environment_id"],
-                "serviceId": self.config["service_id"],
-            },
-        )
-        return dict(data.get("variables") or {})
+        data = self.graphql(VARIABLES, {**self._input(), "unrendered": True})
+        return {
+            name: value
+            for name, value in (data.get("variables") or {}).items()
+            if not name.startswith(PROVIDED_PREFIX)
+        }

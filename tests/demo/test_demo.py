@@ -70,7 +70,8 @@ def test_the_demo_sets_up_every_part_and_can_run_again(client, pg, demo_ports, c
 
     for name, answer, codes in (("production", "waiting", ["approval_pending"]),
                                 ("staging", "allowed", [])):  # fmt: skip
-        check = gate.ask(Environment.objects.get(name=name), version="v1.2", asked_by="test")
+        check = gate.ask(Environment.objects.get(name=name), version="v1.2", asked_by="test",
+                         user=User.objects.get(username="alice"))  # fmt: skip
         assert (check.answer, [r["code"] for r in check.reasons]) == (answer, codes), check.reasons
     staging = Environment.objects.get(name="staging")
     assert staging.variable_template.name == "shorts-api"

@@ -93,11 +93,16 @@ def test_an_open_critical_or_high_incident_on_its_components_refuses(client, env
     assert "and 1 more" in ask(client, token).json()["reasons"][0]["message"]
 
 
-def test_another_deploy_or_a_rollback_in_progress_refuses(client, env, token):
-    Deployment.objects.create(environment=env, external_id="d1", version="v1.9", status="watching")
-    response = ask(client, token)
-    assert refused_for(response) == ["deploy_in_progress"]
-    assert "v1.9 (Watching)" in response.json()["reasons"][0]["message"]
+def test_another_deploy_in_progress_means_wait_until_its_watch_ends(client, env, token):
+    Deployment.objects.create(environment=env, external_id="d1", version="v1.9", status="watching",
+                              watch_until=timezone.now() + timedelta(minutes=4))  # fmt: skip
+    body = ask(client, token).json()
+    assert (body["answer"], [r["code"] for r in body["reasons"]]) == (
+        "waiting",
+        ["deploy_in_progress"],
+    )
+    assert body["reasons"][0]["message"] == "another deploy is in progress: v1.9 (Watching)"
+    assert 230 <= body["retry_after"] <= 240
 
 
 def test_missing_required_variables_refuse_naming_them(client, env, token):
@@ -205,6 +210,10 @@ def test_a_token_whose_owner_may_not_ask_is_refused(client, env, carol):
     env.save()
     _, token = ApiToken.issue("viewer-ci", scopes=["deploy:check"], created_by=carol)
     assert refused_for(ask(client, token)) == ["approval_required"]
+    _, ownerless = ApiToken.issue("ownerless", scopes=["deploy:check"])
+    response = ask(client, ownerless)
+    assert refused_for(response) == ["approval_required"]
+    assert "cannot tell who deploys" in response.json()["reasons"][0]["message"]
     assert not DeployApproval.objects.exists()
 
 
@@ -218,7 +227,7 @@ def test_every_reason_at_once(client, env, token):
                            freeze_deploys=True)  # fmt: skip
     assert refused_for(ask(client, token)) == [
         "variables_missing", "deploy_in_progress", "deploy_freeze", "open_incident",
-    ]  # fmt: skip
+    ], "refused, not waiting: some reasons do not pass by themselves"  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -274,3 +283,21 @@ def test_an_approval_lets_one_deploy_through(client, env, token, bob):
                               commit="ABC1234", status="succeeded")  # fmt: skip
     again = ask(client, token).json()
     assert again["answer"] == "waiting" and again["approval"]["id"] != first.pk
+
+
+def test_a_failed_pre_deploy_backup_refuses_instead_of_starting_another(
+    client, env, token, tmp_path
+):
+    from backups.models import Backup, DatabaseTarget
+
+    target = DatabaseTarget.objects.create(name="shop", engine="sqlite",
+                                           dsn=f"sqlite:///{tmp_path}/x.db")  # fmt: skip
+    env.backup_target = target
+    env.save()
+    assert ask(client, token, start_backup=True).json()["answer"] == "waiting"
+    Backup.objects.update(status="failed", error="pg_dump: connection refused")
+    response = ask(client, token, start_backup=True)
+    assert refused_for(response) == ["backup_too_old"]
+    message = response.json()["reasons"][0]["message"]
+    assert "the backup taken before a deploy" in message and "failed" in message
+    assert "connection refused" not in message and Backup.objects.count() == 1

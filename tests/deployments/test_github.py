@@ -121,7 +121,7 @@ def test_an_allowed_deploy_is_approved_through_the_callback_as_the_app(
 ):
     response = deliver(client, event(httpserver))
     assert response.status_code == 202, response.content
-    assert response.json()["answer"] == "allowed"
+    assert response.json()["answer"] == "waiting", "recorded; the gate runs on a worker"
     assert github_api == [], "GitHub is answered by a worker, not in its own request"
     before = int(time.time())
     run_queued()
@@ -141,9 +141,13 @@ def test_an_allowed_deploy_is_approved_through_the_callback_as_the_app(
         "environment_name": "production", "state": "approved",
         "comment": f"opsconsole: {SHA[:12]} may deploy to production.",
     }  # fmt: skip
-    check = GateCheck.objects.get()
-    assert (check.source, check.github_state, check.commit) == ("github", "approved", SHA)
+    received, check = GateCheck.objects.order_by("at", "pk")
+    assert (received.answer, received.github_state) == ("waiting", "superseded")
+    assert (check.answer, check.source, check.github_state, check.commit) == (
+        "allowed", "github", "approved", SHA,
+    )  # fmt: skip
     assert check.asked_by == "GitHub acme/shorts (deployment by octocat)"
+    assert check.github_deployment == 9 and check.github_sender == "octocat"
     assert check.pipeline_url == "", "a callback on a stand-in API is not a github.com run page"
 
 
@@ -151,43 +155,71 @@ def test_a_refused_deploy_is_rejected_with_the_reasons(client, env, app, github_
     now = timezone.now()
     Silence.objects.create(starts_at=now, ends_at=now + timedelta(hours=3), reason="Black Friday",
                            freeze_deploys=True)  # fmt: skip
-    assert deliver(client, event(httpserver)).json()["answer"] == "refused"
+    deliver(client, event(httpserver))
     run_queued()
     body = json.loads(github_api[-1][3])
     assert body["state"] == "rejected" and body["environment_name"] == "production"
-    assert body["comment"].startswith(f"opsconsole refused {SHA[:12]} for production:\n- a deploy")
-    assert "Black Friday" in body["comment"] and "(deploy_freeze)" in body["comment"]
-    assert GateCheck.objects.get().github_state == "rejected"
+    check = GateCheck.objects.get(github_state="rejected")
+    assert body["comment"] == (
+        f"opsconsole refused {SHA[:12]} for production:\n"
+        "- a deploy freeze is on (deploy_freeze)\n"
+        f"Details: http://127.0.0.1:8000/admin/deployments/gatecheck/{check.pk}/change/"
+    ), "the kind of reason only: anyone who reads the repository sees the comment"
+    assert "Black Friday" in check.reasons[0]["message"], "the details stay in the console"
 
 
 def test_a_waiting_deploy_is_answered_once_someone_approves(
-    client, env, app, github_api, httpserver, bob
+    client, env, app, github_api, httpserver, alice, bob
 ):
     env.require_deploy_approval = True
     env.save()
-    assert deliver(client, event(httpserver)).json()["answer"] == "waiting"
+    app.people = {"octocat": "alice"}
+    app.save()
+    deliver(client, event(httpserver))
     run_queued()
     assert github_api == [], "nothing said while waiting"
     approval = DeployApproval.objects.get()
-    assert approval.requested_by is None and "GitHub" not in str(approval.requested_by)
+    assert approval.requested_by == alice, "the GitHub user's console account"
+    assert not approval.can_approve(alice), "who deploys does not approve their own deploy"
     approval.approve(bob, confirmation="production")
     run_queued()
     assert json.loads(github_api[-1][3])["state"] == "approved"
-    first, second = GateCheck.objects.order_by("at", "pk")
-    assert (first.answer, first.github_state) == ("waiting", "superseded")
-    assert (second.answer, second.github_state) == ("allowed", "approved")
+    answers = list(GateCheck.objects.order_by("at", "pk").values_list("answer", "github_state"))
+    assert answers == [
+        ("waiting", "superseded"),
+        ("waiting", "superseded"),
+        ("allowed", "approved"),
+    ]
 
 
 def test_a_rejected_approval_rejects_the_github_deployment(
-    client, env, app, github_api, httpserver, bob
+    client, env, app, github_api, httpserver, bob, django_user_model
+):
+    django_user_model.objects.create_user("octocat")  # the same name on GitHub and here
+    env.require_deploy_approval = True
+    env.save()
+    deliver(client, event(httpserver))
+    run_queued()
+    DeployApproval.objects.get().reject(bob, note="wait for Monday")
+    run_queued()
+    body = json.loads(github_api[-1][3])
+    assert body["state"] == "rejected" and "(approval_rejected)" in body["comment"]
+    assert "wait for Monday" not in body["comment"]
+
+
+def test_a_two_person_environment_refuses_a_deploy_by_someone_it_cannot_name(
+    client, env, app, github_api, httpserver
 ):
     env.require_deploy_approval = True
     env.save()
     deliver(client, event(httpserver))
-    DeployApproval.objects.get().reject(bob, note="wait for Monday")
     run_queued()
-    body = json.loads(github_api[-1][3])
-    assert body["state"] == "rejected" and "wait for Monday" in body["comment"]
+    assert json.loads(github_api[-1][3])["state"] == "rejected"
+    check = GateCheck.objects.get(github_state="rejected")
+    assert check.reasons == [{"code": "approval_required", "message": (
+        "production needs a second person's approval, and the console cannot tell who "
+        "deploys (GitHub acme/shorts (deployment by octocat) has no console account)")}]  # fmt: skip
+    assert not DeployApproval.objects.exists()
 
 
 def test_a_forged_signature_or_a_replay_is_refused_and_nothing_happens(
@@ -200,10 +232,16 @@ def test_a_forged_signature_or_a_replay_is_refused_and_nothing_happens(
                            HTTP_X_GITHUB_EVENT="deployment_protection_rule")  # fmt: skip
     assert unsigned.status_code == 401
     assert deliver(client, None, body=payload, delivery="d-1").status_code == 202
-    replay = deliver(client, None, body=payload, delivery="d-1")
-    assert replay.status_code == 401 and "replayed" in replay.json()["error"]
     run_queued()
-    assert GateCheck.objects.count() == 1 and len(github_api) == 2
+    # A replay (or GitHub's own redelivery), under any delivery id, is the same question.
+    for delivery in ("d-1", "d-2"):
+        again = deliver(client, None, body=payload, delivery=delivery)
+        assert again.status_code == 200 and again.json()["duplicate"] is True
+    run_queued()
+    assert GateCheck.objects.count() == 2 and len(github_api) == 2, "asked once, answered once"
+    rerun = event(httpserver)
+    rerun["deployment"]["id"] = 10  # a re-run of the job: a new deployment, a new question
+    assert deliver(client, rerun).status_code == 202
 
 
 def test_a_callback_url_off_the_apps_api_is_refused(client, env, app, httpserver):
@@ -228,16 +266,14 @@ def test_unknown_environments_other_events_and_pings(client, env, app, httpserve
 
 
 def test_an_answer_lost_with_its_worker_is_sent_by_the_next_sweep(
-    client, env, app, github_api, httpserver, django_capture_on_commit_callbacks
+    client, env, app, github_api, httpserver
 ):
-    from django_q.models import OrmQ
-
     from deployments.tasks import recheck_waiting_gates
 
-    with django_capture_on_commit_callbacks(execute=True):
-        deliver(client, event(httpserver))
-    assert OrmQ.objects.count() == 1
-    OrmQ.objects.all().delete()  # the worker that held the task died with it
+    deliver(client, event(httpserver))
+    run_queued()  # the gate ran; its answer was queued for GitHub...
+    GateCheck.objects.filter(answer="allowed").update(github_state="")
+    github_api.clear()  # ...and the worker that held it died before sending it
     assert recheck_waiting_gates() == 0, "not before a minute has passed"
     GateCheck.objects.update(at=timezone.now() - timedelta(minutes=2))
     assert recheck_waiting_gates() == 1
@@ -253,6 +289,6 @@ def test_a_github_api_failure_is_kept_on_the_check_and_retried(client, env, app,
     deliver(client, event(httpserver))
     with pytest.raises(github.GitHubError):
         run_queued()
-    check = GateCheck.objects.get()
+    check = GateCheck.objects.get(answer="allowed")
     assert "HTTP 401" in check.github_error and check.github_state == ""
     assert INSTALLATION_TOKEN not in check.github_error

@@ -51,7 +51,8 @@ def graphql_server(httpserver, statuses, *, can_rollback=True, seen=None):
             status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
             data = {"deployments": {"edges": [{"node": {"id": "dep-new", "status": status}}]}}
         elif query == VARIABLES:
-            data = {"variables": {"DATABASE_URL": "x", "REDIS_URL": "y"}}
+            data = {"variables": {"DATABASE_URL": "x", "REDIS_URL": "y",
+                                  "RAILWAY_PUBLIC_DOMAIN": "api.up.railway.app"}}  # fmt: skip
         else:
             return Response(json.dumps({"errors": [{"message": "unknown query"}]}), status=400)
         return Response(json.dumps({"data": data}), content_type="application/json")
@@ -357,7 +358,7 @@ def test_railway_variables_import_into_the_console_and_drift_is_seen_there(
     assert railway.import_from_provider(bob) == ["DATABASE_URL", "REDIS_URL"]
     body, headers = seen[-1]
     assert body == {"query": VARIABLES, "variables": {"projectId": "proj-1",
-                    "environmentId": "env-1", "serviceId": "svc-1"}}  # fmt: skip
+                    "environmentId": "env-1", "serviceId": "svc-1", "unrendered": True}}  # fmt: skip
     assert headers["Authorization"] == "Bearer rw-token"
     assert {v.name: reveal(v.value) for v in railway.variables.all()} == {
         "DATABASE_URL": "x", "REDIS_URL": "y",

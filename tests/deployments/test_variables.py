@@ -61,9 +61,9 @@ def test_a_dotenv_file_with_comments_quotes_and_export_prefixes():
     ("data", "message"),
     [
         (b"\xff\xfe\x00A", "not UTF-8"),
-        (b"JUST_A_NAME\n", "no value (NAME=value) for: JUST_A_NAME"),
+        (b"A=1\nJUST_A_NAME\n", "line 2 has a name but no value (NAME=value)"),
         (b"# only a comment\n", "no variables found"),
-        (b"1BAD=x\n", "not variable names: 1BAD"),
+        (b"1BAD=x\n", "line 1: not a variable name"),
         (b"A=1\nB C=2\n", "line 2 is not NAME=value"),
         (b"A=" + b"x" * 300_000, "over 256 KB"),
     ],
@@ -71,6 +71,15 @@ def test_a_dotenv_file_with_comments_quotes_and_export_prefixes():
 def test_a_file_that_is_not_a_dotenv_says_why(data, message):
     with pytest.raises(DotenvError, match=re.escape(message)):
         parse_dotenv(data)
+
+
+@pytest.mark.parametrize(
+    "stray", [b"sk_live_51Habc/xyz+123", b"ghp_R3alTok3n", b"MIIEpAIBAAKCAQEA3"]
+)
+def test_a_stray_line_is_named_by_its_number_never_its_text(stray):
+    with pytest.raises(DotenvError) as error:
+        parse_dotenv(b"A=1\n" + stray + b"\n")
+    assert str(error.value).startswith("line 2") and stray.decode()[:6] not in str(error.value)
 
 
 def upload(client, env, data: bytes):

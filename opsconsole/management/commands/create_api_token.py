@@ -45,8 +45,10 @@ class Command(BaseCommand):
             owner = get_user_model().objects.filter(username=user, is_active=True).first()
             if owner is None:
                 raise CommandError(f"no active user named {user!r}")
-        elif "rollback:request" in scope:
-            raise CommandError("a token that files rollback requests needs --user (its owner)")
+        elif "rollback:request" in scope or "deploy:check" in scope:
+            raise CommandError(
+                "a token that files rollback requests or deploy approvals needs --user (its owner)"
+            )
         if expires_days is not None and expires_days <= 0:
             raise CommandError("--expires-days must be a positive number of days")
         expires = timezone.now() + timedelta(days=expires_days) if expires_days else None
