@@ -292,3 +292,25 @@ def test_a_github_api_failure_is_kept_on_the_check_and_retried(client, env, app,
     check = GateCheck.objects.get(answer="allowed")
     assert "HTTP 401" in check.github_error and check.github_state == ""
     assert INSTALLATION_TOKEN not in check.github_error
+
+
+def test_a_callback_on_githubs_api_gives_the_run_page_as_the_pipeline(db, env, rsa_key):
+    app = GitHubApp.objects.create(name="gh", app_id="1", private_key=rsa_key[0],
+                                   webhook_secret="s", repositories=["acme/shorts"])  # fmt: skip
+    payload = {
+        "action": "requested", "environment": "production",
+        "deployment_callback_url": "https://api.github.com/repos/acme/shorts/actions/runs/77/"
+                                   "deployment_protection_rule",
+        "deployment": {"id": 9, "sha": SHA}, "repository": {"full_name": "acme/shorts"},
+        "installation": {"id": 42}, "sender": {"login": "octocat"},
+    }  # fmt: skip
+    question = github._question(app, payload)
+    assert question["pipeline_url"] == "https://github.com/acme/shorts/actions/runs/77"
+    with pytest.raises(github.WebhookError, match="does not answer for acme/other"):
+        github._question(app, {**payload, "repository": {"full_name": "acme/other"}})
+    for bad in ({"installation": {"id": True}}, {"installation": []}, {"deployment": {"id": "9"}},
+                {"environment": "x" * 201}, {"sender": "octocat"}):  # fmt: skip
+        try:
+            github._question(app, {**payload, **bad})
+        except github.WebhookError as exc:
+            assert exc.status == 400, bad
