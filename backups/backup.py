@@ -59,7 +59,8 @@ def compress_and_encrypt(reader: ProgressReader, out: HashingWriter, recipient: 
 
 def object_key(backup: Backup) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", backup.target.name).strip("-") or "target"
-    return f"{slug}/{backup.id}.dump.zst.age"
+    kind = "base.tar" if backup.kind == Backup.Kind.BASE else "dump"
+    return f"{slug}/{backup.id}.{kind}.zst.age"
 
 
 def back_up(backup: Backup) -> Backup:
@@ -141,7 +142,7 @@ def _stream(backup: Backup) -> Backup:
         # The stages stream into each other: the dump's span holds the compression and
         # encryption, which holds the uploads of the parts as they fill.
         with tracing.span("backup.dump", {"opsconsole.engine": target.engine}):
-            with engine.dump() as dump:
+            with engine.base_backup() if backup.kind == Backup.Kind.BASE else engine.dump() as dump:
                 reader = ProgressReader(dump.stream, backup)
                 with tracing.span(
                     "backup.compress_encrypt",

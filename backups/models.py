@@ -189,6 +189,9 @@ class BackupPolicy(models.Model):
         WEEKLY = "weekly", "Weekly"
         MONTHLY = "monthly", "Monthly"
         MANUAL = "manual", "Manual"
+        # A physical copy of the whole cluster (pg_basebackup): with the target's WAL
+        # archive, the start of a point-in-time recovery.
+        BASE = "base", "Base backup (point-in-time recovery)"
 
     name = models.CharField(max_length=100, unique=True)
     target = models.ForeignKey(DatabaseTarget, on_delete=models.CASCADE, related_name="policies")
@@ -304,6 +307,8 @@ class Backup(models.Model):
         MANUAL = "manual", "Manual"
         PRE_RESTORE = "pre-restore", "Before a restore"
         PRE_DEPLOY = "pre-deploy", "Before a deploy"
+
+    Kind = BackupPolicy.Kind
 
     # How a status is coloured wherever it is shown (admin list, dashboard); others are ok.
     STATUS_CSS = {"failed": "state-bad", "running": "state-warn", "queued": "state-warn"}
@@ -499,3 +504,95 @@ class RestoreRequest(ApprovalRequest):
         RestoreRequest.objects.filter(pk=self.pk).update(
             old_database_dropped_at=self.old_database_dropped_at
         )
+
+
+class WalArchive(models.Model):
+    """Continuous WAL of a PostgreSQL target: streamed through a physical replication slot
+    by one receiver across all hosts (the lease below), each segment shipped through the
+    backup pipeline (zstd → age → SHA-256 → storage) as its own object."""
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", "Waiting for a receiver"
+        STREAMING = "streaming", "Streaming"
+        FAILING = "failing", "Failing (restarting)"
+        UNAVAILABLE = "unavailable", "Replication not available"
+
+    target = models.OneToOneField(DatabaseTarget, on_delete=models.CASCADE, related_name="wal")
+    storage = models.ForeignKey(StorageLocation, on_delete=models.PROTECT, related_name="+")
+    enabled = models.BooleanField(default=True)
+    slot_name = models.CharField(max_length=63, blank=True, editable=False)
+    partial_every_seconds = models.PositiveIntegerField(
+        default=30, help_text="How often the open segment is shipped too (at most 60)."
+    )
+    max_retained_mb = models.PositiveIntegerField(
+        default=2048, help_text="An incident when the slot holds more WAL on the server than this."
+    )
+    # The receiver: who holds the stream, and what it last did.
+    holder = models.CharField(max_length=200, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.WAITING, editable=False
+    )
+    error = models.TextField(blank=True, editable=False)
+    covered_until = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Every WAL record written before this moment is stored.",
+    )  # fmt: skip
+    last_segment = models.CharField(max_length=40, blank=True, editable=False)
+    retained_bytes = models.BigIntegerField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "WAL archive"
+
+    def __str__(self) -> str:
+        return f"WAL of {self.target}"
+
+    def save(self, *args, **kwargs):
+        if not self.slot_name:
+            self.slot_name = f"opsconsole_{self.target_id}"
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if self.target_id and self.target.engine != "postgresql":
+            raise ValidationError("Continuous WAL is for PostgreSQL targets.")
+        if not 1 <= self.partial_every_seconds <= 60:
+            raise ValidationError({"partial_every_seconds": "From 1 to 60 seconds."})
+
+    def fingerprint(self) -> str:
+        return f"wal:{self.pk}"
+
+    def prefix(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.target.name).strip("-") or "target"
+        return f"{slug}/wal"
+
+    def object_key(self, name: str, partial: bool = False) -> str:
+        return f"{self.prefix()}/{name}{'.partial' if partial else ''}.zst.age"
+
+    def recovery_point_age(self, now: datetime | None = None) -> float | None:
+        """Seconds of writes that would be lost now (the live RPO), or None before any."""
+        if self.covered_until is None:
+            return None
+        return max(0.0, ((now or timezone.now()) - self.covered_until).total_seconds())
+
+
+class WalSegment(models.Model):
+    """One shipped WAL file: a whole segment, a timeline history, or the open segment so
+    far (`partial`, replaced each time it is shipped, removed once the whole one is)."""
+
+    archive = models.ForeignKey(WalArchive, on_delete=models.CASCADE, related_name="segments")
+    name = models.CharField(max_length=40)
+    partial = models.BooleanField(default=False)
+    storage_key = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    bytes_stored = models.BigIntegerField()
+    raw_sha256 = models.CharField(max_length=64, help_text="Of the WAL itself, before zstd/age.")
+    shipped_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["archive", "name", "partial"], name="one_wal_object")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}{' (partial)' if self.partial else ''}"

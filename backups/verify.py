@@ -103,7 +103,12 @@ def _verify(backup: Backup) -> Backup:
         archive = Path(tmp) / "archive"
         try:
             extract(backup, archive)
-            toc = backup.target.db.describe_archive(archive)
+            engine = backup.target.db
+            toc = (
+                engine.describe_base_backup(archive)
+                if backup.kind == Backup.Kind.BASE
+                else engine.describe_archive(archive)
+            )
         except (RestoreRefused, EngineError) as exc:
             Backup.objects.filter(pk=backup.pk).update(error=f"verification failed: {exc}"[:4000])
             raise_incident(

@@ -30,6 +30,9 @@ from backups.streams import StderrTail, watchdog
 from opsconsole import tracing
 from opsconsole.children import child_env
 
+# A WAL segment's file name: timeline, then log and segment numbers, in hex.
+WAL_FILE = re.compile(r"[0-9A-F]{24}")
+
 # The entries of `pg_restore --list` counted in a backup's table of contents.
 ARCHIVE_KINDS = (
     "TABLE DATA",
@@ -143,34 +146,124 @@ class PostgresEngine(Engine):
     @contextlib.contextmanager
     def dump(self) -> Iterator[Dump]:
         """pg_dump's custom format, uncompressed (zstd does that), streamed from its stdout."""
-        with self.tool_env() as (conn_args, env):
-            argv = self.dump_argv(conn_args, self.target.exclude_table_data)
-            with tracing.process(argv) as exited:
-                process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret in it
-                    argv,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=env,
-                    start_new_session=True,
-                )
-                tail = StderrTail(process.stderr)
-                timer = watchdog(process, settings.BACKUPS_TIMEOUT_SECONDS)
-                dump = Dump(process.stdout)
-                try:
-                    yield dump
-                    code = process.wait(timeout=60)
-                except BaseException:
-                    process.kill()
-                    exited(process.wait(timeout=30))
-                    raise
-                finally:
-                    timer.cancel()
-                exited(code)
-            dump.stderr = tail.text()
-            if code != 0:
-                reason = "timed out" if code == -9 else f"exited with code {code}"
-                last = dump.stderr.strip().splitlines()[-1] if dump.stderr.strip() else ""
-                raise BackupError(f"pg_dump {reason}: {last}".rstrip(": "), dump.stderr)
+        with (
+            self.tool_env() as (conn_args, env),
+            self._streamed(
+                self.dump_argv(conn_args, self.target.exclude_table_data), env, "pg_dump"
+            ) as dump,
+        ):
+            yield dump
+
+    def base_backup_argv(self, conn_args: list[str]) -> list[str]:
+        # A tar of the whole cluster on stdout, with the WAL it needs inside (-X fetch):
+        # restorable on its own, and the start of a point-in-time recovery.
+        return [
+            pg_tool("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
+            "--checkpoint=fast", "--no-manifest", "--no-password", *conn_args,
+        ]  # fmt: skip
+
+    @contextlib.contextmanager
+    def base_backup(self) -> Iterator[Dump]:
+        """pg_basebackup's tar, streamed from its stdout: never staged on disk."""
+        with (
+            self.tool_env() as (conn_args, env),
+            self._streamed(self.base_backup_argv(conn_args), env, "pg_basebackup") as dump,
+        ):
+            yield dump
+
+    @contextlib.contextmanager
+    def _streamed(self, argv: list[str], env: dict[str, str], name: str) -> Iterator[Dump]:
+        with tracing.process(argv) as exited:
+            process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret in it
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+            tail = StderrTail(process.stderr)
+            timer = watchdog(process, settings.BACKUPS_TIMEOUT_SECONDS)
+            dump = Dump(process.stdout)
+            try:
+                yield dump
+                code = process.wait(timeout=60)
+            except BaseException:
+                process.kill()
+                exited(process.wait(timeout=30))
+                raise
+            finally:
+                timer.cancel()
+            exited(code)
+        dump.stderr = tail.text()
+        if code != 0:
+            reason = "timed out" if code == -9 else f"exited with code {code}"
+            last = dump.stderr.strip().splitlines()[-1] if dump.stderr.strip() else ""
+            raise BackupError(f"{name} {reason}: {last}".rstrip(": "), dump.stderr)
+
+    def describe_base_backup(self, archive: Path) -> dict[str, int]:
+        """What a base backup's tar holds; EngineError when it is not a whole cluster."""
+        import tarfile
+
+        counts = {"files": 0, "wal segments": 0}
+        names = set()
+        try:
+            with tarfile.open(archive, mode="r|") as tar:
+                for member in tar:
+                    names.add(member.name)
+                    counts["files"] += member.isfile()
+                    counts["wal segments"] += member.name.startswith("pg_wal/") and bool(
+                        WAL_FILE.fullmatch(member.name.removeprefix("pg_wal/"))
+                    )
+        except tarfile.TarError as exc:
+            raise EngineError(f"not a base backup: {exc}") from None
+        missing = [n for n in ("PG_VERSION", "backup_label", "global/pg_control") if n not in names]
+        if missing:
+            raise EngineError(f"not a whole base backup: no {', '.join(missing)}")
+        return counts
+
+    # --- continuous WAL --------------------------------------------------------------
+    def receivewal_argv(self, conn_args: list[str], spool: Path, slot: str) -> list[str]:
+        # --synchronous: flushed (and reported flushed to the server) as it arrives, so
+        # what the slot releases is on disk here; --no-loop: the console supervises.
+        return [
+            pg_tool("pg_receivewal"), "--directory", str(spool), "--slot", slot,
+            "--synchronous", "--no-loop", "--status-interval=5", "--no-password", *conn_args,
+        ]  # fmt: skip
+
+    def create_slot_argv(self, conn_args: list[str], slot: str) -> list[str]:
+        return [
+            pg_tool("pg_receivewal"), "--create-slot", "--if-not-exists", "--slot", slot,
+            "--no-password", *conn_args,
+        ]  # fmt: skip
+
+    def replication_problem(self) -> str | None:
+        """Why WAL cannot be streamed from this server (one line), or None."""
+        try:
+            with self.connect() as conn:
+                level = conn.execute("SHOW wal_level").fetchone()[0]
+                senders = int(conn.execute("SHOW max_wal_senders").fetchone()[0])
+                can = conn.execute(
+                    "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
+                ).fetchone()[0]
+        except psycopg.Error as exc:
+            return f"cannot connect: {str(exc).strip().splitlines()[0]}"
+        if level == "minimal":
+            return "the server's wal_level is minimal; set wal_level = replica and restart it"
+        if senders < 1:
+            return "the server allows no replication connections (max_wal_senders = 0)"
+        if not can:
+            return "the user may not open replication connections (it needs REPLICATION)"
+        return None
+
+    def slot_retained_bytes(self, slot: str) -> int | None:
+        """WAL the server keeps for the slot (what a stopped receiver costs its disk)."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                [slot],
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
 
     def describe_archive(self, archive: Path) -> dict[str, int]:
         """pg_restore --list, counted by kind of entry (tables, data, indexes, ...)."""
