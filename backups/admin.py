@@ -22,6 +22,7 @@ from backups.models import (
     DatabaseTarget,
     RestoreRequest,
     StorageLocation,
+    WalArchive,
 )
 from opsconsole import permissions
 from opsconsole.approvals.admin import ApprovalAdminMixin
@@ -60,7 +61,39 @@ class DatabaseTargetAdmin(RunJobsMixin, admin.ModelAdmin):
         "required_tables",
         "check_queries",
     )
-    actions = ["back_up_now"]
+    actions = ["back_up_now", "switch_on_wal", "switch_off_wal"]
+
+    def has_configure_permission(self, request):
+        return request.user.has_perm("backups.change_databasetarget")
+
+    @admin.action(
+        description="Switch to continuous WAL (point-in-time recovery)",
+        permissions=["configure"],
+    )
+    def switch_on_wal(self, request, queryset):
+        for target in queryset:
+            try:
+                archive, first = WalArchive.switch_on(target, request.user)
+            except (ValidationError, PermissionDenied) as exc:
+                self.message_user(request, getattr(exc, "messages", [str(exc)])[0], messages.ERROR)
+                continue
+            self.log_change(request, target, "Continuous WAL switched on")
+            self.message_user(
+                request,
+                f"{target}: continuous WAL on (slot {archive.slot_name}); base backup "
+                f"{first.id} queued, then weekly; the hourly dump is off.",
+            )
+
+    @admin.action(description="Switch continuous WAL off", permissions=["configure"])
+    def switch_off_wal(self, request, queryset):
+        for target in queryset:
+            archive = WalArchive.objects.filter(target=target, enabled=True).first()
+            if archive is None:
+                self.message_user(request, f"{target}: continuous WAL is not on.", messages.ERROR)
+                continue
+            archive.switch_off(request.user)
+            self.log_change(request, target, "Continuous WAL switched off")
+            self.message_user(request, f"{target}: continuous WAL off; hourly dumps again.")
 
     @admin.display(description="Newest good backup")
     def newest_backup(self, target):
@@ -288,3 +321,38 @@ class BackupKeyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(WalArchive)
+class WalArchiveAdmin(admin.ModelAdmin):
+    list_display = ("target", "enabled", "status", "recovery_point", "last_segment", "retained")
+    fields = (
+        "target", "storage", "enabled", "partial_every_seconds", "max_retained_mb",
+        "status", "error", "recovery_point", "covered_until", "last_segment", "retained",
+        "slot_name", "holder", "lease_expires_at", "segments_stored",
+    )  # fmt: skip
+    readonly_fields = (
+        "target", "storage", "status", "error", "recovery_point", "covered_until",
+        "last_segment", "retained", "slot_name", "holder", "lease_expires_at", "segments_stored",
+    )  # fmt: skip
+
+    def has_add_permission(self, request):
+        return False  # switched on from the target (its checks and policies come with it)
+
+    @admin.display(description="Live RPO")
+    def recovery_point(self, archive):
+        age = archive.recovery_point_age()
+        if age is None:
+            return "nothing shipped yet"
+        css = "state-ok" if age <= 60 else "state-bad"
+        return format_html('<span class="{}">{:.0f} s</span>', css, age)
+
+    @admin.display(description="WAL kept by the slot on the server")
+    def retained(self, archive):
+        return "-" if archive.retained_bytes is None else human_bytes(archive.retained_bytes)
+
+    @admin.display(description="Stored")
+    def segments_stored(self, archive):
+        segments = archive.segments.filter(partial=False)
+        total = sum(segments.values_list("bytes_stored", flat=True))
+        return f"{segments.count()} segment(s), {human_bytes(total)}"

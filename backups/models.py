@@ -24,6 +24,7 @@ from backups.storages import STORAGE_KINDS, StorageError
 from opsconsole import leases, permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField, reveal
+from opsconsole.tasks import enqueue
 
 
 def default_exclusions() -> list[str]:
@@ -185,6 +186,7 @@ class BackupKey(models.Model):
 
 class BackupPolicy(models.Model):
     class Kind(models.TextChoices):
+        HOURLY = "hourly", "Hourly"
         DAILY = "daily", "Daily"
         WEEKLY = "weekly", "Weekly"
         MONTHLY = "monthly", "Monthly"
@@ -212,7 +214,11 @@ class BackupPolicy(models.Model):
         verbose_name_plural = "backup policies"
 
     # Daily, weekly and monthly dumps, each kept for its own window (7, 30, 365 days).
+    # Hourly: the shipped recovery objective allows losing an hour of writes, and a
+    # target without continuous WAL can only meet that with a dump every hour (its
+    # cost is in the README). Continuous WAL switches it off and adds a weekly base.
     DEFAULTS = (
+        ("hourly", "0 * * * *", 2),
         ("daily", "0 2 * * *", 7),
         ("weekly", "0 3 * * 0", 30),
         ("monthly", "0 4 1 * *", 365),
@@ -557,6 +563,64 @@ class WalArchive(models.Model):
             raise ValidationError("Continuous WAL is for PostgreSQL targets.")
         if not 1 <= self.partial_every_seconds <= 60:
             raise ValidationError({"partial_every_seconds": "From 1 to 60 seconds."})
+
+    BASE_POLICY = ("base", "0 3 * * 0", 30)  # weekly, kept 30 days
+
+    @classmethod
+    def switch_on(cls, target: DatabaseTarget, user, storage: StorageLocation | None = None):
+        """Continuous WAL for `target`: refused in one line where the server cannot stream
+        it; a weekly base-backup policy, a first base backup now, and the hourly dump off."""
+        if not user.has_perm("backups.change_databasetarget"):
+            raise PermissionDenied("You may not change this target's backups.")
+        if target.engine != "postgresql":
+            raise ValidationError(f"{target}: continuous WAL is for PostgreSQL targets.")
+        problem = target.db.replication_problem()
+        if problem:
+            raise ValidationError(f"{target}: WAL cannot be streamed: {problem}.")
+        with transaction.atomic():
+            archive, _ = cls.objects.update_or_create(
+                target=target,
+                defaults={"enabled": True, "storage": storage or StorageLocation.default()},
+            )
+            kind, cron, days = cls.BASE_POLICY
+            policy, _ = BackupPolicy.objects.update_or_create(
+                name=f"{target.name} {kind}",
+                defaults={"target": target, "storage": archive.storage, "kind": kind,
+                          "schedule": cron, "retention_days": days, "enabled": True},
+            )  # fmt: skip
+            policy.sync_schedule()
+            for hourly in target.policies.filter(kind=BackupPolicy.Kind.HOURLY, enabled=True):
+                hourly.enabled = False
+                hourly.save()
+                hourly.sync_schedule()
+            first = policy.start(trigger=Backup.Trigger.MANUAL, user=user)
+            transaction.on_commit(lambda: enqueue("backups.tasks.run_backup", first.pk))
+        return archive, first
+
+    def switch_off(self, user) -> None:
+        """Back to dumps: the hourly one on again; the slot is dropped so the server stops
+        keeping WAL for a receiver that will not come."""
+        if not user.has_perm("backups.change_databasetarget"):
+            raise PermissionDenied("You may not change this target's backups.")
+        WalArchive.objects.filter(pk=self.pk).update(
+            enabled=False, holder="", lease_expires_at=None
+        )
+        for hourly in self.target.policies.filter(kind=BackupPolicy.Kind.HOURLY, enabled=False):
+            hourly.enabled = True
+            hourly.save()
+            hourly.sync_schedule()
+        try:
+            with self.target.db.connect() as conn:
+                conn.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND NOT active",
+                    [self.slot_name],
+                )
+        except Exception as exc:
+            WalArchive.objects.filter(pk=self.pk).update(
+                error=f"the slot could not be dropped ({type(exc).__name__}); drop "
+                f"{self.slot_name} on the server by hand"
+            )
 
     def fingerprint(self) -> str:
         return f"wal:{self.pk}"

@@ -1,9 +1,11 @@
 """Retention: which backups have outlived their policy's window, and deleting them.
 
-Each kind is judged by its own window (daily 7 days, weekly 30, monthly 365 by
-default). Never deleted: the newest verified backup of a target (or, if none
-is verified, its newest good one), a backup an open restore refers to, and
-manual backups (they have no window).
+Each kind is judged by its own window (hourly 2 days, daily 7, weekly 30,
+monthly 365, base 30 by default). Continuous WAL is kept from the first segment
+the oldest kept base backup needs, and nothing older. Never deleted: the
+newest verified backup of a target (or, if none is verified, its newest good
+one), a backup an open restore refers to, and manual backups (they have no
+window).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from backups.models import Backup, BackupPolicy, RestoreRequest
+from backups.models import Backup, BackupPolicy, RestoreRequest, WalArchive, WalSegment
 from backups.storages import StorageError
 
 log = logging.getLogger("opsconsole.backups.retention")
@@ -52,6 +54,26 @@ def due_for_deletion(now: datetime | None = None) -> list[Backup]:
     return list(candidates.select_related("target", "storage").order_by("created_at"))
 
 
+def wal_due_for_deletion(now: datetime | None = None) -> dict[WalArchive, list[WalSegment]]:
+    """WAL older than what the oldest base backup still kept needs, per archive. With no
+    kept base backup nothing is deleted: the WAL waits for the next one."""
+    doomed = {backup.pk for backup in due_for_deletion(now)}
+    found = {}
+    for archive in WalArchive.objects.select_related("target", "storage"):
+        kept = Backup.objects.filter(
+            target=archive.target, kind=Backup.Kind.BASE, status__in=Backup.GOOD
+        ).exclude(pk__in=doomed)
+        starts = [b.toc_summary.get("start wal") for b in kept]
+        if not starts or not all(starts):
+            continue  # a kept base backup whose start is unknown: keep everything
+        oldest = min(starts)
+        old = archive.segments.filter(name__lt=oldest).exclude(name__endswith=".history")
+        old = list(old.order_by("name"))
+        if old:
+            found[archive] = old
+    return found
+
+
 def prune(now: datetime | None = None, dry_run: bool = False) -> list[Backup]:
     doomed = due_for_deletion(now)
     if dry_run:
@@ -68,4 +90,20 @@ def prune(now: datetime | None = None, dry_run: bool = False) -> list[Backup]:
         )
         log.info("retention deleted %s (%s, %s)", backup.id, backup.target.name, backup.kind)
         deleted.append(backup)
+    prune_wal(now)
     return deleted
+
+
+def prune_wal(now: datetime | None = None) -> int:
+    count = 0
+    for archive, segments in wal_due_for_deletion(now).items():
+        for segment in segments:
+            try:
+                archive.storage.backend.delete(segment.storage_key)
+            except StorageError as exc:
+                log.warning("could not delete WAL %s of %s: %s", segment.name, archive, exc)
+                break
+            segment.delete()
+            count += 1
+        log.info("retention deleted %s WAL segment(s) of %s", count, archive.target.name)
+    return count

@@ -204,12 +204,17 @@ class PostgresEngine(Engine):
         """What a base backup's tar holds; EngineError when it is not a whole cluster."""
         import tarfile
 
-        counts = {"files": 0, "wal segments": 0}
+        counts: dict = {"files": 0, "wal segments": 0}
         names = set()
         try:
             with tarfile.open(archive, mode="r|") as tar:
                 for member in tar:
                     names.add(member.name)
+                    if member.name == "backup_label":
+                        # The first WAL segment a recovery from it needs: what retention keeps.
+                        label = tar.extractfile(member).read().decode(errors="replace")
+                        found = re.search(r"START WAL LOCATION: .*\(file ([0-9A-F]{24})\)", label)
+                        counts["start wal"] = found.group(1) if found else ""
                     counts["files"] += member.isfile()
                     counts["wal segments"] += member.name.startswith("pg_wal/") and bool(
                         WAL_FILE.fullmatch(member.name.removeprefix("pg_wal/"))

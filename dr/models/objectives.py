@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from django.db import models
 from django.utils import timezone
 
+from backups.models import Backup, WalArchive
+
 
 class RecoveryObjective(models.Model):
     """How much data may be lost (RPO) and how long recovery may take (RTO), per database target."""
@@ -29,8 +31,18 @@ class RecoveryObjective(models.Model):
         return f"objective:{self.pk}"
 
     def live_rpo(self, now: datetime | None = None) -> timedelta | None:
+        """Writes that would be lost now: since the newest good backup, or, with continuous
+        WAL and a base backup to replay it onto, since the last shipped WAL."""
+        now = now or timezone.now()
         newest = self.target.newest_good_backup()
-        return None if newest is None else (now or timezone.now()) - newest.created_at
+        rpo = None if newest is None else now - newest.created_at
+        wal = WalArchive.objects.filter(target=self.target, enabled=True).first()
+        age = wal.recovery_point_age(now) if wal else None
+        if age is not None and self.target.backups.filter(
+            kind=Backup.Kind.BASE, status__in=Backup.GOOD
+        ).exists():
+            rpo = timedelta(seconds=age) if rpo is None else min(rpo, timedelta(seconds=age))
+        return rpo
 
     def measured_rto(self, last: int = 5) -> timedelta | None:
         """The median duration of the last successful drills."""

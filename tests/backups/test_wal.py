@@ -22,6 +22,7 @@ from backups.backup import back_up
 from backups.models import Backup, BackupKey, DatabaseTarget, WalArchive, WalSegment
 from backups.wal import Receiver
 from opsconsole.fields import reveal
+from tests.helpers import wait_for
 from tests.peers import ensure_binary
 from tests.pgserver import ensure_binaries, free_port, throwaway_cluster
 
@@ -51,18 +52,6 @@ def archive(transactional_db, primary, local_storage):
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                      "WHERE NOT active")  # fmt: skip
-
-
-def wait_until(predicate, timeout: float, exceptions: tuple = ()) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except exceptions:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"not within {timeout} s")
 
 
 class Running:
@@ -143,7 +132,7 @@ def test_wal_is_shipped_and_the_readme_procedure_restores_to_a_moment(archive, p
         time.sleep(1.2)
         after = insert(primary, 40)
         wrote = timezone.now()
-        wait_until(lambda: shipped_after(archive, wrote), timeout=20)
+        assert wait_for(lambda: shipped_after(archive, wrote), timeout=20)
         archive.refresh_from_db()
         assert archive.status == "streaming" and archive.holder
         assert archive.recovery_point_age() < 5
@@ -174,10 +163,13 @@ def test_wal_is_shipped_and_the_readme_procedure_restores_to_a_moment(archive, p
         try:
 
             def promoted():
-                with psycopg.connect(dsn, connect_timeout=2) as conn:
-                    return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+                try:
+                    with psycopg.connect(dsn, connect_timeout=2) as conn:
+                        return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+                except psycopg.OperationalError:
+                    return False
 
-            wait_until(promoted, timeout=60, exceptions=(psycopg.OperationalError,))
+            assert wait_for(promoted, timeout=60), process.stderr.read1().decode()[-2000:]
             with psycopg.connect(dsn) as conn:
                 count, newest = conn.execute("SELECT count(*), max(id) FROM events").fetchone()
             assert (count, newest) == (before, before), (
@@ -193,7 +185,9 @@ def test_wal_is_shipped_and_the_readme_procedure_restores_to_a_moment(archive, p
 def test_a_killed_receiver_loses_nothing_the_slot_kept(archive, primary):
     running = Running(archive)
     try:
-        wait_until(lambda: WalArchive.objects.get(pk=archive.pk).status == "streaming", timeout=20)
+        assert wait_for(
+            lambda: WalArchive.objects.get(pk=archive.pk).status == "streaming", timeout=20
+        )
         first = insert(primary, 20)
         receiver_pid = running.receiver.process.pid
     finally:
@@ -208,7 +202,7 @@ def test_a_killed_receiver_loses_nothing_the_slot_kept(archive, primary):
     wrote = timezone.now()
     running = Running(archive)
     try:
-        wait_until(lambda: shipped_after(archive, wrote), timeout=30)
+        assert wait_for(lambda: shipped_after(archive, wrote), timeout=30)
     finally:
         running.halt()
     names = sorted(WalSegment.objects.filter(archive=archive, partial=False)
@@ -222,3 +216,104 @@ def test_a_killed_receiver_loses_nothing_the_slot_kept(archive, primary):
         f"no gap in the archived WAL: {names}"
     )
     assert last > first
+
+
+def test_switching_on_takes_a_base_backup_weekly_and_turns_the_hourly_dump_off(
+    transactional_db, primary, bob, alice
+):
+    from django.core.exceptions import PermissionDenied
+
+    from backups.models import BackupPolicy
+
+    target = DatabaseTarget.objects.create(name="shop", engine="postgresql", dsn=primary)
+    assert target.policies.get(kind="hourly").enabled
+    with pytest.raises(PermissionDenied):
+        WalArchive.switch_on(target, alice)
+    from django_q.models import OrmQ
+
+    archive, first = WalArchive.switch_on(target, bob)
+    assert OrmQ.objects.count() == 1 and first.kind == "base" and first.status == "queued"
+    assert archive.slot_name == f"opsconsole_{target.pk}" and archive.enabled
+    base = BackupPolicy.objects.get(target=target, kind="base")
+    assert (base.schedule, base.retention_days) == ("0 3 * * 0", 30)
+    assert not target.policies.get(kind="hourly").enabled
+    archive.switch_off(bob)
+    assert target.policies.get(kind="hourly").enabled and not WalArchive.objects.get().enabled
+
+
+def test_a_server_that_refuses_replication_is_said_in_one_line(transactional_db, primary, bob):
+    from django.core.exceptions import ValidationError
+
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS app")
+        conn.execute("CREATE ROLE app LOGIN NOREPLICATION")
+    dsn = primary.replace("postgres@", "app@")
+    target = DatabaseTarget.objects.create(name="hosted", engine="postgresql", dsn=dsn)
+    with pytest.raises(ValidationError) as error:
+        WalArchive.switch_on(target, bob)
+    assert error.value.messages == [
+        "hosted: WAL cannot be streamed: the user may not open replication connections "
+        "(it needs REPLICATION)."
+    ]
+    assert not WalArchive.objects.exists() and target.policies.get(kind="hourly").enabled
+
+
+def test_the_live_rpo_is_the_last_shipped_wal_once_a_base_backup_exists(db, local_storage):
+    from datetime import timedelta
+
+    from dr.models import RecoveryObjective
+
+    target = DatabaseTarget.objects.create(name="shop", engine="postgresql",
+                                           dsn="postgresql://u@127.0.0.1:1/shop")  # fmt: skip
+    now = timezone.now()
+    dump = Backup.objects.create(target=target, storage=local_storage, status="verified",
+                                 sha256="0" * 64, bytes_stored=1)  # fmt: skip
+    Backup.objects.filter(pk=dump.pk).update(created_at=now - timedelta(hours=5))
+    archive = WalArchive.objects.create(target=target, storage=local_storage,
+                                        covered_until=now - timedelta(seconds=12))  # fmt: skip
+    objective = RecoveryObjective.objects.create(target=target)
+    assert objective.live_rpo(now) == timedelta(hours=5), "WAL alone cannot be replayed"
+    base = Backup.objects.create(target=target, storage=local_storage, status="verified",
+                                 kind="base", sha256="0" * 64, bytes_stored=1)  # fmt: skip
+    Backup.objects.filter(pk=base.pk).update(created_at=now - timedelta(hours=1))
+    assert objective.live_rpo(now) == timedelta(seconds=12)
+    assert objective.summary(now)["rpo_css"] == "state-ok"
+    archive.enabled = False
+    archive.save()
+    assert objective.live_rpo(now) == timedelta(hours=1), "without WAL: the newest backup"
+
+
+def test_retention_keeps_the_wal_the_oldest_kept_base_backup_needs(db, local_storage):
+    from datetime import timedelta
+
+    from backups import retention
+
+    target = DatabaseTarget.objects.create(name="shop", engine="postgresql",
+                                           dsn="postgresql://u@127.0.0.1:1/shop")  # fmt: skip
+    archive = WalArchive.objects.create(target=target, storage=local_storage)
+    names = [f"0000000100000000000000{n:02X}" for n in range(1, 9)]
+    for name in [*names, "00000002.history"]:
+        key = archive.object_key(name)
+        writer = local_storage.backend.open_writer(key, {})
+        writer.write(b"x")
+        writer.commit()
+        WalSegment.objects.create(archive=archive, name=name, storage_key=key, sha256="0",
+                                  bytes_stored=1, raw_sha256="0")  # fmt: skip
+    assert retention.wal_due_for_deletion() == {}, "no base backup: keep everything"
+    policy = target.policies.create(name="shop base", storage=local_storage, kind="base",
+                                    schedule="0 3 * * 0", retention_days=30)  # fmt: skip
+    old, kept, _newest = (
+        Backup.objects.create(target=target, storage=local_storage, policy=policy, kind="base",
+                              status="verified", sha256="0", bytes_stored=1,
+                              toc_summary={"start wal": names[i]})
+        for i in (1, 4, 6)
+    )  # fmt: skip
+    Backup.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=40))
+    Backup.objects.filter(pk=kept.pk).update(created_at=timezone.now() - timedelta(days=20))
+    due = retention.wal_due_for_deletion()
+    assert [s.name for s in due[archive]] == names[:4], "from the kept one's start on, all stays"
+    retention.prune()
+    assert sorted(archive.segments.values_list("name", flat=True)) == [
+        *names[4:], "00000002.history",
+    ]  # fmt: skip
+    assert not (Path(local_storage.config["path"]) / archive.object_key(names[0])).exists()

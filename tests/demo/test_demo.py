@@ -58,7 +58,7 @@ def test_the_demo_sets_up_every_part_and_can_run_again(client, pg, demo_ports, c
     assert set(DatabaseTarget.objects.values_list("name", flat=True)) == {"console", "shop"}
     shop = DatabaseTarget.objects.get(name="shop")
     assert shop.db.run_checks(demo.SAMPLE_DATABASE, shop.required_tables, shop.check_queries) == []
-    assert BackupPolicy.objects.filter(target=shop).count() == 3
+    assert BackupPolicy.objects.filter(target=shop).count() == 4
     assert RecoveryObjective.objects.count() == 2
     assert set(ServiceCheck.objects.filter(enabled=True).values_list("name", flat=True)) >= {
         "production API", "staging API"

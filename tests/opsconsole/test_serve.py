@@ -139,3 +139,32 @@ def test_serve_gives_up_after_repeated_worker_deaths(console, monkeypatch):
     assert process.wait(timeout=20) != 0, log.read_text()[-2000:]
     assert "the worker exited 5 times within 120 s" in log.read_text()
     assert len(killed) == 5
+
+
+def test_serve_starts_the_wal_receiver_once_a_target_has_continuous_wal(tmp_path):
+    env = console_env(tmp_path, WEB_CONCURRENCY="1", Q_WORKERS="1")
+    assert manage("migrate", "--noinput", env=env, timeout=180).returncode == 0
+    made = manage("shell", "-c", (
+        "from backups.models import *; t = DatabaseTarget.objects.create(name='shop', "
+        "engine='postgresql', dsn='postgresql://u@127.0.0.1:1/shop'); "
+        "WalArchive.objects.create(target=t, storage=StorageLocation.default())"
+    ), env=env, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        assert wait_for(lambda: re.search(r"WAL receiver pid (\d+)", log.read_text()), timeout=60)
+        receiver = int(re.search(r"WAL receiver pid (\d+)", log.read_text())[1])
+        time.sleep(2)
+        assert group_alive(receiver), log.read_text()[-2000:]
+        os.killpg(receiver, signal.SIGKILL)
+        assert wait_for(lambda: "WAL receiver restarted" in log.read_text(), timeout=30)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    assert not group_alive(receiver)

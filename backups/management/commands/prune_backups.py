@@ -17,4 +17,11 @@ class Command(BaseCommand):
         for backup in rows:
             when = f"{backup.created_at:%Y-%m-%d}"
             self.stdout.write(f"{verb} {backup.id} ({backup.target.name}, {backup.kind}, {when})")
+        wal = retention.wal_due_for_deletion() if dry_run else {}
+        for archive, segments in wal.items():
+            self.stdout.write(
+                f"{verb} {len(segments)} WAL segment(s) of {archive.target.name}: "
+                f"{segments[0].name} to {segments[-1].name} (older than the oldest kept base "
+                "backup needs)"
+            )
         self.stdout.write(f"{len(rows)} backup(s) {verb}.")

@@ -3,7 +3,9 @@
 Three processes: the web server; the alert path (`manage.py alertpath`: checks,
 rules, escalation, delivery, the deploy watch, the heartbeat, the reconciler);
 and the jobs worker (`manage.py qcluster`: backups, verifies, drills, restores,
-rollbacks, failovers). The alert path never waits behind long work.
+rollbacks, failovers). The alert path never waits behind long work. A fourth,
+the WAL receiver (`manage.py walreceiver`), starts once a target has continuous
+WAL, and is supervised like the alert path and the worker.
 
 The alert path or the worker, when it dies, is started again with backoff
 while the web server stays up (`/health/ready` says which is down until it
@@ -28,6 +30,19 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 GRACE_SECONDS = 8.0
+# The WAL receiver runs once a target has continuous WAL (looked for this often).
+WAL_LOOK_EVERY = 30.0
+
+
+def _wal_wanted() -> bool:
+    from django.db import DatabaseError
+
+    from backups.models import WalArchive
+
+    try:
+        return WalArchive.objects.filter(enabled=True).exists()
+    except DatabaseError:  # not migrated yet, or the database is away: look again later
+        return False
 
 
 # A dead worker is started again after 1, 2, 4 … seconds (at most 30); after
@@ -117,12 +132,22 @@ class Command(BaseCommand):
             "Ctrl-C stops all three"
         )
         failure = None
+        wal_looked = 0.0
         try:
             while not stop_requested and failure is None:
                 if web_child.exit_code() is not None:
                     # The web server is the service: without it there is nothing to keep up.
                     failure = f"the web server exited with code {web_child.exit_code()}"
                     break
+                if len(supervised) == 2 and time.monotonic() - wal_looked >= WAL_LOOK_EVERY:
+                    wal_looked = time.monotonic()
+                    if _wal_wanted():
+                        receiver = Child(
+                            "WAL receiver", [sys.executable, manage, "walreceiver"], env
+                        )
+                        supervised.append(receiver)
+                        children.append(receiver)
+                        self.stderr.write(f"opsconsole: WAL receiver pid {receiver.pid}")
                 for child in supervised:
                     failure = failure or self._supervise(child)
                 time.sleep(0.2)
