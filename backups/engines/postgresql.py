@@ -258,6 +258,16 @@ class PostgresEngine(Engine):
             return "the server allows no replication connections (max_wal_senders = 0)"
         if not can:
             return "the user may not open replication connections (it needs REPLICATION)"
+        # Hosted servers often stop here: pg_hba.conf admits no replication connection
+        # from outside (Railway's template, most managed services).
+        try:
+            with psycopg.connect(
+                **{**self.params, "connect_timeout": 10}, replication="true", autocommit=True
+            ) as conn:
+                conn.execute("IDENTIFY_SYSTEM")
+        except psycopg.Error as exc:
+            line = str(exc).strip().splitlines()[0].split("FATAL:", 1)[-1].strip()
+            return f"the server refuses replication connections ({line})"
         return None
 
     def slot_retained_bytes(self, slot: str) -> int | None:
