@@ -275,7 +275,7 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         "timings",
         "error",
     )
-    fields = ("backup", "mode", "new_database", "reason", *readonly_fields)
+    fields = ("backup", "mode", "new_database", "recover_to", "reason", *readonly_fields)
     raw_id_fields = ("backup",)
     actions = ["drop_old_database"]
 
@@ -295,7 +295,9 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None:
-            return ("backup", "mode", "new_database", "reason", *self.readonly_fields)
+            return (
+                "backup", "mode", "new_database", "recover_to", "reason", *self.readonly_fields
+            )  # fmt: skip
         return self.readonly_fields
 
     def save_model(self, request, obj, form, change):

@@ -432,6 +432,12 @@ class RestoreRequest(ApprovalRequest):
     new_database = models.CharField(
         max_length=63, blank=True, help_text="For a new database; default <db>_restore_<id>."
     )
+    recover_to = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="For a base backup (continuous WAL): the moment to recover to; empty: as "
+        "late as the WAL that was shipped.",
+    )
     safety_backup = models.ForeignKey(
         Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -454,6 +460,10 @@ class RestoreRequest(ApprovalRequest):
         if self.backup_id and not self.backup.is_good:
             raise ValidationError(
                 {"backup": "Only a succeeded or verified backup can be restored."}
+            )
+        if self.recover_to and self.backup_id and self.backup.kind != Backup.Kind.BASE:
+            raise ValidationError(
+                {"recover_to": "A moment can be chosen for a base backup (continuous WAL) only."}
             )
         if self.mode == self.Mode.NEW:
             if not self.new_database and self.backup_id:
@@ -546,6 +556,7 @@ class WalArchive(models.Model):
     )  # fmt: skip
     last_segment = models.CharField(max_length=40, blank=True, editable=False)
     retained_bytes = models.BigIntegerField(null=True, blank=True, editable=False)
+    system_identifier = ""  # the server's, set by the receiver while it streams
 
     class Meta:
         verbose_name = "WAL archive"
@@ -582,6 +593,12 @@ class WalArchive(models.Model):
                 target=target,
                 defaults={"enabled": True, "storage": storage or StorageLocation.default()},
             )
+            try:
+                target.db.create_slot(archive.slot_name)
+            except Exception as exc:
+                raise ValidationError(
+                    f"{target}: the replication slot could not be created ({type(exc).__name__})."
+                ) from None
             kind, cron, days = cls.BASE_POLICY
             policy, _ = BackupPolicy.objects.update_or_create(
                 name=f"{target.name} {kind}",

@@ -22,12 +22,17 @@ from backups.verify import extract
 from opsconsole import leases, tracing
 
 
-def restore_into(backup: Backup, dbname: str) -> dict:
+def restore_into(backup: Backup, dbname: str, until=None) -> dict:
     """Restore into a new database on the target's server; checks run before it counts.
 
     Refused before anything is created when a check of the backup fails; on a
-    failure after that, the new database is dropped.
+    failure after that, the new database is dropped. A base backup is recovered with
+    the target's WAL up to `until` (None: as late as was shipped).
     """
+    if backup.kind == Backup.Kind.BASE:
+        from backups.pitr import recover_into
+
+        return recover_into(backup, dbname, until)
     engine = backup.target.db
     if not engine.restores_into_databases:
         raise RestoreRefused(f"the console cannot restore {engine.label} targets into a database")
@@ -79,7 +84,7 @@ def _carry_out(request) -> dict:
     engine = backup.target.db
     started = time.monotonic()
     if request.mode == RestoreRequest.Mode.NEW:
-        result = restore_into(backup, request.new_database)
+        result = restore_into(backup, request.new_database, request.recover_to)
     else:
         safety = run_backup(
             Backup.objects.create(
@@ -94,7 +99,7 @@ def _carry_out(request) -> dict:
             raise BackupError(f"the safety backup of the current database failed: {safety.error}")
         stamp = timezone.now().strftime("%Y%m%d%H%M%S")
         fresh = f"{engine.dbname}_incoming_{stamp}"[:63]
-        result = restore_into(backup, fresh)
+        result = restore_into(backup, fresh, request.recover_to)
         old = f"{engine.dbname}_pre_restore_{stamp}"[:63]
         leases.check()  # never swap for a run the reconciler has already failed
         with tracing.span("restore.swap"):

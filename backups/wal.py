@@ -29,14 +29,18 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pyrage
+import zstandard
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
 from backups.backup import compress_and_encrypt
+from backups.errors import RestoreRefused
 from backups.models import BackupKey, WalArchive, WalSegment
-from backups.streams import CHUNK, HashingWriter, StderrTail
+from backups.storages import StorageError
+from backups.streams import CHUNK, HashingReader, HashingWriter, StderrTail
 
 log = logging.getLogger("opsconsole.backups.wal")
 
@@ -57,7 +61,9 @@ class LeaseLost(WalError):
 
 
 def spool_dir(archive: WalArchive) -> Path:
-    return Path(settings.VAR_DIR) / "wal-spool" / str(archive.pk)
+    """Where pg_receivewal writes (and, restarted, resumes from): one per archive and
+    server, so a target pointed at another server never resumes from the old one's WAL."""
+    return Path(settings.VAR_DIR) / "wal-spool" / f"{archive.pk}-{archive.system_identifier}"
 
 
 class _RawReader:
@@ -144,9 +150,42 @@ def ship_partial(archive: WalArchive) -> bool:
         return False
     path = partials[-1]
     read_from = timezone.now()  # whatever was flushed before this is in what is read
-    ship(archive, path, path.name.removesuffix(".partial"), partial=True)
+    try:
+        ship(archive, path, path.name.removesuffix(".partial"), partial=True)
+    except FileNotFoundError:
+        return False  # completed (renamed) meanwhile: shipped whole on the next round
     WalArchive.objects.filter(pk=archive.pk).update(covered_until=read_from)
     return True
+
+
+def fetch_wal(segment: WalSegment, into: Path) -> None:
+    """One WAL object back to a plain file, every check passed, or RestoreRefused naming
+    the segment: the stored object's checksum, the key, zstd, the WAL's own checksum."""
+    what = f"WAL segment {segment.name}{' (partial)' if segment.partial else ''}"
+    try:
+        raw = segment.archive.storage.backend.open_reader(segment.storage_key)
+    except StorageError as exc:
+        raise RestoreRefused(f"{what} is missing from storage: {exc}") from None
+    reader = HashingReader(raw)
+    failure = None
+    try:
+        with open(into, "wb") as plain:
+            decompressor = zstandard.ZstdDecompressor().stream_writer(plain, closefd=False)
+            pyrage.decrypt_io(reader, decompressor, BackupKey.identities())
+            decompressor.flush()
+    except (pyrage.DecryptError, OSError, zstandard.ZstdError) as exc:
+        failure = f"{what} cannot be read back ({type(exc).__name__}): it is damaged"
+    finally:
+        try:
+            reader.drain()
+        finally:
+            raw.close()
+    if reader.hash.hexdigest() != segment.sha256:
+        raise RestoreRefused(f"{what} was modified or truncated in storage (checksum mismatch)")
+    if failure:
+        raise RestoreRefused(failure)
+    if _raw_digest(into) != segment.raw_sha256:
+        raise RestoreRefused(f"{what} does not match the WAL that was shipped")
 
 
 class Receiver:
@@ -210,6 +249,10 @@ class Receiver:
 
     def stream(self, archive: WalArchive) -> None:
         engine = archive.target.db
+        with engine.connect() as conn:
+            archive.system_identifier = str(
+                conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+            )
         spool = spool_dir(archive)
         spool.mkdir(parents=True, exist_ok=True)
         with engine.tool_env() as (conn_args, env):

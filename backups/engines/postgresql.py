@@ -216,9 +216,12 @@ class PostgresEngine(Engine):
                         found = re.search(r"START WAL LOCATION: .*\(file ([0-9A-F]{24})\)", label)
                         counts["start wal"] = found.group(1) if found else ""
                     counts["files"] += member.isfile()
-                    counts["wal segments"] += member.name.startswith("pg_wal/") and bool(
-                        WAL_FILE.fullmatch(member.name.removeprefix("pg_wal/"))
-                    )
+                    segment = member.name.removeprefix("pg_wal/")
+                    if member.name.startswith("pg_wal/") and WAL_FILE.fullmatch(segment):
+                        counts["wal segments"] += 1
+                        # The last segment inside: the archive must hold it whole, and
+                        # every one after it, for a recovery past the backup's end.
+                        counts["end wal"] = max(counts.get("end wal", ""), segment)
         except tarfile.TarError as exc:
             raise EngineError(f"not a base backup: {exc}") from None
         missing = [n for n in ("PG_VERSION", "backup_label", "global/pg_control") if n not in names]
@@ -269,6 +272,16 @@ class PostgresEngine(Engine):
             line = str(exc).strip().splitlines()[0].split("FATAL:", 1)[-1].strip()
             return f"the server refuses replication connections ({line})"
         return None
+
+    def create_slot(self, slot: str) -> None:
+        """A physical slot that keeps WAL from now on (before the first base backup, so no
+        WAL between it and the receiver's start is lost)."""
+        with self.connect(autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+                "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                [slot, slot],
+            )
 
     def slot_retained_bytes(self, slot: str) -> int | None:
         """WAL the server keeps for the slot (what a stopped receiver costs its disk)."""

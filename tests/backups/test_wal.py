@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -48,6 +49,7 @@ def archive(transactional_db, primary, local_storage):
     target = DatabaseTarget.objects.create(name="shop", engine="postgresql", dsn=primary)
     archive = WalArchive.objects.create(target=target, storage=local_storage,
                                         partial_every_seconds=1)  # fmt: skip
+    target.db.create_slot(archive.slot_name)  # as switching on does, before any base backup
     yield archive
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
@@ -259,7 +261,6 @@ def test_a_server_that_refuses_replication_is_said_in_one_line(transactional_db,
 
 
 def test_the_live_rpo_is_the_last_shipped_wal_once_a_base_backup_exists(db, local_storage):
-    from datetime import timedelta
 
     from dr.models import RecoveryObjective
 
@@ -284,7 +285,6 @@ def test_the_live_rpo_is_the_last_shipped_wal_once_a_base_backup_exists(db, loca
 
 
 def test_retention_keeps_the_wal_the_oldest_kept_base_backup_needs(db, local_storage):
-    from datetime import timedelta
 
     from backups import retention
 
@@ -317,3 +317,80 @@ def test_retention_keeps_the_wal_the_oldest_kept_base_backup_needs(db, local_sto
         *names[4:], "00000002.history",
     ]  # fmt: skip
     assert not (Path(local_storage.config["path"]) / archive.object_key(names[0])).exists()
+
+
+def recorded_history(archive: WalArchive, primary: str):
+    """A base backup, 40 rows, a moment, 40 more rows, all shipped: (base, moment)."""
+    base = back_up(Backup.objects.create(target=archive.target, storage=archive.storage,
+                                         kind=Backup.Kind.BASE))  # fmt: skip
+    assert base.status == "verified", base.error
+    running = Running(archive)
+    try:
+        insert(primary, 40)
+        time.sleep(1.2)
+        moment = server_now(primary)
+        time.sleep(1.2)
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("DELETE FROM events WHERE id <= 10")  # the mistake
+            conn.execute("SELECT pg_switch_wal()")
+        insert(primary, 40)
+        wrote = timezone.now()
+        assert wait_for(lambda: shipped_after(archive, wrote), timeout=20)
+    finally:
+        running.halt()
+    return base, moment
+
+
+def test_a_point_in_time_restore_through_approval_copies_the_moment_into_a_new_database(
+    archive, primary, alice, bob
+):
+    from backups.models import RestoreRequest
+
+    with psycopg.connect(primary, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    base, moment = recorded_history(archive, primary)
+    request = RestoreRequest(backup=base, requested_by=alice, recover_to=moment,
+                             new_database="shop_before_the_delete")  # fmt: skip
+    request.full_clean()
+    request.save()
+    request.approve(bob, confirmation="shop_before_the_delete")
+    request = request.execute()
+    assert request.status == "succeeded", request.error
+    assert set(request.timings) >= {"fetch", "replay", "copy", "verify", "total"}
+    restored = primary.rsplit("/", 1)[0] + "/shop_before_the_delete"
+    with psycopg.connect(restored) as conn:
+        count, lowest = conn.execute("SELECT count(*), min(id) FROM events").fetchone()
+    assert (count, lowest) == (before + 40, 1), "every row up to the moment, the deleted ones too"
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("DROP DATABASE shop_before_the_delete")
+
+
+def test_missing_or_damaged_wal_stops_the_restore_naming_the_segment(archive, primary, bob):
+    from backups import pitr
+    from backups.errors import RestoreRefused
+
+    base, _moment = recorded_history(archive, primary)
+    store = Path(archive.storage.config["path"])
+    whole = list(WalSegment.objects.filter(archive=archive, partial=False).order_by("name"))
+    assert len(whole) >= 2
+    victim = whole[1]
+    path = store / victim.storage_key
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated in storage
+    with pytest.raises(
+        RestoreRefused, match=f"WAL segment {victim.name} was modified or truncated"
+    ):
+        pitr.recover_into(base, "shop_truncated", None)
+    path.unlink()
+    with pytest.raises(RestoreRefused, match=f"WAL segment {victim.name} is missing from storage"):
+        pitr.recover_into(base, "shop_missing", None)
+    victim.delete()  # not even a record of it
+    with pytest.raises(
+        RestoreRefused, match=f"WAL segment {victim.name} .*missing from the archive"
+    ):
+        pitr.recover_into(base, "shop_gap", None)
+    with psycopg.connect(primary) as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+    assert not names & {"shop_truncated", "shop_missing", "shop_gap"}, "nothing half-made"
+    with pytest.raises(RestoreRefused, match="covers up to"):
+        pitr.recover_into(base, "shop_future", timezone.now() + timedelta(hours=1))
