@@ -570,8 +570,8 @@ class WalArchive(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        if self.target_id and self.target.engine != "postgresql":
-            raise ValidationError("Continuous WAL is for PostgreSQL targets.")
+        if self.target_id and not self.target.db.streams_wal:
+            raise ValidationError(f"Continuous WAL is not for {self.target.db.label} targets.")
         if not 1 <= self.partial_every_seconds <= 60:
             raise ValidationError({"partial_every_seconds": "From 1 to 60 seconds."})
 
@@ -583,8 +583,8 @@ class WalArchive(models.Model):
         it; a weekly base-backup policy, a first base backup now, and the hourly dump off."""
         if not user.has_perm("backups.change_databasetarget"):
             raise PermissionDenied("You may not change this target's backups.")
-        if target.engine != "postgresql":
-            raise ValidationError(f"{target}: continuous WAL is for PostgreSQL targets.")
+        if not target.db.streams_wal:
+            raise ValidationError(f"{target}: continuous WAL is not for {target.db.label} targets.")
         problem = target.db.replication_problem()
         if problem:
             raise ValidationError(f"{target}: WAL cannot be streamed: {problem}.")

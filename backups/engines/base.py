@@ -32,6 +32,8 @@ class Engine:
     label: ClassVar[str]
     schemes: ClassVar[tuple[str, ...]] = ()
     restores_into_databases: ClassVar[bool] = False
+    # Continuous WAL and point-in-time recovery (a replication slot, base backups).
+    streams_wal: ClassVar[bool] = False
 
     def __init__(self, target):
         self.target = target

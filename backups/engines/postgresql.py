@@ -77,6 +77,7 @@ class PostgresEngine(Engine):
     label = "PostgreSQL"
     schemes = ("postgresql", "postgres")
     restores_into_databases = True
+    streams_wal = True
 
     @classmethod
     def validate_dsn(cls, dsn: str) -> None:

@@ -38,9 +38,10 @@ class RecoveryObjective(models.Model):
         rpo = None if newest is None else now - newest.created_at
         wal = WalArchive.objects.filter(target=self.target, enabled=True).first()
         age = wal.recovery_point_age(now) if wal else None
-        if age is not None and self.target.backups.filter(
-            kind=Backup.Kind.BASE, status__in=Backup.GOOD
-        ).exists():
+        if (
+            age is not None
+            and self.target.backups.filter(kind=Backup.Kind.BASE, status__in=Backup.GOOD).exists()
+        ):
             rpo = timedelta(seconds=age) if rpo is None else min(rpo, timedelta(seconds=age))
         return rpo
 
