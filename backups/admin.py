@@ -347,7 +347,7 @@ class WalArchiveAdmin(admin.ModelAdmin):
         if age is None:
             return "nothing shipped yet"
         css = "state-ok" if age <= 60 else "state-bad"
-        return format_html('<span class="{}">{:.0f} s</span>', css, age)
+        return format_html('<span class="{}">{} s</span>', css, f"{age:.0f}")
 
     @admin.display(description="WAL kept by the slot on the server")
     def retained(self, archive):

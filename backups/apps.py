@@ -57,7 +57,7 @@ class BackupsConfig(AppConfig):
             *(
                 f"backups.{verb}_{model}"
                 for verb in ("add", "change")
-                for model in ("databasetarget", "storagelocation", "backuppolicy")
+                for model in ("databasetarget", "storagelocation", "backuppolicy", "walarchive")
             ),
         )
 
