@@ -1,4 +1,4 @@
-"""The seven journeys of the README's walk-through, in a real browser against the live console."""
+"""The eight journeys of the README's walk-through, in a real browser against the live console."""
 
 from __future__ import annotations
 
