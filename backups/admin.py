@@ -20,6 +20,7 @@ from backups.models import (
     BackupKey,
     BackupPolicy,
     DatabaseTarget,
+    RestorePoint,
     RestoreRequest,
     StorageLocation,
     WalArchive,
@@ -275,7 +276,10 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         "timings",
         "error",
     )
-    fields = ("backup", "mode", "new_database", "recover_to", "reason", *readonly_fields)
+    fields = (
+        "backup", "mode", "new_database", "recover_to", "recover_to_point", "reason",
+        *readonly_fields,
+    )  # fmt: skip
     raw_id_fields = ("backup",)
     actions = ["drop_old_database"]
 
@@ -296,7 +300,8 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is not None:
             return (
-                "backup", "mode", "new_database", "recover_to", "reason", *self.readonly_fields
+                "backup", "mode", "new_database", "recover_to", "recover_to_point", "reason",
+                *self.readonly_fields,
             )  # fmt: skip
         return self.readonly_fields
 
@@ -326,7 +331,7 @@ class BackupKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(WalArchive)
-class WalArchiveAdmin(admin.ModelAdmin):
+class WalArchiveAdmin(RunJobsMixin, admin.ModelAdmin):
     list_display = ("target", "enabled", "status", "recovery_point", "last_segment", "retained")
     fields = (
         "target", "storage", "enabled", "partial_every_seconds", "max_retained_mb",
@@ -338,8 +343,25 @@ class WalArchiveAdmin(admin.ModelAdmin):
         "last_segment", "retained", "slot_name", "holder", "lease_expires_at", "segments_stored",
     )  # fmt: skip
 
+    actions = ["create_restore_point"]
+
     def has_add_permission(self, request):
         return False  # switched on from the target (its checks and policies come with it)
+
+    @admin.action(description="Create a restore point now (named by the time)", permissions=["run"])
+    def create_restore_point(self, request, queryset):
+        name = f"opsconsole-{timezone.now():%Y%m%d-%H%M%S}"
+        for archive in queryset:
+            try:
+                point = RestorePoint.create(archive, name, request.user)
+            except (ValidationError, PermissionDenied) as exc:
+                self.message_user(request, getattr(exc, "messages", [str(exc)])[0], messages.ERROR)
+                continue
+            except Exception as exc:
+                self.message_user(request, f"{archive}: {type(exc).__name__}", messages.ERROR)
+                continue
+            self.log_change(request, archive, f"Restore point {point.name} at {point.lsn}")
+            self.message_user(request, f"Restore point {point.name} created at {point.lsn}.")
 
     @admin.display(description="Live RPO")
     def recovery_point(self, archive):
@@ -358,3 +380,15 @@ class WalArchiveAdmin(admin.ModelAdmin):
         segments = archive.segments.filter(partial=False)
         total = sum(segments.values_list("bytes_stored", flat=True))
         return f"{segments.count()} segment(s), {human_bytes(total)}"
+
+
+@admin.register(RestorePoint)
+class RestorePointAdmin(admin.ModelAdmin):
+    list_display = ("name", "archive", "lsn", "created_at", "created_by")
+    readonly_fields = ("archive", "name", "lsn", "created_at", "created_by")
+
+    def has_add_permission(self, request):
+        return False  # created on the WAL archive, so the server records it too
+
+    def has_change_permission(self, request, obj=None):
+        return False

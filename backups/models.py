@@ -432,6 +432,14 @@ class RestoreRequest(ApprovalRequest):
     new_database = models.CharField(
         max_length=63, blank=True, help_text="For a new database; default <db>_restore_<id>."
     )
+    recover_to_point = models.ForeignKey(
+        "RestorePoint",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Or recover exactly to a named restore point (instead of a moment).",
+    )
     recover_to = models.DateTimeField(
         null=True,
         blank=True,
@@ -461,7 +469,19 @@ class RestoreRequest(ApprovalRequest):
             raise ValidationError(
                 {"backup": "Only a succeeded or verified backup can be restored."}
             )
-        if self.recover_to and self.backup_id and self.backup.kind != Backup.Kind.BASE:
+        if self.recover_to and self.recover_to_point_id:
+            raise ValidationError("Choose a moment or a restore point, not both.")
+        if (
+            self.recover_to_point_id
+            and self.backup_id
+            and self.recover_to_point.archive.target_id != self.backup.target_id
+        ):
+            raise ValidationError({"recover_to_point": "A restore point of the same target."})
+        if (
+            (self.recover_to or self.recover_to_point_id)
+            and self.backup_id
+            and self.backup.kind != Backup.Kind.BASE
+        ):
             raise ValidationError(
                 {"recover_to": "A moment can be chosen for a base backup (continuous WAL) only."}
             )
@@ -472,6 +492,10 @@ class RestoreRequest(ApprovalRequest):
                 raise ValidationError(
                     {"new_database": "Lower-case letters, digits and _ only (at most 63)."}
                 )
+
+    def recovery_target(self):
+        """For a base backup: the restore point, the moment, or None (as late as shipped)."""
+        return self.recover_to_point or self.recover_to
 
     def requires_two_people(self) -> bool:
         return self.mode == self.Mode.REPLACE and self.backup.target.production
@@ -522,6 +546,10 @@ class RestoreRequest(ApprovalRequest):
         )
 
 
+def new_spool_key() -> str:
+    return secrets.token_hex(8)
+
+
 class WalArchive(models.Model):
     """Continuous WAL of a PostgreSQL target: streamed through a physical replication slot
     by one receiver across all hosts (the lease below), each segment shipped through the
@@ -556,6 +584,9 @@ class WalArchive(models.Model):
     )  # fmt: skip
     last_segment = models.CharField(max_length=40, blank=True, editable=False)
     retained_bytes = models.BigIntegerField(null=True, blank=True, editable=False)
+    # Names the receiver's local folder: new with each switch on (a new slot), so a
+    # receiver never resumes from what an earlier slot streamed.
+    spool_key = models.CharField(max_length=32, default=new_spool_key, editable=False)
     system_identifier = ""  # the server's, set by the receiver while it streams
 
     class Meta:
@@ -591,8 +622,9 @@ class WalArchive(models.Model):
         with transaction.atomic():
             archive, _ = cls.objects.update_or_create(
                 target=target,
-                defaults={"enabled": True, "storage": storage or StorageLocation.default()},
-            )
+                defaults={"enabled": True, "storage": storage or StorageLocation.default(),
+                          "spool_key": new_spool_key()},
+            )  # fmt: skip
             try:
                 target.db.create_slot(archive.slot_name)
             except Exception as exc:
@@ -654,6 +686,36 @@ class WalArchive(models.Model):
         if self.covered_until is None:
             return None
         return max(0.0, ((now or timezone.now()) - self.covered_until).total_seconds())
+
+
+class RestorePoint(models.Model):
+    """A named moment in a target's WAL (pg_create_restore_point), e.g. before a risky
+    migration: a restore can recover exactly to it."""
+
+    archive = models.ForeignKey(WalArchive, on_delete=models.CASCADE, related_name="points")
+    name = models.CharField(max_length=63)
+    lsn = models.CharField(max_length=40)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.archive.target}, {self.created_at:%Y-%m-%d %H:%M} UTC)"
+
+    @classmethod
+    def create(cls, archive: WalArchive, name: str, user) -> RestorePoint:
+        if not user.has_perm(permissions.RUN_JOBS):
+            raise PermissionDenied("You may not create restore points.")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name or ""):
+            raise ValidationError("A restore point's name: letters, digits, _ . - (at most 63).")
+        with archive.target.db.connect(autocommit=True) as conn:
+            lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", [name]).fetchone()[0]
+            conn.execute("SELECT pg_switch_wal()")  # shipped whole now, not at the next fill
+        return cls.objects.create(archive=archive, name=name, lsn=lsn, created_by=user)
 
 
 class WalSegment(models.Model):

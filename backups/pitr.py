@@ -31,7 +31,7 @@ import psycopg
 from django.conf import settings
 
 from backups.errors import BackupError, RestoreRefused
-from backups.models import Backup, WalArchive
+from backups.models import Backup, RestorePoint, WalArchive
 from backups.streams import StderrTail, scratch_dir
 from backups.verify import extract
 from backups.wal import SEGMENT, fetch_wal
@@ -78,9 +78,10 @@ def needed_segments(archive: WalArchive, start: str) -> tuple[list, str | None]:
     return chosen, segment_name(timeline, number) if later else None
 
 
-def recover_into(backup: Backup, dbname: str, until: datetime | None) -> dict:
-    """Recover `backup` (a base backup) with its target's WAL to `until` (None: as late as
-    was shipped) and copy the database into `dbname` on the target's server."""
+def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | None) -> dict:
+    """Recover `backup` (a base backup) with its target's WAL to `until` (a moment, a named
+    restore point, or None: as late as was shipped) and copy the database into `dbname`
+    on the target's server."""
     target = backup.target
     engine = target.db
     archive = WalArchive.objects.filter(target=target).first()
@@ -89,7 +90,13 @@ def recover_into(backup: Backup, dbname: str, until: datetime | None) -> dict:
         raise RestoreRefused(f"{backup.id} is not a base backup that a recovery can start from")
     if archive is None:
         raise RestoreRefused(f"{target} has no WAL archive to replay")
-    if until is not None:
+    if isinstance(until, RestorePoint):
+        if backup.finished_at and until.created_at <= backup.finished_at:
+            raise RestoreRefused(
+                f"restore point {until.name} is older than base backup {backup.id}: choose "
+                "an older base backup"
+            )
+    elif until is not None:
         if backup.finished_at and until <= backup.finished_at:
             raise RestoreRefused(
                 f"{until:%Y-%m-%d %H:%M:%S} UTC is before base backup {backup.id} finished "
@@ -168,7 +175,7 @@ def recover_into(backup: Backup, dbname: str, until: datetime | None) -> dict:
     }
 
 
-def _configure(data: Path, wal: Path, until: datetime | None) -> None:
+def _configure(data: Path, wal: Path, until: datetime | RestorePoint | None) -> None:
     """Recovery settings, and a server reachable only through its private socket."""
     for leftover in ("postmaster.pid", "standby.signal"):
         (data / leftover).unlink(missing_ok=True)
@@ -177,7 +184,9 @@ def _configure(data: Path, wal: Path, until: datetime | None) -> None:
         f'restore_command = \'cp "{wal}/%f" "%p"\'',
         "recovery_target_action = 'promote'",
     ]
-    if until is not None:
+    if isinstance(until, RestorePoint):
+        lines.append(f"recovery_target_name = '{until.name}'")  # a checked, quote-free name
+    elif until is not None:
         lines.append(f"recovery_target_time = '{until.isoformat()}'")
     with open(data / "postgresql.auto.conf", "a") as conf:
         conf.write("\n# opsconsole point-in-time recovery\n" + "\n".join(lines) + "\n")
@@ -251,7 +260,9 @@ def _scratch_server(data: Path, sockets: Path):
             yield _Scratch(process, sockets, port, tail)
         finally:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)  # fast shutdown
+                # To the group: runuser passes no signal on to the server it started.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGINT)  # fast shutdown
                 try:
                     process.wait(timeout=30)
                 except subprocess.TimeoutExpired:

@@ -84,7 +84,7 @@ def _carry_out(request) -> dict:
     engine = backup.target.db
     started = time.monotonic()
     if request.mode == RestoreRequest.Mode.NEW:
-        result = restore_into(backup, request.new_database, request.recover_to)
+        result = restore_into(backup, request.new_database, request.recovery_target())
     else:
         safety = run_backup(
             Backup.objects.create(
@@ -99,7 +99,7 @@ def _carry_out(request) -> dict:
             raise BackupError(f"the safety backup of the current database failed: {safety.error}")
         stamp = timezone.now().strftime("%Y%m%d%H%M%S")
         fresh = f"{engine.dbname}_incoming_{stamp}"[:63]
-        result = restore_into(backup, fresh, request.recover_to)
+        result = restore_into(backup, fresh, request.recovery_target())
         old = f"{engine.dbname}_pre_restore_{stamp}"[:63]
         leases.check()  # never swap for a run the reconciler has already failed
         with tracing.span("restore.swap"):

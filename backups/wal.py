@@ -63,7 +63,8 @@ class LeaseLost(WalError):
 def spool_dir(archive: WalArchive) -> Path:
     """Where pg_receivewal writes (and, restarted, resumes from): one per archive and
     server, so a target pointed at another server never resumes from the old one's WAL."""
-    return Path(settings.VAR_DIR) / "wal-spool" / f"{archive.pk}-{archive.system_identifier}"
+    name = f"{archive.pk}-{archive.spool_key}-{archive.system_identifier}"
+    return Path(settings.VAR_DIR) / "wal-spool" / name
 
 
 class _RawReader:

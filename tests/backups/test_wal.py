@@ -394,3 +394,35 @@ def test_missing_or_damaged_wal_stops_the_restore_naming_the_segment(archive, pr
     assert not names & {"shop_truncated", "shop_missing", "shop_gap"}, "nothing half-made"
     with pytest.raises(RestoreRefused, match="covers up to"):
         pitr.recover_into(base, "shop_future", timezone.now() + timedelta(hours=1))
+
+
+def test_a_restore_recovers_exactly_to_a_named_restore_point(archive, primary, alice, bob, carol):
+    from django.core.exceptions import PermissionDenied
+
+    from backups.models import RestorePoint, RestoreRequest
+
+    base = back_up(Backup.objects.create(target=archive.target, storage=archive.storage,
+                                         kind=Backup.Kind.BASE))  # fmt: skip
+    running = Running(archive)
+    try:
+        kept = insert(primary, 7)
+        with pytest.raises(PermissionDenied):
+            RestorePoint.create(archive, "before-migration", carol)
+        point = RestorePoint.create(archive, "before-migration", alice)
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("DELETE FROM events")  # the migration that went wrong
+        wrote = timezone.now()
+        assert wait_for(lambda: shipped_after(archive, wrote), timeout=20)
+    finally:
+        running.halt()
+    request = RestoreRequest(backup=base, requested_by=alice, recover_to_point=point,
+                             new_database="shop_at_point")  # fmt: skip
+    request.full_clean()
+    request.save()
+    request.approve(bob, confirmation="shop_at_point")
+    request = request.execute()
+    assert request.status == "succeeded", request.error
+    with psycopg.connect(primary.rsplit("/", 1)[0] + "/shop_at_point") as conn:
+        assert conn.execute("SELECT max(id) FROM events").fetchone()[0] == kept
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("DROP DATABASE shop_at_point")
