@@ -37,6 +37,7 @@ from backups.verify import extract
 from backups.wal import SEGMENT, fetch_wal
 from opsconsole import tracing
 
+SCRATCH_PREFIX = "opsconsole-pitr-"
 SEGMENTS_PER_LOG = 0x100  # 16 MB segments (PostgreSQL's default wal_segment_size)
 PROMOTE_POLL = 0.2
 
@@ -125,8 +126,10 @@ def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | N
     # Run as postgres (the console as root), the scratch server must reach its folder:
     # then it is a private folder under the system's temporary directory, given to it.
     under = tempfile.gettempdir() if _as_postgres() else scratch_dir()
-    with tempfile.TemporaryDirectory(prefix="opsconsole-pitr-", dir=under) as tmp:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=under) as tmp:
         work = Path(tmp)
+        # Whose it is: a worker that dies leaves it (and maybe a server) to clean_up_scratch.
+        (work / "owner").write_text(f"{os.getpid()}\n")
         data, wal, sockets = work / "data", work / "wal", work / "sock"
         for folder in (wal, sockets):
             folder.mkdir()
@@ -320,3 +323,34 @@ def _copy(engine, scratch: _Scratch, dbname: str) -> None:
                           dump_tail.text())  # fmt: skip
     if restore.returncode != 0:
         raise BackupError(f"pg_restore exited with code {restore.returncode}", restore.stderr)
+
+
+def clean_up_scratch() -> int:
+    """What a worker that died mid-recovery left: its scratch server is stopped and its
+    folder (decrypted base backup and WAL) removed. A folder whose owner still runs is
+    left alone."""
+    removed = 0
+    for under in {tempfile.gettempdir(), scratch_dir()}:
+        for work in Path(under).glob(f"{SCRATCH_PREFIX}*"):
+            try:
+                owner = int((work / "owner").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                owner = None
+            if owner is not None and _alive(owner):
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                server = int((work / "data" / "postmaster.pid").read_text().split()[0])
+                os.kill(server, signal.SIGQUIT)  # immediate shutdown: nothing to keep
+            shutil.rmtree(work, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -74,7 +74,9 @@ def record_all_metrics() -> int:
 
 @console_task
 def clean_up() -> int:
-    return clean_up_failed()
+    from backups.pitr import clean_up_scratch
+
+    return clean_up_failed() + clean_up_scratch()
 
 
 def clean_up_failed(within: timedelta = timedelta(days=1)) -> int:

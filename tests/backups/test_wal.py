@@ -426,3 +426,23 @@ def test_a_restore_recovers_exactly_to_a_named_restore_point(archive, primary, a
         assert conn.execute("SELECT max(id) FROM events").fetchone()[0] == kept
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute("DROP DATABASE shop_at_point")
+
+
+def test_what_a_dead_worker_left_of_a_recovery_is_cleaned_up(tmp_path, settings):
+    from backups import pitr
+
+    settings.VAR_DIR = str(tmp_path)
+    under = Path(pitr.scratch_dir())
+    dead = under / f"{pitr.SCRATCH_PREFIX}dead"
+    (dead / "data").mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "60"])  # stands for the orphaned scratch server
+    (dead / "data" / "postmaster.pid").write_text(f"{sleeper.pid}\n/data\n")
+    gone = subprocess.Popen(["true"])  # the worker that started it, since dead
+    gone.wait()
+    (dead / "owner").write_text(f"{gone.pid}\n")
+    mine = under / f"{pitr.SCRATCH_PREFIX}mine"
+    mine.mkdir()
+    (mine / "owner").write_text(f"{os.getpid()}\n")
+    assert pitr.clean_up_scratch() == 1
+    assert sleeper.wait(timeout=10) == -signal.SIGQUIT
+    assert not dead.exists() and mine.exists(), "a recovery still running is left alone"
