@@ -338,8 +338,9 @@ class WalArchiveAdmin(RunJobsMixin, admin.ModelAdmin):
         "status", "error", "recovery_point", "covered_until", "last_segment", "retained",
         "slot_name", "holder", "lease_expires_at", "segments_stored",
     )  # fmt: skip
+    # Switched on and off from the target (slot, policies and all), not by a tick here.
     readonly_fields = (
-        "target", "storage", "status", "error", "recovery_point", "covered_until",
+        "target", "storage", "enabled", "status", "error", "recovery_point", "covered_until",
         "last_segment", "retained", "slot_name", "holder", "lease_expires_at", "segments_stored",
     )  # fmt: skip
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
+import time
 from datetime import datetime
 
 import pyrage
@@ -654,17 +655,36 @@ class WalArchive(models.Model):
         WalArchive.objects.filter(pk=self.pk).update(
             enabled=False, holder="", lease_expires_at=None
         )
-        for hourly in self.target.policies.filter(kind=BackupPolicy.Kind.HOURLY, enabled=False):
-            hourly.enabled = True
-            hourly.save()
-            hourly.sync_schedule()
+        for policy in self.target.policies.filter(
+            kind__in=[BackupPolicy.Kind.HOURLY, BackupPolicy.Kind.BASE]
+        ):
+            policy.enabled = policy.kind == BackupPolicy.Kind.HOURLY
+            policy.save()
+            policy.sync_schedule()
         try:
-            with self.target.db.connect() as conn:
-                conn.execute(
-                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                    "WHERE slot_name = %s AND NOT active",
-                    [self.slot_name],
-                )
+            # The receiver may still be connected: its connection is ended, then the slot
+            # dropped, or the server would keep WAL for it until its disk is full.
+            with self.target.db.connect(autocommit=True) as conn:
+                for _ in range(20):
+                    conn.execute(
+                        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                        "WHERE slot_name = %s AND active",
+                        [self.slot_name],
+                    )
+                    conn.execute(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE slot_name = %s AND NOT active",
+                        [self.slot_name],
+                    )
+                    left = conn.execute(
+                        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
+                        [self.slot_name],
+                    ).fetchone()[0]
+                    if not left:
+                        break
+                    time.sleep(0.5)
+                else:
+                    raise RuntimeError("the slot is still in use")
         except Exception as exc:
             WalArchive.objects.filter(pk=self.pk).update(
                 error=f"the slot could not be dropped ({type(exc).__name__}); drop "
@@ -675,8 +695,9 @@ class WalArchive(models.Model):
         return f"wal:{self.pk}"
 
     def prefix(self) -> str:
+        # Per archive: two targets whose names slug alike never share WAL objects.
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.target.name).strip("-") or "target"
-        return f"{slug}/wal"
+        return f"{slug}/wal-{self.pk}"
 
     def object_key(self, name: str, partial: bool = False) -> str:
         return f"{self.prefix()}/{name}{'.partial' if partial else ''}.zst.age"

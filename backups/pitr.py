@@ -34,7 +34,7 @@ from backups.errors import BackupError, RestoreRefused
 from backups.models import Backup, RestorePoint, WalArchive
 from backups.streams import StderrTail, scratch_dir
 from backups.verify import extract
-from backups.wal import SEGMENT, fetch_wal
+from backups.wal import HISTORY, SEGMENT, fetch_wal
 from opsconsole import tracing
 
 SCRATCH_PREFIX = "opsconsole-pitr-"
@@ -56,6 +56,16 @@ def needed_segments(archive: WalArchive, start: str) -> tuple[list, str | None]:
     segment missing before later ones, if any. (When a segment was shipped says nothing of
     when its WAL was written: the replay itself stops at the moment asked for.)"""
     timeline, number = segment_number(start)
+    switched = archive.segments.exclude(name__startswith=timeline).exists() or any(
+        HISTORY.fullmatch(n) for n in archive.segments.values_list("name", flat=True)
+    )
+    if switched:
+        # A failover or promotion started a new timeline: following it is not done here.
+        raise RestoreRefused(
+            f"the WAL of {archive.target} changed timeline after the base backup (a failover "
+            "or a promotion): restore by hand (README, 'To a point in time, by hand'), whose "
+            "restore_command follows timelines"
+        )
     rows = {
         (s.name, s.partial): s
         for s in archive.segments.filter(name__startswith=timeline)
@@ -183,12 +193,16 @@ def _configure(data: Path, wal: Path, until: datetime | RestorePoint | None) -> 
     for leftover in ("postmaster.pid", "standby.signal"):
         (data / leftover).unlink(missing_ok=True)
     (data / "pg_hba.conf").write_text("local all all trust\n")
+    (data / "pg_ident.conf").write_text("")
+    # A Debian-style source keeps postgresql.conf in /etc: the copy has none.
+    (data / "postgresql.conf").touch()
     lines = [
         f'restore_command = \'cp "{wal}/%f" "%p"\'',
         "recovery_target_action = 'promote'",
     ]
     if isinstance(until, RestorePoint):
-        lines.append(f"recovery_target_name = '{until.name}'")  # a checked, quote-free name
+        # By its position: a name may be used twice (two targets on one cluster).
+        lines.append(f"recovery_target_lsn = '{until.lsn}'")
     elif until is not None:
         lines.append(f"recovery_target_time = '{until.isoformat()}'")
     with open(data / "postgresql.auto.conf", "a") as conf:
@@ -253,6 +267,9 @@ def _scratch_server(data: Path, sockets: Path):
     argv = [
         *run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
         "-k", str(sockets), "-c", "listen_addresses=", "-c", "archive_mode=off",
+        # The source's own files and features do not come along.
+        "-c", f"hba_file={data / 'pg_hba.conf'}", "-c", f"ident_file={data / 'pg_ident.conf'}",
+        "-c", "ssl=off", "-c", "shared_preload_libraries=",
     ]  # fmt: skip
     with tracing.process(argv) as exited:
         process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret
@@ -340,7 +357,10 @@ def clean_up_scratch() -> int:
                 continue
             with contextlib.suppress(OSError, ValueError, IndexError):
                 server = int((work / "data" / "postmaster.pid").read_text().split()[0])
-                os.kill(server, signal.SIGQUIT)  # immediate shutdown: nothing to keep
+                # Only the postgres serving this very folder (a stale pid may be another's).
+                command = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
+                if str(work / "data").encode() in command:
+                    os.kill(server, signal.SIGQUIT)  # immediate shutdown: nothing to keep
             shutil.rmtree(work, ignore_errors=True)
             removed += 1
     return removed

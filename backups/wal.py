@@ -26,13 +26,14 @@ import socket
 import subprocess
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyrage
 import zstandard
 from django.conf import settings
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
@@ -47,6 +48,7 @@ log = logging.getLogger("opsconsole.backups.wal")
 SEGMENT = re.compile(r"[0-9A-F]{24}")
 HISTORY = re.compile(r"[0-9A-F]{8}\.history")
 LEASE_SECONDS = 30
+LEASE = timedelta(seconds=LEASE_SECONDS)
 RENEW_EVERY = 10
 SLOT_CHECK_EVERY = 60
 MAX_BACKOFF = 60
@@ -58,6 +60,11 @@ class WalError(Exception):
 
 class LeaseLost(WalError):
     pass
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 def spool_dir(archive: WalArchive) -> Path:
@@ -119,9 +126,10 @@ def ship(archive: WalArchive, path: Path, name: str, *, partial: bool = False) -
     return segment
 
 
-def ship_completed(archive: WalArchive) -> list[str]:
+def ship_completed(archive: WalArchive, renew=None) -> list[str]:
     """Every whole segment and history file pg_receivewal finished, oldest first; each is
-    removed from the spool once stored (and the partial copy of it from storage)."""
+    removed from the spool once stored (and the partial copy of it from storage). `renew`
+    is called after each: a long backlog never outlives the receiver's lease."""
     shipped = []
     spool = spool_dir(archive)
     if not spool.exists():
@@ -137,25 +145,29 @@ def ship_completed(archive: WalArchive) -> list[str]:
             stale.delete()
         path.unlink()
         shipped.append(name)
+        if renew is not None:
+            renew()
     if shipped:
         newest = max((n for n in shipped if SEGMENT.fullmatch(n)), default=archive.last_segment)
         WalArchive.objects.filter(pk=archive.pk).update(last_segment=newest)
     return shipped
 
 
-def ship_partial(archive: WalArchive) -> bool:
-    """The open segment so far; True when it (or nothing new) is stored up to now."""
+def ship_partial(archive: WalArchive, covered: datetime | None = None) -> bool:
+    """The open segment so far. `covered` is a moment (the server's clock) before which
+    all WAL is known to be on the spool's disk; it becomes `covered_until` once what the
+    spool holds is stored."""
     spool = spool_dir(archive)
     partials = sorted(spool.glob("*.partial")) if spool.exists() else []
     if not partials:
         return False
     path = partials[-1]
-    read_from = timezone.now()  # whatever was flushed before this is in what is read
     try:
         ship(archive, path, path.name.removesuffix(".partial"), partial=True)
     except FileNotFoundError:
         return False  # completed (renamed) meanwhile: shipped whole on the next round
-    WalArchive.objects.filter(pk=archive.pk).update(covered_until=read_from)
+    if covered is not None:
+        WalArchive.objects.filter(pk=archive.pk).update(covered_until=covered)
     return True
 
 
@@ -201,12 +213,18 @@ class Receiver:
         return WalArchive.objects.select_related("target", "storage").get(pk=self.archive_id)
 
     def claim(self) -> bool:
-        now = timezone.now()
+        # The database's clock, not this host's: two hosts never disagree on who holds it.
         return bool(
             WalArchive.objects.filter(pk=self.archive_id, enabled=True)
-            .filter(Q(holder=self.holder) | Q(lease_expires_at__lt=now) | Q(lease_expires_at=None))
-            .update(holder=self.holder, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
+            .filter(
+                Q(holder=self.holder) | Q(lease_expires_at__lt=Now()) | Q(lease_expires_at=None)
+            )
+            .update(holder=self.holder, lease_expires_at=Now() + LEASE)
         )
+
+    def renew(self) -> None:
+        if not self.claim():
+            raise LeaseLost(f"archive {self.archive_id}")
 
     def release(self) -> None:
         WalArchive.objects.filter(pk=self.archive_id, holder=self.holder).update(
@@ -256,7 +274,20 @@ class Receiver:
             )
         spool = spool_dir(archive)
         spool.mkdir(parents=True, exist_ok=True)
+        # What an earlier run received is shipped before anything more is: while storage
+        # fails, WAL stays on the server (the slot holds it), not piling up on this disk.
+        ship_completed(archive, self.renew)
+        with engine.connect(autocommit=True) as conn:
+            # A receiver orphaned by a killed walreceiver would hold the slot forever.
+            conn.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND active",
+                [archive.slot_name],
+            )
         with engine.tool_env() as (conn_args, env):
+            # Named, so its progress can be read, and never taken for a synchronous standby
+            # named in synchronous_standby_names.
+            env = {**env, "PGAPPNAME": archive.slot_name}
             created = subprocess.run(  # noqa: S603 - argv list, no shell, no secret in it
                 engine.create_slot_argv(conn_args, archive.slot_name),
                 env=env, capture_output=True, text=True, timeout=60,
@@ -281,15 +312,26 @@ class Receiver:
         )
         resolve_incident(archive.fingerprint(), reason="WAL is streaming again")
         last_partial = last_renew = last_slot = 0.0
+        pending = None  # (the server's LSN, its clock) at the previous round
         while True:
             now = time.monotonic()
             if now - last_renew >= RENEW_EVERY:
-                if not self.claim():
-                    raise LeaseLost(str(archive))
+                self.renew()
                 last_renew = now
-            ship_completed(archive)
+            ship_completed(archive, self.renew)
             if now - last_partial >= archive.partial_every_seconds:
-                ship_partial(archive)
+                # Covered up to the server's moment of the previous round once this
+                # receiver has flushed past that round's WAL position: never a claim
+                # the spool cannot back (a receiver catching up covers nothing new).
+                position = self._position(archive)
+                flushed = position[2] if position else None
+                covered = (
+                    pending[1]
+                    if pending and flushed is not None and flushed >= pending[0]
+                    else None
+                )
+                ship_partial(archive, covered)
+                pending = position[:2] if position else None
                 last_partial = now
             if now - last_slot >= SLOT_CHECK_EVERY:
                 self._check_slot(archive)
@@ -300,9 +342,26 @@ class Receiver:
                     f"pg_receivewal exited with code {self.process.returncode}: {last[0]}"
                 )
             if self.stop.wait(1):
-                ship_completed(archive)
+                ship_completed(archive, self.renew)
                 ship_partial(archive)
                 return
+
+    def _position(self, archive: WalArchive) -> tuple[int, datetime, int | None] | None:
+        """The server's WAL position and clock, and how far this receiver has flushed."""
+        try:
+            with archive.target.db.connect() as conn:
+                current, at = conn.execute(
+                    "SELECT pg_current_wal_lsn()::text, clock_timestamp()"
+                ).fetchone()
+                row = conn.execute(
+                    "SELECT flush_lsn::text FROM pg_stat_replication WHERE application_name = %s",
+                    [archive.slot_name],
+                ).fetchone()
+        except Exception:
+            log.warning("%s: could not read the server's WAL position", archive)
+            return None
+        flushed = _lsn(row[0]) if row and row[0] else None
+        return _lsn(current), at, flushed
 
     def _check_slot(self, archive: WalArchive) -> None:
         retained = archive.target.db.slot_retained_bytes(archive.slot_name)

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -102,7 +103,7 @@ def readme_block() -> str:
     # The first lines set the procedure's inputs; the test gives its own.
     lines = block.splitlines()
     assert [line.split("=", 1)[0] for line in lines[:5]] == [
-        "KEY", "ARCHIVE", "BASE", "PGDATA", "TARGET_TIME"
+        "KEY", "WAL", "BASE", "PGDATA", "TARGET_TIME"
     ]  # fmt: skip
     return "\n".join(lines[5:])
 
@@ -141,7 +142,7 @@ def test_wal_is_shipped_and_the_readme_procedure_restores_to_a_moment(archive, p
     finally:
         running.halt()
     partial = WalSegment.objects.get(archive=archive, partial=True)
-    assert partial.storage_key == f"shop/wal/{partial.name}.partial.zst.age"
+    assert partial.storage_key == f"shop/wal-{archive.pk}/{partial.name}.partial.zst.age"
 
     # The README's procedure, with stock tools, as the postgres user.
     work = Path(tempfile.mkdtemp(prefix="opsconsole-pitr-"))
@@ -152,7 +153,7 @@ def test_wal_is_shipped_and_the_readme_procedure_restores_to_a_moment(archive, p
         if RUN_AS:
             subprocess.run(["chown", "-R", "postgres:postgres", str(work)], check=True)
         env = {
-            "KEY": str(work / "key.txt"), "ARCHIVE": str(work / "shop"),
+            "KEY": str(work / "key.txt"), "WAL": str(work / "shop" / f"wal-{archive.pk}"),
             "BASE": str(work / base.storage_key), "PGDATA": str(work / "restored"),
             "TARGET_TIME": moment.isoformat(), "PATH": "/usr/bin:/bin",
         }  # fmt: skip
@@ -239,8 +240,16 @@ def test_switching_on_takes_a_base_backup_weekly_and_turns_the_hourly_dump_off(
     base = BackupPolicy.objects.get(target=target, kind="base")
     assert (base.schedule, base.retention_days) == ("0 3 * * 0", 30)
     assert not target.policies.get(kind="hourly").enabled
+    running = Running(archive)  # connected to the slot when it is switched off
+    assert wait_for(lambda: WalArchive.objects.get().status == "streaming", timeout=20)
     archive.switch_off(bob)
+    running.halt()
     assert target.policies.get(kind="hourly").enabled and not WalArchive.objects.get().enabled
+    assert not BackupPolicy.objects.get(target=target, kind="base").enabled
+    with psycopg.connect(primary) as conn:
+        slots = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
+                             [archive.slot_name]).fetchone()[0]  # fmt: skip
+    assert slots == 0, "the slot is gone, even though a receiver was connected"
 
 
 def test_a_server_that_refuses_replication_is_said_in_one_line(transactional_db, primary, bob):
@@ -435,7 +444,11 @@ def test_what_a_dead_worker_left_of_a_recovery_is_cleaned_up(tmp_path, settings)
     under = Path(pitr.scratch_dir())
     dead = under / f"{pitr.SCRATCH_PREFIX}dead"
     (dead / "data").mkdir(parents=True)
-    sleeper = subprocess.Popen(["sleep", "60"])  # stands for the orphaned scratch server
+    # Stands for the orphaned scratch server (its command line names its folder).
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(dead / "data")]
+    )
+    stranger = subprocess.Popen(["sleep", "60"])  # a stale pid now used by someone else
     (dead / "data" / "postmaster.pid").write_text(f"{sleeper.pid}\n/data\n")
     gone = subprocess.Popen(["true"])  # the worker that started it, since dead
     gone.wait()
@@ -443,6 +456,26 @@ def test_what_a_dead_worker_left_of_a_recovery_is_cleaned_up(tmp_path, settings)
     mine = under / f"{pitr.SCRATCH_PREFIX}mine"
     mine.mkdir()
     (mine / "owner").write_text(f"{os.getpid()}\n")
-    assert pitr.clean_up_scratch() == 1
+    stale = under / f"{pitr.SCRATCH_PREFIX}stale"
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "postmaster.pid").write_text(f"{stranger.pid}\n")
+    (stale / "owner").write_text(f"{gone.pid}\n")
+    assert pitr.clean_up_scratch() == 2
     assert sleeper.wait(timeout=10) == -signal.SIGQUIT
+    assert stranger.poll() is None, "a process that is not the folder's server is left alone"
+    stranger.kill()
     assert not dead.exists() and mine.exists(), "a recovery still running is left alone"
+
+
+def test_a_timeline_switch_is_refused_with_the_way_by_hand(db, local_storage):
+    from backups import pitr
+    from backups.errors import RestoreRefused
+
+    target = DatabaseTarget.objects.create(name="shop", engine="postgresql",
+                                           dsn="postgresql://u@127.0.0.1:1/shop")  # fmt: skip
+    archive = WalArchive.objects.create(target=target, storage=local_storage)
+    for name in ("000000010000000000000003", "00000002.history", "000000020000000000000003"):
+        WalSegment.objects.create(archive=archive, name=name, storage_key=name, sha256="0",
+                                  bytes_stored=1, raw_sha256="0")  # fmt: skip
+    with pytest.raises(RestoreRefused, match=r"changed timeline .* restore by hand"):
+        pitr.needed_segments(archive, "000000010000000000000003")
