@@ -38,6 +38,8 @@ from backups.wal import HISTORY, SEGMENT, fetch_wal
 from opsconsole import tracing
 
 SCRATCH_PREFIX = "opsconsole-pitr-"
+# PostgreSQL's words when the WAL ends before a commit past the recovery target.
+QUIET = "before configured recovery target was reached"
 SEGMENTS_PER_LOG = 0x100  # 16 MB segments (PostgreSQL's default wal_segment_size)
 PROMOTE_POLL = 0.2
 
@@ -154,14 +156,25 @@ def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | N
                 fetch_wal(segment, wal / segment.name)
         timings["fetch"] = time.monotonic() - started
         _configure(data, wal, until)
-        with _scratch_server(data, sockets) as scratch:
+        user = engine.params.get("user") or "postgres"
+        with contextlib.ExitStack() as stack:
             started = time.monotonic()
             with tracing.span("restore.replay"):
+                scratch = stack.enter_context(_scratch_server(data, sockets))
                 try:
-                    scratch.wait_promoted(engine.params.get("user") or "postgres", engine.dbname)
+                    scratch.wait_promoted(user, engine.dbname)
                 except RestoreRefused as exc:
-                    # The moment lay beyond a gap: say which segment is missing.
-                    raise RestoreRefused(gap if missing else str(exc)) from None
+                    if missing:  # the moment lay beyond a gap: say which segment is missing
+                        raise RestoreRefused(gap) from None
+                    if not (isinstance(until, datetime) and QUIET in str(exc)):
+                        raise
+                    # Nothing was committed after the moment (a quiet database), and all
+                    # WAL up to it is stored: everything shipped *is* that moment.
+                    stack.close()
+                    with open(data / "postgresql.auto.conf", "a") as conf:
+                        conf.write("recovery_target_time = ''\n")
+                    scratch = stack.enter_context(_scratch_server(data, sockets))
+                    scratch.wait_promoted(user, engine.dbname)
             timings["replay"] = time.monotonic() - started
             started = time.monotonic()
             with tracing.span("restore.copy"):
@@ -289,7 +302,6 @@ def _scratch_server(data: Path, sockets: Path):
                     process.kill()
                     process.wait(timeout=10)
             exited(process.returncode)
-    shutil.rmtree(data, ignore_errors=True)
 
 
 def _give_to_postgres(root: Path) -> None:

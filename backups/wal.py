@@ -17,6 +17,7 @@ Each object restores with stock tools: `age -d -i key.txt F | zstd -d > SEGMENT`
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -186,7 +187,11 @@ def fetch_wal(segment: WalSegment, into: Path) -> None:
             decompressor = zstandard.ZstdDecompressor().stream_writer(plain, closefd=False)
             pyrage.decrypt_io(reader, decompressor, BackupKey.identities())
             decompressor.flush()
-    except (pyrage.DecryptError, OSError, zstandard.ZstdError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise RestoreRefused(f"no space left to fetch {what} into {into.parent}") from None
+        failure = f"{what} cannot be read back ({type(exc).__name__}): it is damaged"
+    except (pyrage.DecryptError, zstandard.ZstdError) as exc:
         failure = f"{what} cannot be read back ({type(exc).__name__}): it is damaged"
     finally:
         try:

@@ -8,90 +8,218 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('backups', '0005_backup_lease_expires_at_and_more'),
+        ("backups", "0005_backup_lease_expires_at_and_more"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='restorerequest',
-            name='recover_to',
-            field=models.DateTimeField(blank=True, help_text='For a base backup (continuous WAL): the moment to recover to; empty: as late as the WAL that was shipped.', null=True),
+            model_name="restorerequest",
+            name="recover_to",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="For a base backup (continuous WAL): the moment to recover to; empty: as late as the WAL that was shipped.",
+                null=True,
+            ),
         ),
         migrations.AlterField(
-            model_name='backup',
-            name='kind',
-            field=models.CharField(choices=[('hourly', 'Hourly'), ('daily', 'Daily'), ('weekly', 'Weekly'), ('monthly', 'Monthly'), ('manual', 'Manual'), ('base', 'Base backup (point-in-time recovery)')], default='manual', max_length=10),
+            model_name="backup",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("hourly", "Hourly"),
+                    ("daily", "Daily"),
+                    ("weekly", "Weekly"),
+                    ("monthly", "Monthly"),
+                    ("manual", "Manual"),
+                    ("base", "Base backup (point-in-time recovery)"),
+                ],
+                default="manual",
+                max_length=10,
+            ),
         ),
         migrations.AlterField(
-            model_name='backuppolicy',
-            name='kind',
-            field=models.CharField(choices=[('hourly', 'Hourly'), ('daily', 'Daily'), ('weekly', 'Weekly'), ('monthly', 'Monthly'), ('manual', 'Manual'), ('base', 'Base backup (point-in-time recovery)')], default='daily', max_length=10),
+            model_name="backuppolicy",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("hourly", "Hourly"),
+                    ("daily", "Daily"),
+                    ("weekly", "Weekly"),
+                    ("monthly", "Monthly"),
+                    ("manual", "Manual"),
+                    ("base", "Base backup (point-in-time recovery)"),
+                ],
+                default="daily",
+                max_length=10,
+            ),
         ),
         migrations.CreateModel(
-            name='RestorePoint',
+            name="RestorePoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=63)),
-                ('lsn', models.CharField(max_length=40)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=63)),
+                ("lsn", models.CharField(max_length=40)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddField(
-            model_name='restorerequest',
-            name='recover_to_point',
-            field=models.ForeignKey(blank=True, help_text='Or recover exactly to a named restore point (instead of a moment).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='backups.restorepoint'),
+            model_name="restorerequest",
+            name="recover_to_point",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Or recover exactly to a named restore point (instead of a moment).",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="backups.restorepoint",
+            ),
         ),
         migrations.CreateModel(
-            name='WalArchive',
+            name="WalArchive",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('enabled', models.BooleanField(default=True)),
-                ('slot_name', models.CharField(blank=True, editable=False, max_length=63)),
-                ('partial_every_seconds', models.PositiveIntegerField(default=30, help_text='How often the open segment is shipped too (at most 60).')),
-                ('max_retained_mb', models.PositiveIntegerField(default=2048, help_text='An incident when the slot holds more WAL on the server than this.')),
-                ('holder', models.CharField(blank=True, editable=False, max_length=200)),
-                ('lease_expires_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('status', models.CharField(choices=[('waiting', 'Waiting for a receiver'), ('streaming', 'Streaming'), ('failing', 'Failing (restarting)'), ('unavailable', 'Replication not available')], default='waiting', editable=False, max_length=12)),
-                ('error', models.TextField(blank=True, editable=False)),
-                ('covered_until', models.DateTimeField(blank=True, editable=False, help_text='Every WAL record written before this moment is stored.', null=True)),
-                ('last_segment', models.CharField(blank=True, editable=False, max_length=40)),
-                ('retained_bytes', models.BigIntegerField(blank=True, editable=False, null=True)),
-                ('spool_key', models.CharField(default=backups.models.new_spool_key, editable=False, max_length=32)),
-                ('storage', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='backups.storagelocation')),
-                ('target', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='wal', to='backups.databasetarget')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("slot_name", models.CharField(blank=True, editable=False, max_length=63)),
+                (
+                    "partial_every_seconds",
+                    models.PositiveIntegerField(
+                        default=30,
+                        help_text="How often the open segment is shipped too (at most 60).",
+                    ),
+                ),
+                (
+                    "max_retained_mb",
+                    models.PositiveIntegerField(
+                        default=2048,
+                        help_text="An incident when the slot holds more WAL on the server than this.",
+                    ),
+                ),
+                ("holder", models.CharField(blank=True, editable=False, max_length=200)),
+                ("lease_expires_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("waiting", "Waiting for a receiver"),
+                            ("streaming", "Streaming"),
+                            ("failing", "Failing (restarting)"),
+                            ("unavailable", "Replication not available"),
+                        ],
+                        default="waiting",
+                        editable=False,
+                        max_length=12,
+                    ),
+                ),
+                ("error", models.TextField(blank=True, editable=False)),
+                (
+                    "covered_until",
+                    models.DateTimeField(
+                        blank=True,
+                        editable=False,
+                        help_text="Every WAL record written before this moment is stored.",
+                        null=True,
+                    ),
+                ),
+                ("last_segment", models.CharField(blank=True, editable=False, max_length=40)),
+                ("retained_bytes", models.BigIntegerField(blank=True, editable=False, null=True)),
+                (
+                    "spool_key",
+                    models.CharField(
+                        default=backups.models.new_spool_key, editable=False, max_length=32
+                    ),
+                ),
+                (
+                    "storage",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="backups.storagelocation",
+                    ),
+                ),
+                (
+                    "target",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="wal",
+                        to="backups.databasetarget",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'WAL archive',
+                "verbose_name": "WAL archive",
             },
         ),
         migrations.AddField(
-            model_name='restorepoint',
-            name='archive',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='points', to='backups.walarchive'),
+            model_name="restorepoint",
+            name="archive",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="points",
+                to="backups.walarchive",
+            ),
         ),
         migrations.CreateModel(
-            name='WalSegment',
+            name="WalSegment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=40)),
-                ('partial', models.BooleanField(default=False)),
-                ('storage_key', models.CharField(max_length=500)),
-                ('sha256', models.CharField(max_length=64)),
-                ('bytes_stored', models.BigIntegerField()),
-                ('raw_sha256', models.CharField(help_text='Of the WAL itself, before zstd/age.', max_length=64)),
-                ('shipped_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('archive', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='segments', to='backups.walarchive')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=40)),
+                ("partial", models.BooleanField(default=False)),
+                ("storage_key", models.CharField(max_length=500)),
+                ("sha256", models.CharField(max_length=64)),
+                ("bytes_stored", models.BigIntegerField()),
+                (
+                    "raw_sha256",
+                    models.CharField(
+                        help_text="Of the WAL itself, before zstd/age.", max_length=64
+                    ),
+                ),
+                ("shipped_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "archive",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="segments",
+                        to="backups.walarchive",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(fields=('archive', 'name', 'partial'), name='one_wal_object')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("archive", "name", "partial"), name="one_wal_object"
+                    )
+                ],
             },
         ),
     ]

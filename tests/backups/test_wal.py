@@ -479,3 +479,25 @@ def test_a_timeline_switch_is_refused_with_the_way_by_hand(db, local_storage):
                                   bytes_stored=1, raw_sha256="0")  # fmt: skip
     with pytest.raises(RestoreRefused, match=r"changed timeline .* restore by hand"):
         pitr.needed_segments(archive, "000000010000000000000003")
+
+
+def test_a_moment_after_the_last_commit_of_a_quiet_database_restores_everything(archive, primary):
+    from backups import pitr
+
+    base = back_up(Backup.objects.create(target=archive.target, storage=archive.storage,
+                                         kind=Backup.Kind.BASE))  # fmt: skip
+    running = Running(archive)
+    try:
+        last = insert(primary, 12)
+        time.sleep(1.2)
+        moment = server_now(primary)  # nothing is committed after this
+        time.sleep(2.5)
+        assert wait_for(lambda: shipped_after(archive, moment), timeout=20)
+    finally:
+        running.halt()
+    result = pitr.recover_into(base, "shop_quiet", moment)
+    with psycopg.connect(primary.rsplit("/", 1)[0] + "/shop_quiet") as conn:
+        assert conn.execute("SELECT max(id) FROM events").fetchone()[0] == last
+    assert result["timings"]["replay"] > 0
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("DROP DATABASE shop_quiet")
