@@ -281,6 +281,9 @@ class BackupPolicy(models.Model):
                 "schedule_type": Schedule.CRON,
                 "cron": self.schedule,
                 "repeats": -1,
+                # At the cron's next time: a new policy does not run at once (a new target
+                # would otherwise get every kind of backup in its first minute).
+                "next_run": croniter(self.schedule, timezone.now()).get_next(datetime),
             },
         )
 
