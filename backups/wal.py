@@ -17,6 +17,7 @@ Each object restores with stock tools: `age -d -i key.txt F | zstd -d > SEGMENT`
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import logging
@@ -317,26 +318,24 @@ class Receiver:
         )
         resolve_incident(archive.fingerprint(), reason="WAL is streaming again")
         last_partial = last_renew = last_slot = 0.0
-        pending = None  # (the server's LSN, its clock) at the previous round
+        # The server's (WAL position, clock), read every second: at each shipping round
+        # the newest moment whose position this receiver has flushed past is covered.
+        seen: collections.deque = collections.deque(maxlen=240)
         while True:
             now = time.monotonic()
             if now - last_renew >= RENEW_EVERY:
                 self.renew()
                 last_renew = now
             ship_completed(archive, self.renew)
+            position = self._position(archive)
+            if position:
+                seen.append(position[:2])
             if now - last_partial >= archive.partial_every_seconds:
-                # Covered up to the server's moment of the previous round once this
-                # receiver has flushed past that round's WAL position: never a claim
-                # the spool cannot back (a receiver catching up covers nothing new).
-                position = self._position(archive)
+                # Never a claim the spool cannot back: a receiver catching up covers
+                # nothing newer than what it has flushed.
                 flushed = position[2] if position else None
-                covered = (
-                    pending[1]
-                    if pending and flushed is not None and flushed >= pending[0]
-                    else None
-                )
-                ship_partial(archive, covered)
-                pending = position[:2] if position else None
+                passed = [at for lsn, at in seen if flushed is not None and lsn <= flushed]
+                ship_partial(archive, max(passed) if passed else None)
                 last_partial = now
             if now - last_slot >= SLOT_CHECK_EVERY:
                 self._check_slot(archive)
