@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -323,9 +324,15 @@ def test_8_continuous_wal_then_a_restore_to_a_moment(console, new_page, pg):
         time.sleep(1.2)
         conn.execute("DELETE FROM pitr_probe")  # the mistake
         conn.execute("SELECT pg_switch_wal()")
-    time.sleep(5)  # shipped: the open segment every 2 s
-    bob.goto(archive_url)
-    expect(bob.locator(".field-recovery_point")).to_contain_text(re.compile(r"\d+ s"))
+    # Wait until the archive covers the moment (its live RPO says how far back it is).
+    deadline = time.monotonic() + 60
+    while True:
+        bob.goto(archive_url)
+        rpo = re.search(r"(\d+) s", bob.locator(".field-recovery_point").inner_text())
+        if rpo and time.time() - int(rpo[1]) - 1 > moment.replace(tzinfo=UTC).timestamp():
+            break
+        assert time.monotonic() < deadline, bob.locator("#content").inner_text()[:1500]
+        time.sleep(1)
     console.screenshot(bob, "8-wal-archive-streaming")
 
     alice = new_page("alice")
@@ -343,7 +350,12 @@ def test_8_continuous_wal_then_a_restore_to_a_moment(console, new_page, pg):
     bob.click(".approve-link")
     bob.fill("#id_confirmation", "shop_before_the_delete")
     bob.click("input[type=submit], button[type=submit] >> nth=-1")
-    expect(readonly(bob, "status")).to_have_text("Succeeded", timeout=WORKER_TIMEOUT_MS)
+    expect(readonly(bob, "status")).to_have_text(
+        re.compile("Succeeded|Failed"), timeout=WORKER_TIMEOUT_MS
+    )
+    assert readonly(bob, "status").inner_text().strip() == "Succeeded", readonly(
+        bob, "error"
+    ).inner_text()
     expect(readonly(bob, "timings")).to_contain_text("replay")
     console.screenshot(bob, "8-restored-to-a-moment")
     with psycopg.connect(pg.dsn("shop_before_the_delete")) as conn:
