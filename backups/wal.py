@@ -174,6 +174,20 @@ def ship_partial(archive: WalArchive, covered: datetime | None = None) -> bool:
 
 
 def fetch_wal(segment: WalSegment, into: Path) -> None:
+    """`_fetch_wal`, again with the newest record when a partial segment was replaced by a
+    newer shipping round while it was read (it is overwritten in place)."""
+    for _attempt in range(3):
+        try:
+            return _fetch_wal(segment, into)
+        except RestoreRefused:
+            fresh = WalSegment.objects.filter(pk=segment.pk).first()
+            if not segment.partial or fresh is None or fresh.sha256 == segment.sha256:
+                raise
+            segment = fresh
+    return _fetch_wal(segment, into)
+
+
+def _fetch_wal(segment: WalSegment, into: Path) -> None:
     """One WAL object back to a plain file, every check passed, or RestoreRefused naming
     the segment: the stored object's checksum, the key, zstd, the WAL's own checksum."""
     what = f"WAL segment {segment.name}{' (partial)' if segment.partial else ''}"
