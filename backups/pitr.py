@@ -36,6 +36,7 @@ from backups.streams import StderrTail, scratch_dir
 from backups.verify import extract
 from backups.wal import HISTORY, SEGMENT, fetch_wal
 from opsconsole import tracing
+from opsconsole.children import child_env
 
 SCRATCH_PREFIX = "opsconsole-pitr-"
 # PostgreSQL's words when the WAL ends before a commit past the recovery target.
@@ -286,7 +287,11 @@ def _scratch_server(data: Path, sockets: Path):
     ]  # fmt: skip
     with tracing.process(argv) as exited:
         process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=child_env(),  # the console's secrets stay out of the scratch server
         )
         tail = StderrTail(process.stderr)
         try:
