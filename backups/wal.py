@@ -221,6 +221,21 @@ def _fetch_wal(segment: WalSegment, into: Path) -> None:
         raise RestoreRefused(f"{what} does not match the WAL that was shipped")
 
 
+def _dead_here(holder: str) -> bool:
+    """Whether a lease holder (`host:pid:thread`) is a process of this host that is gone."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Receiver:
     """Keeps one target's WAL streaming: the lease, pg_receivewal, shipping, restarts."""
 
@@ -234,11 +249,21 @@ class Receiver:
 
     def claim(self) -> bool:
         # The database's clock, not this host's: two hosts never disagree on who holds it.
+        if self._take(
+            Q(holder=self.holder) | Q(lease_expires_at__lt=Now()) | Q(lease_expires_at=None)
+        ):
+            return True
+        # A receiver killed on this very host (restarted by serve, systemd or a person)
+        # is taken over at once, not after its lease runs out: the WAL waits for no one.
+        holder = (
+            WalArchive.objects.filter(pk=self.archive_id).values_list("holder", flat=True).first()
+        )
+        return bool(holder) and _dead_here(holder) and self._take(Q(holder=holder))
+
+    def _take(self, condition: Q) -> bool:
         return bool(
             WalArchive.objects.filter(pk=self.archive_id, enabled=True)
-            .filter(
-                Q(holder=self.holder) | Q(lease_expires_at__lt=Now()) | Q(lease_expires_at=None)
-            )
+            .filter(condition)
             .update(holder=self.holder, lease_expires_at=Now() + LEASE)
         )
 

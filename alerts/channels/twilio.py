@@ -15,10 +15,6 @@ from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 from django.conf import settings
-from twilio.base.exceptions import TwilioRestException
-from twilio.http import HttpClient
-from twilio.http.response import Response
-from twilio.rest import Client
 
 from alerts.channels.base import Delivery, Message, Transport, TransportError, string_list
 from opsconsole import http
@@ -79,7 +75,10 @@ def sms_text(text: str) -> str:
 @functools.cache
 def console_http_client_class():
     """The Twilio client's HTTP layer, routed through `opsconsole.http` (built once, on the
-    first page sent)."""
+    first page sent). The twilio package is imported on first use: it costs every process
+    that never pages by SMS a few MB."""
+    from twilio.http import HttpClient
+    from twilio.http.response import Response
 
     class ConsoleTwilioHttpClient(HttpClient):
         def __init__(self, timeout: float = 15.0):
@@ -123,11 +122,15 @@ class _TwilioChannel(Transport):
         return {**config, "to_numbers": string_list(config, "to_numbers")}
 
     def client(self) -> Client:
+        from twilio.rest import Client
+
         return Client(
             self.config["account_sid"], self.secret, http_client=console_http_client_class()()
         )
 
     def send(self, message: Message) -> Delivery:
+        from twilio.base.exceptions import TwilioRestException
+
         client, sids = self.client(), []
         for number in self.config["to_numbers"]:
             try:

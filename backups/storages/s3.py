@@ -14,10 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
 from backups.errors import StorageError
 from backups.storages.base import Storage, Writer
 from opsconsole import outbound
@@ -36,6 +32,8 @@ PROBE_EVERY = 10.0
 def _failures(what: str) -> Iterator[None]:
     """S3's failures as StorageError with the error code and status only: an answer's
     message, or a URL with its uploadId, goes into no record or incident."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         yield
     except ClientError as exc:
@@ -138,6 +136,10 @@ class S3Storage(Storage):
                 outbound.resolve(parts.hostname or "", parts.port or 443)
             except outbound.OutboundRefused as exc:
                 raise StorageError(f"S3 endpoint refused: {exc}") from None
+        # Imported here: boto3 costs every process ~10 MB that never stores to S3.
+        import boto3
+        from botocore.config import Config
+
         return boto3.client(
             "s3",
             region_name=self.config.get("region") or "us-east-1",
@@ -177,6 +179,8 @@ class S3Storage(Storage):
             self.client().delete_object(Bucket=self.config["bucket"], Key=self._key(key))
 
     def exists(self, key) -> bool:
+        from botocore.exceptions import ClientError
+
         try:
             self.client().head_object(Bucket=self.config["bucket"], Key=self._key(key))
         except ClientError:

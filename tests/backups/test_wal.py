@@ -501,3 +501,25 @@ def test_a_moment_after_the_last_commit_of_a_quiet_database_restores_everything(
     assert result["timings"]["replay"] > 0
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute("DROP DATABASE shop_quiet")
+
+
+def test_a_receiver_killed_on_this_host_is_taken_over_at_once_not_after_its_lease(
+    db, local_storage
+):
+    target = DatabaseTarget.objects.create(name="shop", engine="postgresql",
+                                           dsn="postgresql://u@127.0.0.1:1/shop")  # fmt: skip
+    archive = WalArchive.objects.create(target=target, storage=local_storage)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = __import__("socket").gethostname()
+    stop = threading.Event()
+    for holder, taken in [
+        (f"{host}:{dead.pid}:1", True),  # killed here: its lease is stale at once
+        (f"{host}:{os.getpid()}:1", False),  # alive here: it holds the stream
+        (f"elsewhere:{dead.pid}:1", False),  # another host: only its lease's end says
+    ]:
+        WalArchive.objects.filter(pk=archive.pk).update(
+            holder=holder, lease_expires_at=timezone.now() + timedelta(seconds=30)
+        )
+        assert Receiver(archive.pk, stop, holder="me:1:1").claim() is taken, holder
+        assert WalArchive.objects.get(pk=archive.pk).holder == ("me:1:1" if taken else holder)
