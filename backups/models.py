@@ -76,6 +76,15 @@ class DatabaseTarget(models.Model):
     def newest_good_backup(self) -> Backup | None:
         return self.backups.filter(status__in=Backup.GOOD).order_by("-created_at").first()
 
+    def base_backup_before(self, moment: datetime) -> Backup | None:
+        """The newest good base backup a recovery to `moment` can start from."""
+        return (
+            self.backups.filter(kind=Backup.Kind.BASE, status__in=Backup.GOOD,
+                                finished_at__lt=moment)
+            .order_by("-finished_at")
+            .first()
+        )  # fmt: skip
+
     def clean(self) -> None:
         if self.engine and self.dsn:
             try:

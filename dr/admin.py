@@ -138,8 +138,9 @@ class RecoveryObjectiveAdmin(admin.ModelAdmin):
     def rto(self, objective):
         o = objective.summary()
         return format_html(
-            '<span class="{}">{} / {} min</span>', o["rto_css"], o["rto"], o["rto_target"]
-        )
+            '<span class="{}">{} / {} min</span><br><small>{}</small>',
+            o["rto_css"], o["rto"], o["rto_target"], o["rto_phases"],
+        )  # fmt: skip
 
     def has_drill_permission(self, request):
         return request.user.has_perm(permissions.RUN_JOBS)
@@ -155,9 +156,13 @@ class RecoveryObjectiveAdmin(admin.ModelAdmin):
 
 @admin.register(RecoveryDrill)
 class RecoveryDrillAdmin(admin.ModelAdmin):
-    list_display = ("target", "status", "started_at", "duration_seconds", "rto_met")
+    list_display = ("target", "status", "started_at", "duration_seconds", "phases", "rto_met")
     list_filter = ("status", "target")
-    readonly_fields = [f.name for f in RecoveryDrill._meta.fields]
+    readonly_fields = [f.name for f in RecoveryDrill._meta.fields] + ["phases"]
+
+    @admin.display(description="Time per phase")
+    def phases(self, drill):
+        return drill.phases()
 
     def has_add_permission(self, request):
         return False

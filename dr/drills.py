@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import psycopg
 from django.utils import timezone
+from psycopg import sql
 
 from alerts.incidents import raise_incident, resolve_incident
 from backups.errors import BackupError, RestoreRefused
@@ -17,15 +19,64 @@ from opsconsole import leases
 log = logging.getLogger("opsconsole.dr.drills")
 
 
+# A point-in-time drill compares the rows written in this window before its moment...
+WINDOW = timedelta(minutes=5)
+# ...up to this long before it: a row stamped when its transaction began may commit a
+# little later, past the moment.
+MARGIN = timedelta(seconds=5)
+
+
 def run_drill(target) -> RecoveryDrill:
-    """Restore the newest good backup into a scratch database, check it, time it, drop it."""
-    backup = target.newest_good_backup()
+    """Restore into a scratch database, check it, time it, drop it: the newest good backup,
+    or, with point-in-time drills set up, the database as it was some minutes ago."""
+    objective = RecoveryObjective.objects.filter(target=target).first()
+    moment = objective.drill_moment() if objective else None
+    backup = target.base_backup_before(moment) if moment else target.newest_good_backup()
     scratch = f"drill_{target.pk}_{timezone.now():%Y%m%d%H%M%S}"[:63]
     drill = RecoveryDrill.objects.create(
-        target=target, backup=backup, scratch_database=scratch, lease_expires_at=leases.expiry()
-    )
+        target=target, backup=backup, scratch_database=scratch, recovered_to=moment,
+        lease_expires_at=leases.expiry(),
+    )  # fmt: skip
     with leases.held(drill):
         return _drill(drill, target, backup, scratch)
+
+
+def check_moment(target, scratch: str, column: str, moment: datetime) -> str:
+    """Rows stamped just before `moment` (by `column`) are all in the recovered database,
+    and none stamped after it; the live database says which rows those are."""
+    *table, name = column.split(".")
+    table_sql = sql.SQL(".").join(sql.Identifier(part) for part in table)
+    stamp = sql.Identifier(name)
+    before = sql.SQL("SELECT count(*) FROM {} WHERE {} > %s AND {} <= %s").format(
+        table_sql, stamp, stamp
+    )
+    after = sql.SQL("SELECT count(*) FROM {} WHERE {} > %s").format(table_sql, stamp)
+    window = [moment - WINDOW, moment - MARGIN]
+    try:
+        with target.db.connect() as live:
+            written_before = live.execute(before, window).fetchone()[0]
+            written_after = live.execute(after, [moment]).fetchone()[0]
+        with target.db.connect(scratch) as recovered:
+            kept_before = recovered.execute(before, window).fetchone()[0]
+            leaked_after = recovered.execute(after, [moment]).fetchone()[0]
+    except psycopg.Error as exc:
+        message = (exc.diag.message_primary if exc.diag else None) or type(exc).__name__
+        raise BackupError(f"the drill's column {column} cannot be compared: {message}") from None
+    at = f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+    problems = []
+    if kept_before < written_before:
+        problems.append(
+            f"{written_before - kept_before} of the {written_before} rows written in the "
+            f"{WINDOW.seconds // 60} minutes before {at} are missing"
+        )
+    if leaked_after:
+        problems.append(f"{leaked_after} rows written after {at} are present")
+    if problems:
+        raise BackupError(f"the recovery is not the database as of {at}: " + "; ".join(problems))
+    return (
+        f"recovered to {at}: the {kept_before} rows written in the {WINDOW.seconds // 60} "
+        f"minutes before are there, none of the {written_after} written since"
+    )
 
 
 def _fail(drill: RecoveryDrill, target, message: str, duration: float | None) -> bool:
@@ -69,8 +120,16 @@ def _drill(drill: RecoveryDrill, target, backup, scratch: str) -> RecoveryDrill:
     started = time.monotonic()
     try:
         if backup is None:
-            raise RestoreRefused("no good backup to drill with")
-        result = restore_into(backup, scratch)
+            raise RestoreRefused(
+                "no base backup finished before the moment to recover to"
+                if drill.recovered_to
+                else "no good backup to drill with"
+            )
+        result = restore_into(backup, scratch, drill.recovered_to)
+        findings = ""
+        if drill.recovered_to:
+            column = RecoveryObjective.objects.get(target=target).pitr_drill_column
+            findings = check_moment(target, scratch, column, drill.recovered_to)
     except (RestoreRefused, BackupError) as exc:
         _fail(drill, target, getattr(exc, "message", str(exc)), time.monotonic() - started)
         drill.refresh_from_db()
@@ -86,6 +145,7 @@ def _drill(drill: RecoveryDrill, target, backup, scratch: str) -> RecoveryDrill:
         finished_at=timezone.now(),
         duration_seconds=round(duration, 3),
         timings=result["timings"],
+        findings=findings,
         rto_met=rto_met,
         scratch_database=scratch,
     )

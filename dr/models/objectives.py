@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from datetime import datetime, timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from backups.models import Backup, WalArchive
+
+# A column to check point-in-time drills by: table.column or schema.table.column.
+COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}")
+# Phases of a restore, in the order they happen, as people call them.
+PHASES = {"download": "download", "decrypt_decompress": "decrypt", "fetch": "fetch",
+          "replay": "replay", "copy": "copy", "restore": "restore", "verify": "checks"}  # fmt: skip
 
 
 class RecoveryObjective(models.Model):
@@ -22,6 +30,17 @@ class RecoveryObjective(models.Model):
     drill_every_days = models.PositiveIntegerField(
         default=31, help_text="A drill older than this is a breach."
     )
+    pitr_drill_column = models.CharField(
+        "point-in-time drill column",
+        max_length=200,
+        blank=True,
+        help_text="With continuous WAL: <code>table.column</code> (or "
+        "<code>schema.table.column</code>) holding when each row was written, such as "
+        "<code>orders.created_at</code>. Drills then restore to a moment some minutes ago "
+        "and check that the rows written just before it are there and none written after "
+        "it. Empty: drills restore the newest backup.",
+    )
+    pitr_drill_minutes = models.PositiveIntegerField("point-in-time drill: minutes ago", default=10)
 
     def __str__(self) -> str:
         return f"objectives for {self.target}"
@@ -29,6 +48,34 @@ class RecoveryObjective(models.Model):
     def fingerprint(self) -> str:
         """The incident that says these objectives are not met."""
         return f"objective:{self.pk}"
+
+    def clean(self) -> None:
+        if self.pitr_drill_column and not COLUMN.fullmatch(self.pitr_drill_column):
+            raise ValidationError(
+                {"pitr_drill_column": "Write table.column or schema.table.column (letters, "
+                 "digits and underscores), such as orders.created_at."}
+            )  # fmt: skip
+        if not 1 <= self.pitr_drill_minutes <= 1440:
+            raise ValidationError({"pitr_drill_minutes": "From 1 to 1440 minutes."})
+
+    def drill_moment(self, now: datetime | None = None) -> datetime | None:
+        """The moment a drill recovers to: None (the newest backup) unless point-in-time
+        drills are set up and the target's WAL streams."""
+        if not self.pitr_drill_column:
+            return None
+        if not WalArchive.objects.filter(target=self.target, enabled=True).exists():
+            return None
+        return (now or timezone.now()) - timedelta(minutes=self.pitr_drill_minutes)
+
+    def rto_phases(self) -> str:
+        """How the last successful drill's time was spent, in words with units."""
+        drill = (
+            self.target.drills.filter(status=RecoveryDrill.Status.SUCCEEDED)
+            .exclude(timings={})
+            .order_by("-started_at")
+            .first()
+        )
+        return drill.phases() if drill else ""
 
     def live_rpo(self, now: datetime | None = None) -> timedelta | None:
         """Writes that would be lost now: since the newest good backup, or, with continuous
@@ -80,6 +127,7 @@ class RecoveryObjective(models.Model):
             "rto": "no drill" if rto is None else f"{rto.total_seconds() / 60:.1f}",
             "rto_target": self.rto_target_minutes,
             "rto_css": rto_css,
+            "rto_phases": self.rto_phases(),
             "last_drill": "never" if drill is None else f"{(now - drill.started_at).days} d ago",
             "drill_css": "state-ok" if drill_ok else "state-bad",
         }
@@ -125,6 +173,10 @@ class RecoveryDrill(models.Model):
     timings = models.JSONField(default=dict, blank=True)
     rto_met = models.BooleanField(null=True)
     scratch_database = models.CharField(max_length=63, blank=True)
+    recovered_to = models.DateTimeField(
+        null=True, blank=True, help_text="The moment a point-in-time drill recovered to."
+    )
+    findings = models.TextField(blank=True, help_text="What the drill checked, in words.")
     lease_expires_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Renewed by the worker running it."
     )
@@ -135,3 +187,12 @@ class RecoveryDrill(models.Model):
 
     def __str__(self) -> str:
         return f"drill of {self.target} at {self.started_at:%Y-%m-%d %H:%M}"
+
+    def phases(self) -> str:
+        """`fetch 3.1 s · replay 12.0 s · copy 4.2 s · checks 0.1 s`"""
+        words = [
+            f"{PHASES[name]} {seconds:.1f} s"
+            for name, seconds in self.timings.items()
+            if name in PHASES and isinstance(seconds, int | float)
+        ]
+        return " · ".join(words)

@@ -523,3 +523,60 @@ def test_a_receiver_killed_on_this_host_is_taken_over_at_once_not_after_its_leas
         )
         assert Receiver(archive.pk, stop, holder="me:1:1").claim() is taken, holder
         assert WalArchive.objects.get(pk=archive.pk).holder == ("me:1:1" if taken else holder)
+
+
+def test_a_drill_recovers_to_minutes_ago_and_checks_the_rows_either_side(
+    archive, primary, monkeypatch
+):
+    import dr.models.objectives
+    from dr.drills import run_drill
+    from dr.models import RecoveryObjective
+
+    base = back_up(Backup.objects.create(target=archive.target, storage=archive.storage,
+                                         kind=Backup.Kind.BASE))  # fmt: skip
+    assert base.status == "verified", base.error
+    running = Running(archive)
+    try:
+        insert(primary, 30)
+        time.sleep(6)  # past the drill's margin for rows committed after their stamp
+        moment = server_now(primary)
+        time.sleep(1.2)
+        insert(primary, 10)
+        wrote = timezone.now()
+        assert wait_for(lambda: shipped_after(archive, wrote), timeout=20)
+    finally:
+        running.halt()
+    objective = RecoveryObjective.objects.create(
+        target=archive.target, pitr_drill_column="events.at", pitr_drill_minutes=10
+    )
+    objective.full_clean()
+
+    class TenMinutesLater:  # the console's clock, ten minutes on: the drill's "10 minutes ago"
+        @staticmethod
+        def now():
+            return moment + timedelta(minutes=10)
+
+    monkeypatch.setattr(dr.models.objectives, "timezone", TenMinutesLater)
+    drill = run_drill(archive.target)
+    assert drill.status == "succeeded", drill.error
+    assert drill.backup == base and drill.recovered_to == moment
+    assert re.search(r"the (\d+) rows written in the 5 minutes before are there, none of the "
+                     r"10 written since", drill.findings), drill.findings  # fmt: skip
+    assert int(re.search(r"the (\d+) rows", drill.findings)[1]) >= 30
+    phases = objective.rto_phases()
+    assert re.fullmatch(r"fetch [\d.]+ s · replay [\d.]+ s · copy [\d.]+ s · checks [\d.]+ s",
+                        phases), phases  # fmt: skip
+    assert not archive.target.db.database_exists(drill.scratch_database)
+
+    # A column the database does not have fails the drill, saying so, and drops the scratch.
+    objective.pitr_drill_column = "events.written"
+    objective.save()
+    drill = run_drill(archive.target)
+    assert drill.status == "failed"
+    assert 'events.written cannot be compared: column "written" does not exist' in drill.error
+    assert not archive.target.db.database_exists(drill.scratch_database)
+
+    bad = RecoveryObjective(target=archive.target, pitr_drill_column="events; drop table x")
+    with pytest.raises(__import__("django").core.exceptions.ValidationError) as err:
+        bad.clean()
+    assert "table.column" in str(err.value)
