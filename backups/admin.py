@@ -27,6 +27,7 @@ from backups.models import (
 )
 from opsconsole import permissions
 from opsconsole.approvals.admin import ApprovalAdminMixin
+from opsconsole.fields import reveal
 from opsconsole.tasks import enqueue
 
 RUN = permissions.RUN_JOBS
@@ -273,6 +274,7 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         "safety_backup",
         "old_database",
         "old_database_dropped_at",
+        "recovered_server",
         "timings",
         "error",
     )
@@ -281,7 +283,47 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         *readonly_fields,
     )  # fmt: skip
     raw_id_fields = ("backup",)
-    actions = ["drop_old_database"]
+    actions = ["drop_old_database", "stop_kept_server"]
+
+    @admin.display(description="Recovered server")
+    def recovered_server(self, restore):
+        """A kept server's connection string, to the approver who let it run only."""
+        if restore.mode != RestoreRequest.Mode.KEEP or not restore.scratch_host:
+            return "-"
+        if restore.scratch_stopped_at:
+            return f"stopped {restore.scratch_stopped_at:%Y-%m-%d %H:%M:%S} UTC"
+        where = (
+            f"runs on {restore.scratch_host} (loopback only) until "
+            f"{restore.scratch_until:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if getattr(restore, "viewer_id", None) != restore.decided_by_id:
+            return f"{where}; its connection string is shown to {restore.decided_by} only"
+        return format_html(
+            "{}; read-only login:<br><code>{}</code>", where, reveal(restore.scratch_dsn)
+        )
+
+    def get_object(self, request, object_id, from_field=None):
+        restore = super().get_object(request, object_id, from_field)
+        if restore is not None:
+            restore.viewer_id = request.user.pk  # recovered_server shows the DSN by who looks
+        return restore
+
+    @admin.action(description="Stop the kept recovered server", permissions=["approve"])
+    def stop_kept_server(self, request, queryset):
+        for restore in queryset:
+            try:
+                here = restore.stop_kept_server(request.user)
+            except ValidationError as exc:
+                self.message_user(request, f"{restore}: {exc.messages[0]}", messages.WARNING)
+                continue
+            self.log_change(request, restore, "Stopped the recovered server")
+            self.message_user(
+                request,
+                f"{restore}: recovered server stopped."
+                if here
+                else f"{restore}: the clean-up on {restore.scratch_host} stops it within "
+                "10 minutes.",
+            )
 
     def has_approve_permission(self, request):
         return request.user.has_perm(RestoreRequest.APPROVE_PERMISSION)

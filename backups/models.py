@@ -432,6 +432,7 @@ class RestoreRequest(ApprovalRequest):
     class Mode(models.TextChoices):
         NEW = "new", "Into a new database"
         REPLACE = "replace", "Replace the target database"
+        KEEP = "keep", "Keep the recovered server to look into (point in time)"
 
     Status = RunStatus
     OPEN = ("requested", "approved", "running")
@@ -465,6 +466,12 @@ class RestoreRequest(ApprovalRequest):
     old_database = models.CharField(max_length=63, blank=True, help_text="Kept after a replace.")
     old_database_dropped_at = models.DateTimeField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    # A recovered server kept running (mode "keep"): where, until when, how to reach it.
+    scratch_dsn = EncryptedTextField(blank=True, editable=False)
+    scratch_host = models.CharField(max_length=255, blank=True, editable=False)
+    scratch_folder = models.CharField(max_length=1000, blank=True, editable=False)
+    scratch_until = models.DateTimeField(null=True, blank=True, editable=False)
+    scratch_stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -498,6 +505,11 @@ class RestoreRequest(ApprovalRequest):
             raise ValidationError(
                 {"recover_to": "A moment can be chosen for a base backup (continuous WAL) only."}
             )
+        if self.mode == self.Mode.KEEP and self.backup_id and self.backup.kind != Backup.Kind.BASE:
+            raise ValidationError(
+                {"mode": "A recovered server can be kept for a base backup (continuous WAL) "
+                 "only; restore this backup into a new database instead."}
+            )  # fmt: skip
         if self.mode == self.Mode.NEW:
             if not self.new_database and self.backup_id:
                 self.new_database = f"{self.backup.target.db.dbname}_restore_{self.backup_id[-6:]}"
@@ -514,7 +526,9 @@ class RestoreRequest(ApprovalRequest):
         return self.mode == self.Mode.REPLACE and self.backup.target.production
 
     def confirmation_phrase(self) -> str:
-        return self.backup.target.db.dbname if self.mode == self.Mode.REPLACE else self.new_database
+        if self.mode == self.Mode.NEW:
+            return self.new_database
+        return self.backup.target.db.dbname
 
     def fingerprint(self) -> str:
         return f"restore:{self.pk}"
@@ -536,6 +550,11 @@ class RestoreRequest(ApprovalRequest):
         )
 
     def interruption_message(self) -> str:
+        if self.mode == self.Mode.KEEP:
+            return (
+                "the worker running the recovery stopped (its lease ran out); marked failed. "
+                "Its scratch server and files are removed by the next clean-up."
+            )
         if self.mode == self.Mode.NEW:
             look = f"database {self.new_database} (it may be half restored)"
         else:
@@ -545,6 +564,17 @@ class RestoreRequest(ApprovalRequest):
             "the worker running the restore stopped (its lease ran out); marked failed. "
             f"Check {look} before requesting it again."
         )
+
+    def stop_kept_server(self, user) -> bool:
+        """Stop the recovered server kept for this request: approvers only. True when it
+        stopped at once; False when its host's clean-up stops it (another host ran it)."""
+        if not user.has_perm(self.APPROVE_PERMISSION):
+            raise PermissionDenied("Only an approver may stop the recovered server.")
+        if self.mode != self.Mode.KEEP or not self.scratch_folder or self.scratch_stopped_at:
+            raise ValidationError("There is no recovered server running for this request.")
+        from backups.pitr import stop_kept
+
+        return stop_kept(self)
 
     def drop_old_database(self, user) -> None:
         """After a replace, the kept database goes only when an approver says so."""

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from django.conf import settings
+from psycopg import sql
 
 from backups.errors import BackupError, RestoreRefused
 from backups.models import Backup, RestorePoint, WalArchive
@@ -43,6 +47,8 @@ SCRATCH_PREFIX = "opsconsole-pitr-"
 QUIET = "before configured recovery target was reached"
 SEGMENTS_PER_LOG = 0x100  # 16 MB segments (PostgreSQL's default wal_segment_size)
 PROMOTE_POLL = 0.2
+# The read-only login of a recovered server kept for people to look into.
+KEPT_ROLE = "opsconsole_recovered"
 
 
 def segment_number(name: str) -> tuple[str, int]:
@@ -98,7 +104,53 @@ def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | N
     on the target's server."""
     target = backup.target
     engine = target.db
-    archive = WalArchive.objects.filter(target=target).first()
+    if engine.database_exists(dbname):
+        raise RestoreRefused(f"database {dbname!r} exists already; choose a new name")
+    timings: dict[str, float] = {}
+    with _recovered(backup, until, timings) as (scratch, _work):
+        started = time.monotonic()
+        with tracing.span("restore.copy"):
+            engine.create_database(dbname)
+            try:
+                _copy(engine, scratch, dbname)
+                timings["copy"] = time.monotonic() - started
+                started = time.monotonic()
+                problems = engine.run_checks(dbname, target.required_tables, target.check_queries)
+                timings["verify"] = time.monotonic() - started
+                if problems:
+                    raise BackupError(
+                        "the restored database failed its checks: " + "; ".join(problems)
+                    )
+            except BaseException:
+                engine.drop_database(dbname)
+                raise
+    return {
+        "database": dbname,
+        "wal_segments": timings.pop("wal_segments"),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def recover_and_keep(
+    backup: Backup, until: datetime | RestorePoint | None, request_pk: int
+) -> dict:
+    """Recover as `recover_into` does, and keep the recovered server running instead of
+    copying out of it: reachable on this host's loopback by a read-only role with a fresh
+    password, until `clean_up_scratch` or a person stops it."""
+    timings: dict[str, float] = {}
+    with _recovered(backup, until, timings, tcp=True) as (scratch, work):
+        dsn = scratch.keep(backup.target.db, work, request_pk)
+    return {
+        "dsn": dsn,
+        "folder": str(work),
+        "timings": {k: round(v, 3) for k, v in timings.items() if k != "wal_segments"},
+    }
+
+
+def _refuse_early(backup: Backup, archive: WalArchive | None, until) -> str:
+    """Every reason a recovery cannot start, before anything is fetched; the segment the
+    base backup ends in otherwise."""
+    target = backup.target
     start = (backup.toc_summary or {}).get("end wal")
     if backup.kind != Backup.Kind.BASE or not start:
         raise RestoreRefused(f"{backup.id} is not a base backup that a recovery can start from")
@@ -126,8 +178,16 @@ def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | N
                 f"the WAL archive of {target} covers up to {covered}, not "
                 f"{until:%Y-%m-%d %H:%M:%S} UTC"
             )
-    if engine.database_exists(dbname):
-        raise RestoreRefused(f"database {dbname!r} exists already; choose a new name")
+    return start
+
+
+@contextlib.contextmanager
+def _recovered(backup: Backup, until, timings: dict, *, tcp: bool = False):
+    """A scratch server holding `backup` recovered to `until`: (server, its folder). It is
+    stopped and the folder removed on leaving, unless the server was kept."""
+    engine = backup.target.db
+    archive = WalArchive.objects.filter(target=backup.target).first()
+    start = _refuse_early(backup, archive, until)
     segments, missing = needed_segments(archive, start)
     gap = (
         f"WAL segment {missing} is missing from the archive: the recovery would stop short "
@@ -135,12 +195,13 @@ def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | N
     )
     if missing and until is None:
         raise RestoreRefused(gap)
-    timings: dict[str, float] = {}
+    timings["wal_segments"] = len(segments)
     # Run as postgres (the console as root), the scratch server must reach its folder:
     # then it is a private folder under the system's temporary directory, given to it.
     under = tempfile.gettempdir() if _as_postgres() else scratch_dir()
-    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=under) as tmp:
-        work = Path(tmp)
+    work = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=under))
+    kept = False
+    try:
         # Whose it is: a worker that dies leaves it (and maybe a server) to clean_up_scratch.
         (work / "owner").write_text(f"{os.getpid()}\n")
         data, wal, sockets = work / "data", work / "wal", work / "sock"
@@ -161,7 +222,7 @@ def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | N
         with contextlib.ExitStack() as stack:
             started = time.monotonic()
             with tracing.span("restore.replay"):
-                scratch = stack.enter_context(_scratch_server(data, sockets))
+                scratch = stack.enter_context(_scratch_server(data, sockets, tcp=tcp))
                 try:
                     scratch.wait_promoted(user, engine.dbname)
                 except RestoreRefused as exc:
@@ -174,32 +235,14 @@ def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | N
                     stack.close()
                     with open(data / "postgresql.auto.conf", "a") as conf:
                         conf.write("recovery_target_time = ''\n")
-                    scratch = stack.enter_context(_scratch_server(data, sockets))
+                    scratch = stack.enter_context(_scratch_server(data, sockets, tcp=tcp))
                     scratch.wait_promoted(user, engine.dbname)
             timings["replay"] = time.monotonic() - started
-            started = time.monotonic()
-            with tracing.span("restore.copy"):
-                engine.create_database(dbname)
-                try:
-                    _copy(engine, scratch, dbname)
-                    timings["copy"] = time.monotonic() - started
-                    started = time.monotonic()
-                    problems = engine.run_checks(
-                        dbname, target.required_tables, target.check_queries
-                    )
-                    timings["verify"] = time.monotonic() - started
-                    if problems:
-                        raise BackupError(
-                            "the restored database failed its checks: " + "; ".join(problems)
-                        )
-                except BaseException:
-                    engine.drop_database(dbname)
-                    raise
-    return {
-        "database": dbname,
-        "wal_segments": len(segments),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
+            yield scratch, work
+            kept = scratch.kept
+    finally:
+        if not kept:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _configure(data: Path, wal: Path, until: datetime | RestorePoint | None) -> None:
@@ -244,8 +287,9 @@ def _as_postgres() -> list[str]:
 
 
 class _Scratch:
-    def __init__(self, process: subprocess.Popen, sockets: Path, port: int, tail: StderrTail):
-        self.process, self.sockets, self.port, self.tail = process, sockets, port, tail
+    def __init__(self, process: subprocess.Popen, sockets: Path, port: int, log: Path):
+        self.process, self.sockets, self.port, self.log = process, sockets, port, log
+        self.kept = False
 
     def connect(self, user: str, dbname: str, **kwargs) -> psycopg.Connection:
         return psycopg.connect(
@@ -267,12 +311,43 @@ class _Scratch:
         raise RestoreRefused("the recovery did not finish in time (BACKUPS_TIMEOUT_SECONDS)")
 
     def _reason(self) -> str:
-        lines = [line for line in self.tail.text().splitlines() if "FATAL" in line]
+        with open(self.log, "rb") as fh:
+            fh.seek(max(0, self.log.stat().st_size - 65536))
+            text = fh.read().decode(errors="replace")
+        lines = [line for line in text.splitlines() if "FATAL" in line]
         return lines[-1].split("FATAL:", 1)[-1].strip() if lines else "the server exited"
+
+    def keep(self, engine, work: Path, request_pk: int) -> str:
+        """Leave this server running for people to look into: a read-only login with a
+        fresh password, from this host's loopback only. Returns its connection string."""
+        password = secrets.token_urlsafe(24)
+        user = engine.params.get("user") or "postgres"
+        with self.connect(user, engine.dbname) as conn:
+            bootstrap = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()[0]
+        with self.connect(bootstrap, engine.dbname, autocommit=True) as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE pg_read_all_data").format(
+                    sql.Identifier(KEPT_ROLE), sql.Literal(password)
+                )
+            )
+            hba = self.sockets.parent / "data" / "pg_hba.conf"
+            hba.write_text(
+                f"local all all trust\nhost all {KEPT_ROLE} 127.0.0.1/32 scram-sha-256\n"
+            )
+            conn.execute("SELECT pg_reload_conf()")
+        (work / "owner").write_text(f"kept {request_pk}\n")
+        self.kept = True
+        return (
+            f"postgresql://{KEPT_ROLE}:{password}@127.0.0.1:{self.port}/"
+            f"{quote(engine.dbname, safe='')}"
+        )
 
 
 @contextlib.contextmanager
-def _scratch_server(data: Path, sockets: Path):
+def _scratch_server(data: Path, sockets: Path, *, tcp: bool = False):
+    """The scratch server, stopped on leaving unless it was kept. It listens on its private
+    socket, and with `tcp` on a free loopback port too."""
     bindir = _server_bindir(data)
     run_as = _as_postgres()
     if run_as:
@@ -280,24 +355,27 @@ def _scratch_server(data: Path, sockets: Path):
     port = _free_port()
     argv = [
         *run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-        "-k", str(sockets), "-c", "listen_addresses=", "-c", "archive_mode=off",
+        "-k", str(sockets), "-c", f"listen_addresses={'127.0.0.1' if tcp else ''}",
+        "-c", "archive_mode=off",
         # The source's own files and features do not come along.
         "-c", f"hba_file={data / 'pg_hba.conf'}", "-c", f"ident_file={data / 'pg_ident.conf'}",
-        "-c", "ssl=off", "-c", "shared_preload_libraries=",
+        "-c", "ssl=off", "-c", "shared_preload_libraries=", "-c", "logging_collector=off",
     ]  # fmt: skip
-    with tracing.process(argv) as exited:
+    # Its log in a file, not a pipe: a kept server outlives the worker that started it.
+    log = data.parent / "server.log"
+    with tracing.process(argv) as exited, open(log, "ab") as stderr:
         process = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret
             argv,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             start_new_session=True,
             env=child_env(),  # the console's secrets stay out of the scratch server
         )
-        tail = StderrTail(process.stderr)
+        scratch = _Scratch(process, sockets, port, log)
         try:
-            yield _Scratch(process, sockets, port, tail)
+            yield scratch
         finally:
-            if process.poll() is None:
+            if not scratch.kept and process.poll() is None:
                 # To the group: runuser passes no signal on to the server it started.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGINT)  # fast shutdown
@@ -319,9 +397,7 @@ def _give_to_postgres(root: Path) -> None:
 
 
 def _free_port() -> int:
-    """A number for the scratch server's socket name (it listens on no TCP port)."""
-    import socket
-
+    """A free loopback port: the scratch server's socket name, and its TCP port when kept."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -362,25 +438,91 @@ def _copy(engine, scratch: _Scratch, dbname: str) -> None:
 def clean_up_scratch() -> int:
     """What a worker that died mid-recovery left: its scratch server is stopped and its
     folder (decrypted base backup and WAL) removed. A folder whose owner still runs is
-    left alone."""
+    left alone, and so is a kept server until its time is up or someone stopped it."""
     removed = 0
     for under in {tempfile.gettempdir(), scratch_dir()}:
         for work in Path(under).glob(f"{SCRATCH_PREFIX}*"):
             try:
-                owner = int((work / "owner").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                owner = None
-            if owner is not None and _alive(owner):
+                owner = (work / "owner").read_text().split()
+            except OSError:
+                owner = []
+            if owner[:1] == ["kept"] and len(owner) == 2 and owner[1].isdigit():
+                if _still_kept(int(owner[1]), work):
+                    continue
+                _stop_and_remove(work)
+                _record_stopped(int(owner[1]))
+                removed += 1
                 continue
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                server = int((work / "data" / "postmaster.pid").read_text().split()[0])
-                # Only the postgres serving this very folder (a stale pid may be another's).
-                command = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
-                if str(work / "data").encode() in command:
-                    os.kill(server, signal.SIGQUIT)  # immediate shutdown: nothing to keep
-            shutil.rmtree(work, ignore_errors=True)
+            if owner[:1] and owner[0].isdigit() and _alive(int(owner[0])):
+                continue
+            _stop_and_remove(work)
             removed += 1
     return removed
+
+
+def stop_kept(request) -> bool:
+    """Stop a kept recovered server now, when it runs on this host; else it is marked to
+    stop and the clean-up on its host stops it. True when it was stopped here."""
+    from django.utils import timezone
+
+    folder = Path(request.scratch_folder) if request.scratch_folder else None
+    if folder is not None and request.scratch_host == socket.gethostname() and folder.exists():
+        _stop_and_remove(folder)
+        _record_stopped(request.pk)
+        return True
+    type(request).objects.filter(pk=request.pk).update(scratch_until=timezone.now())
+    return False
+
+
+def _still_kept(request_pk: int, work: Path) -> bool:
+    from django.utils import timezone
+
+    from backups.models import RestoreRequest
+
+    request = RestoreRequest.objects.filter(pk=request_pk).first()
+    if request is None or request.scratch_stopped_at:
+        return False
+    if request.status == RestoreRequest.Status.RUNNING:
+        return True  # its worker is recording it
+    return (
+        request.status == RestoreRequest.Status.SUCCEEDED
+        and request.scratch_until is not None
+        and request.scratch_until > timezone.now()
+        and _server_of(work) is not None
+    )
+
+
+def _record_stopped(request_pk: int) -> None:
+    from django.utils import timezone
+
+    from backups.models import RestoreRequest
+
+    RestoreRequest.objects.filter(pk=request_pk, scratch_stopped_at=None).update(
+        scratch_stopped_at=timezone.now(), scratch_dsn=""
+    )
+
+
+def _server_of(work: Path) -> int | None:
+    """The pid of the postgres serving this very folder, if one runs (a stale pid file may
+    name another process)."""
+    try:
+        server = int((work / "data" / "postmaster.pid").read_text().split()[0])
+        command = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    return server if str(work / "data").encode() in command else None
+
+
+def _stop_and_remove(work: Path) -> None:
+    server = _server_of(work)
+    if server is not None:
+        with contextlib.suppress(OSError):
+            os.kill(server, signal.SIGQUIT)  # immediate shutdown: nothing to keep
+        for _ in range(50):
+            if _server_of(work) is None:
+                break
+            time.sleep(0.1)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

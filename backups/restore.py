@@ -8,10 +8,13 @@ only once every check passed, the old database kept under another name.
 
 from __future__ import annotations
 
+import socket
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.utils import timezone
 
 from backups.backup import run_backup
@@ -83,6 +86,18 @@ def _carry_out(request) -> dict:
     backup = request.backup
     engine = backup.target.db
     started = time.monotonic()
+    if request.mode == RestoreRequest.Mode.KEEP:
+        from backups.pitr import recover_and_keep
+
+        kept = recover_and_keep(backup, request.recovery_target(), request.pk)
+        total = round(time.monotonic() - started, 3)
+        return {
+            "timings": {**kept["timings"], "total": total},
+            "scratch_dsn": kept["dsn"],
+            "scratch_folder": kept["folder"],
+            "scratch_host": socket.gethostname(),
+            "scratch_until": timezone.now() + timedelta(hours=settings.PITR_KEEP_HOURS),
+        }
     if request.mode == RestoreRequest.Mode.NEW:
         result = restore_into(backup, request.new_database, request.recovery_target())
     else:

@@ -298,6 +298,8 @@ OPSCONSOLE_HEARTBEAT_URL = env("OPSCONSOLE_HEARTBEAT_URL", default="")
 
 # Backups.
 BACKUPS_TIMEOUT_SECONDS = env.int("BACKUPS_TIMEOUT_SECONDS", default=6 * 3600)
+# A recovered server kept to look into is stopped after this many hours.
+PITR_KEEP_HOURS = env.int("PITR_KEEP_HOURS", default=24)
 BACKUPS_ZSTD_LEVEL = env.int("BACKUPS_ZSTD_LEVEL", default=3)
 # Extra age identities (AGE-SECRET-KEY-1…, comma-separated) for backups encrypted to keys
 # the console does not keep, e.g. a policy's own recipient.

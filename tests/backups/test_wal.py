@@ -580,3 +580,90 @@ def test_a_drill_recovers_to_minutes_ago_and_checks_the_rows_either_side(
     with pytest.raises(__import__("django").core.exceptions.ValidationError) as err:
         bad.clean()
     assert "table.column" in str(err.value)
+
+
+def test_a_kept_recovered_server_is_read_only_its_dsn_shown_to_its_approver_and_it_stops(
+    archive, primary, alice, bob, carol, client
+):
+    from backups import pitr
+    from backups.models import RestoreRequest
+
+    with psycopg.connect(primary, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    base, moment = recorded_history(archive, primary)
+    request = RestoreRequest(backup=base, requested_by=alice, recover_to=moment, mode="keep")
+    request.full_clean()
+    request.save()
+    assert not request.requires_two_people(), "nothing of the target changes"
+    request.approve(bob, confirmation="shop")
+    request = request.execute()
+    assert request.status == "succeeded", request.error
+    assert set(request.timings) >= {"fetch", "replay", "total"} and "copy" not in request.timings
+    dsn = reveal(request.scratch_dsn)
+    assert dsn.startswith("postgresql://opsconsole_recovered:") and "@127.0.0.1:" in dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        count, lowest = conn.execute("SELECT count(*), min(id) FROM events").fetchone()
+        assert (count, lowest) == (before + 40, 1), "the moment before the delete"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM events")
+    with psycopg.connect(primary, autocommit=True) as conn:
+        assert conn.execute("SELECT min(id) FROM events").fetchone()[0] == 11, "target untouched"
+    password = dsn.split(":")[2].split("@")[0]
+
+    page = f"/admin/backups/restorerequest/{request.pk}/change/"
+    for who, sees in [(bob, True), (alice, False), (carol, False)]:
+        client.force_login(who)
+        html = client.get(page).content.decode()
+        assert (password in html) is sees, who
+        assert "runs on" in html
+        if not sees:
+            assert "its connection string is shown to bob only" in html
+
+    # The clean-up leaves it while its time runs; only an approver stops it.
+    assert pitr.clean_up_scratch() == 0
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SELECT 1")
+    for who, allowed in [(alice, False), (bob, True)]:
+        client.force_login(who)
+        response = client.post(
+            "/admin/backups/restorerequest/",
+            {"action": "stop_kept_server", "_selected_action": [request.pk]},
+            follow=True,
+        )
+        request.refresh_from_db()
+        assert (request.scratch_stopped_at is not None) is allowed, who
+    assert "recovered server stopped" in response.content.decode()
+    assert not request.scratch_dsn and not Path(request.scratch_folder).exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn, connect_timeout=3)
+
+
+def test_a_kept_server_past_its_time_or_whose_server_died_is_removed(
+    db, local_storage, alice, tmp_path, settings
+):
+    from backups import pitr
+    from backups.models import RestoreRequest
+
+    settings.VAR_DIR = str(tmp_path)
+    target = DatabaseTarget.objects.create(name="shop", engine="postgresql",
+                                           dsn="postgresql://u@127.0.0.1:1/shop")  # fmt: skip
+    base = Backup.objects.create(target=target, storage=local_storage, status="verified",
+                                 kind="base", sha256="0" * 64, bytes_stored=1)  # fmt: skip
+    folders = {}
+    for name, until in [("expired", -1), ("dead", 1)]:
+        folder = Path(pitr.scratch_dir()) / f"{pitr.SCRATCH_PREFIX}{name}"
+        (folder / "data").mkdir(parents=True)
+        request = RestoreRequest.objects.create(
+            backup=base, requested_by=alice, mode="keep", status="succeeded",
+            scratch_folder=str(folder), scratch_host="here",
+            scratch_dsn="postgresql://x:y@127.0.0.1:1/shop",
+            scratch_until=timezone.now() + timedelta(hours=until),
+        )  # fmt: skip
+        (folder / "owner").write_text(f"kept {request.pk}\n")
+        folders[request.pk] = folder
+    # One's time ran out; the other's has not, but its server is gone (the host rebooted).
+    assert pitr.clean_up_scratch() == 2
+    for pk, folder in folders.items():
+        request = RestoreRequest.objects.get(pk=pk)
+        assert request.scratch_stopped_at and not request.scratch_dsn
+        assert not folder.exists()
