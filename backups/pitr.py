@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +37,7 @@ from psycopg import sql
 
 from backups.errors import BackupError, RestoreRefused
 from backups.models import Backup, RestorePoint, WalArchive
-from backups.streams import StderrTail, scratch_dir
+from backups.streams import CHUNK, StderrTail, scratch_dir
 from backups.verify import extract
 from backups.wal import HISTORY, SEGMENT, fetch_wal
 from opsconsole import tracing
@@ -209,11 +210,8 @@ def _recovered(backup: Backup, until, timings: dict, *, tcp: bool = False):
             folder.mkdir()
         started = time.monotonic()
         with tracing.span("restore.fetch", {"opsconsole.wal_segments": len(segments)}):
-            extract(backup, work / "base.tar")
             data.mkdir(mode=0o700)
-            with tarfile.open(work / "base.tar") as tar:
-                tar.extractall(data, filter="data")
-            (work / "base.tar").unlink()
+            _unpack_base(backup, data)
             for segment in segments:
                 fetch_wal(segment, wal / segment.name)
         timings["fetch"] = time.monotonic() - started
@@ -243,6 +241,44 @@ def _recovered(backup: Backup, until, timings: dict, *, tcp: bool = False):
     finally:
         if not kept:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _unpack_base(backup: Backup, data: Path) -> None:
+    """The base backup read back (every check of `extract`) straight into tar's hands: no
+    copy of the archive on disk. Nothing unpacked counts until the read-back passed."""
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def unpack() -> None:
+        try:
+            with open(read_fd, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                tar.extractall(data, filter="data")
+                while stream.read(CHUNK):  # the archive's zero blocks; never block the writer
+                    pass
+        except BaseException as exc:  # said below, in the restore's words
+            failure.append(exc)
+
+    unpacking = threading.Thread(target=unpack, name="unpack-base", daemon=True)
+    unpacking.start()
+    refused = None
+    try:
+        with open(write_fd, "wb") as stream:
+            extract(backup, stream)
+    except RestoreRefused as exc:
+        refused = exc
+    except BrokenPipeError:
+        pass  # tar stopped reading: its own error says why
+    finally:
+        unpacking.join()
+    # The stored object's own fault (checksum, key, zstd) is the cause; a broken pipe only
+    # says that tar stopped reading, and tar's error says why.
+    if refused is not None and not (failure and "Broken pipe" in str(refused)):
+        raise refused
+    if failure:
+        raise RestoreRefused(
+            f"base backup {backup.id} cannot be unpacked ({type(failure[0]).__name__}: "
+            f"{failure[0]})"
+        )
 
 
 def _configure(data: Path, wal: Path, until: datetime | RestorePoint | None) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import BinaryIO
 
 import pyrage
 import zstandard
@@ -22,8 +24,9 @@ from backups.streams import HashingReader, scratch_dir
 from opsconsole import tracing
 
 
-def extract(backup: Backup, into: Path) -> dict[str, float]:
-    """Storage → checksum → decrypt → decompress into a plain archive file, or RestoreRefused.
+def extract(backup: Backup, into: Path | BinaryIO) -> dict[str, float]:
+    """Storage → checksum → decrypt → decompress into a plain archive file (or a stream
+    `into`, left open), or RestoreRefused.
 
     The stages stream into each other, so they are timed by where the time goes:
     waiting on the storage is "download", everything else "decrypt_decompress".
@@ -43,7 +46,7 @@ def extract(backup: Backup, into: Path) -> dict[str, float]:
         return timings
 
 
-def _extract(backup: Backup, into: Path) -> dict[str, float]:
+def _extract(backup: Backup, into: Path | BinaryIO) -> dict[str, float]:
     started = time.monotonic()
     if not backup.is_good or not backup.storage_key:
         raise RestoreRefused(
@@ -56,7 +59,7 @@ def _extract(backup: Backup, into: Path) -> dict[str, float]:
     reader = HashingReader(raw)
     failure = None
     try:
-        with open(into, "wb") as plain:
+        with open(into, "wb") if isinstance(into, Path) else nullcontext(into) as plain:
             decompressor = zstandard.ZstdDecompressor().stream_writer(plain, closefd=False)
             pyrage.decrypt_io(reader, decompressor, BackupKey.identities())
             decompressor.flush()

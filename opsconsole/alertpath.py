@@ -26,12 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-import sentry_sdk
 from django.db import close_old_connections, connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from opsconsole import tracing
+from opsconsole import sentry, tracing
 
 log = logging.getLogger("opsconsole.alertpath")
 
@@ -151,9 +150,7 @@ def run_loop(loop: Loop, stop: threading.Event, func: Callable[[], object] | Non
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log.exception("alert path loop %s failed", loop.name)
-                with sentry_sdk.new_scope() as scope:
-                    scope.set_tag("loop", loop.name)
-                    sentry_sdk.capture_exception()
+                sentry.capture_exception(loop=loop.name)
             busy_since[loop.name] = None
             recorder.record(started, time.monotonic() - began, lag, error)
             # Due `every` after this tick began; when that has passed, at once (one tick).

@@ -8,6 +8,7 @@ seconds, counting what it drops so the volume can still be alerted on.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -15,9 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import sentry_sdk
 from django.http import Http404
-from sentry_sdk.integrations.django import DjangoIntegration
 
 from opsconsole.logs import REDACTED, redact, redact_text
 
@@ -160,6 +159,10 @@ def init(
     Sentry's own transactions are off, and each event carries the trace id and span id
     of the OpenTelemetry span it happened in (the SDK's OTLP integration, without its
     exporter or propagator: the console sets those up itself)."""
+    # Imported here: the SDK costs a process that reports to no Sentry a few MB.
+    import sentry_sdk
+    from sentry_sdk.integrations.django import DjangoIntegration
+
     integrations: list[Any] = [DjangoIntegration()]
     if opentelemetry:
         if traces_sample_rate is not None:
@@ -195,4 +198,15 @@ def init(
     return sentry_sdk.init(**options)
 
 
-__all__ = ["REDACTED", "before_send", "fingerprint", "init", "suppressor"]
+def capture_exception(**tags: str) -> None:
+    """Report the exception being handled, with `tags`, where Sentry was set up."""
+    sdk = sys.modules.get("sentry_sdk")
+    if sdk is None:
+        return  # never initialised in this process: nothing would be sent
+    with sdk.new_scope() as scope:
+        for name, value in tags.items():
+            scope.set_tag(name, value)
+        sdk.capture_exception()
+
+
+__all__ = ["REDACTED", "before_send", "capture_exception", "fingerprint", "init", "suppressor"]

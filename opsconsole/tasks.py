@@ -17,13 +17,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import sentry_sdk
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from opsconsole import tracing
+from opsconsole import sentry, tracing
 from opsconsole.logs import (
     get_correlation_id,
     new_correlation_id,
@@ -56,10 +55,7 @@ def console_task(func: F) -> F:
                     return func(*args, **kwargs)
                 except Exception:
                     # Inside the span: the event and the log line carry the trace.
-                    with sentry_sdk.new_scope() as scope:
-                        scope.set_tag("task", name)
-                        scope.set_tag("correlation_id", correlation_id)
-                        sentry_sdk.capture_exception()
+                    sentry.capture_exception(task=name, correlation_id=correlation_id)
                     log.exception("task %s failed", func.__qualname__)
                     raise
         finally:
