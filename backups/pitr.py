@@ -46,26 +46,34 @@ from opsconsole.children import child_env
 SCRATCH_PREFIX = "opsconsole-pitr-"
 # PostgreSQL's words when the WAL ends before a commit past the recovery target.
 QUIET = "before configured recovery target was reached"
-SEGMENTS_PER_LOG = 0x100  # 16 MB segments (PostgreSQL's default wal_segment_size)
 PROMOTE_POLL = 0.2
 # The read-only login of a recovered server kept for people to look into.
 KEPT_ROLE = "opsconsole_recovered"
+DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024  # PostgreSQL's default wal_segment_size
 
 
-def segment_number(name: str) -> tuple[str, int]:
-    return name[:8], int(name[8:16], 16) * SEGMENTS_PER_LOG + int(name[16:], 16)
+def segments_per_log(segment_bytes: int) -> int:
+    """How many segments one 4 GiB "log" of WAL names holds (256 at 16 MB)."""
+    return 0x100000000 // segment_bytes
 
 
-def segment_name(timeline: str, number: int) -> str:
-    return f"{timeline}{number // SEGMENTS_PER_LOG:08X}{number % SEGMENTS_PER_LOG:08X}"
+def segment_number(name: str, per_log: int = 0x100) -> tuple[str, int]:
+    return name[:8], int(name[8:16], 16) * per_log + int(name[16:], 16)
 
 
-def needed_segments(archive: WalArchive, start: str) -> tuple[list, str | None]:
+def segment_name(timeline: str, number: int, per_log: int = 0x100) -> str:
+    return f"{timeline}{number // per_log:08X}{number % per_log:08X}"
+
+
+def needed_segments(
+    archive: WalArchive, start: str, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+) -> tuple[list, str | None]:
     """The WAL a recovery replays from `start` (the last segment inside the base backup:
     the rest of it, and all after) through the last one shipped, in order; and the first
     segment missing before later ones, if any. (When a segment was shipped says nothing of
     when its WAL was written: the replay itself stops at the moment asked for.)"""
-    timeline, number = segment_number(start)
+    per_log = segments_per_log(segment_bytes)
+    timeline, number = segment_number(start, per_log)
     switched = archive.segments.exclude(name__startswith=timeline).exists() or any(
         HISTORY.fullmatch(n) for n in archive.segments.values_list("name", flat=True)
     )
@@ -83,7 +91,7 @@ def needed_segments(archive: WalArchive, start: str) -> tuple[list, str | None]:
     }
     chosen = []
     while True:
-        name = segment_name(timeline, number)
+        name = segment_name(timeline, number, per_log)
         segment = rows.get((name, False)) or rows.get((name, True))
         if segment is None:
             break
@@ -95,8 +103,8 @@ def needed_segments(archive: WalArchive, start: str) -> tuple[list, str | None]:
         raise RestoreRefused(
             f"WAL segment {start} (where the base backup ends) is missing from the archive"
         )
-    later = any(segment_number(n)[1] > number for (n, _partial) in rows)
-    return chosen, segment_name(timeline, number) if later else None
+    later = any(segment_number(n, per_log)[1] > number for (n, _partial) in rows)
+    return chosen, segment_name(timeline, number, per_log) if later else None
 
 
 def recover_into(backup: Backup, dbname: str, until: datetime | RestorePoint | None) -> dict:
@@ -189,7 +197,9 @@ def _recovered(backup: Backup, until, timings: dict, *, tcp: bool = False):
     engine = backup.target.db
     archive = WalArchive.objects.filter(target=backup.target).first()
     start = _refuse_early(backup, archive, until)
-    segments, missing = needed_segments(archive, start)
+    # The server's segment size, as the base backup's own WAL files have it.
+    segment_bytes = (backup.toc_summary or {}).get("wal segment bytes") or DEFAULT_SEGMENT_BYTES
+    segments, missing = needed_segments(archive, start, segment_bytes)
     gap = (
         f"WAL segment {missing} is missing from the archive: the recovery would stop short "
         "of the moment asked for"

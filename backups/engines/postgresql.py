@@ -220,6 +220,7 @@ class PostgresEngine(Engine):
                     segment = member.name.removeprefix("pg_wal/")
                     if member.name.startswith("pg_wal/") and WAL_FILE.fullmatch(segment):
                         counts["wal segments"] += 1
+                        counts["wal segment bytes"] = member.size  # the server's segment size
                         # The last segment inside: the archive must hold it whole, and
                         # every one after it, for a recovery past the backup's end.
                         counts["end wal"] = max(counts.get("end wal", ""), segment)

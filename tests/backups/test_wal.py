@@ -126,6 +126,7 @@ def test_wal_is_shipped_and_the_readme_procedure_restores_to_a_moment(archive, p
     assert base.status == "verified", base.error
     assert base.storage_key.endswith(".base.tar.zst.age")
     assert base.toc_summary["files"] > 100 and base.toc_summary["wal segments"] >= 1
+    assert base.toc_summary["wal segment bytes"] == 16 * 2**20, "the server's segment size"
 
     running = Running(archive)
     try:
@@ -492,6 +493,25 @@ def test_a_timeline_switch_is_refused_with_the_way_by_hand(db, local_storage):
                                   bytes_stored=1, raw_sha256="0")  # fmt: skip
     with pytest.raises(RestoreRefused, match=r"changed timeline .* restore by hand"):
         pitr.needed_segments(archive, "000000010000000000000003")
+
+
+def test_the_wal_a_recovery_needs_follows_the_servers_segment_size(db, local_storage):
+    from backups import pitr
+
+    target = DatabaseTarget.objects.create(name="shop", engine="postgresql",
+                                           dsn="postgresql://u@127.0.0.1:1/shop")  # fmt: skip
+    archive = WalArchive.objects.create(target=target, storage=local_storage)
+    # At 64 MB a segment, the names wrap after ...3F: 0x40 segments make 4 GiB.
+    names = ["00000001000000000000003E", "00000001000000000000003F", "000000010000000100000000",
+             "000000010000000100000001"]  # fmt: skip
+    for name in names:
+        WalSegment.objects.create(archive=archive, name=name, storage_key=name, sha256="0",
+                                  bytes_stored=1, raw_sha256="0")  # fmt: skip
+    chosen, missing = pitr.needed_segments(archive, names[0], 64 * 2**20)
+    assert [s.name for s in chosen] == names and missing is None
+    # Read as 16 MB segments, ...40 would be missing before the later ones.
+    chosen, missing = pitr.needed_segments(archive, names[0])
+    assert missing == "000000010000000000000040"
 
 
 def test_a_moment_after_the_last_commit_of_a_quiet_database_restores_everything(archive, primary):
