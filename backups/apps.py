@@ -47,6 +47,9 @@ class BackupsConfig(AppConfig):
         # What a failed backup left in storage, until its removal succeeds.
         schedules.register("backups.clean_up", "backups.tasks.clean_up", cron="*/10 * * * *")
         schedules.register(
+            "backups.wal_archives", "backups.tasks.check_wal_archives", cron="*/5 * * * *"
+        )
+        schedules.register(
             "backups.verify_newest", "backups.tasks.verify_newest", cron="30 5 * * *"
         )
         schedules.register("backups.prune", "backups.tasks.prune", cron="45 5 * * *")

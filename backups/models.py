@@ -627,6 +627,7 @@ class WalArchive(models.Model):
     )  # fmt: skip
     last_segment = models.CharField(max_length=40, blank=True, editable=False)
     retained_bytes = models.BigIntegerField(null=True, blank=True, editable=False)
+    switched_on_at = models.DateTimeField(default=timezone.now, editable=False)
     # Names the receiver's local folder: new with each switch on (a new slot), so a
     # receiver never resumes from what an earlier slot streamed.
     spool_key = models.CharField(max_length=32, default=new_spool_key, editable=False)
@@ -666,7 +667,7 @@ class WalArchive(models.Model):
             archive, _ = cls.objects.update_or_create(
                 target=target,
                 defaults={"enabled": True, "storage": storage or StorageLocation.default(),
-                          "spool_key": new_spool_key()},
+                          "spool_key": new_spool_key(), "switched_on_at": timezone.now()},
             )  # fmt: skip
             try:
                 target.db.create_slot(archive.slot_name)

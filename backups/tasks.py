@@ -73,6 +73,13 @@ def record_all_metrics() -> int:
 
 
 @console_task
+def check_wal_archives() -> int:
+    from backups.wal import check_archives
+
+    return check_archives()
+
+
+@console_task
 def clean_up() -> int:
     from backups.pitr import clean_up_scratch
 

@@ -54,6 +54,8 @@ LEASE = timedelta(seconds=LEASE_SECONDS)
 RENEW_EVERY = 10
 SLOT_CHECK_EVERY = 60
 MAX_BACKOFF = 60
+# A receiver is expected this soon after switching on (serve looks every 30 s).
+RECEIVER_GRACE = timedelta(minutes=2)
 
 
 class WalError(Exception):
@@ -236,6 +238,54 @@ def _dead_here(holder: str) -> bool:
     return False
 
 
+def check_slot(archive: WalArchive) -> int | None:
+    """The WAL the server keeps for the archive's slot, recorded; an incident past
+    `max_retained_mb`, before it fills the server's disk."""
+    retained = archive.target.db.slot_retained_bytes(archive.slot_name)
+    WalArchive.objects.filter(pk=archive.pk).update(retained_bytes=retained)
+    fingerprint = f"wal-slot:{archive.pk}"
+    if retained is not None and retained > archive.max_retained_mb * 1024 * 1024:
+        raise_incident(
+            source="backups", fingerprint=fingerprint, priority="high", component="backups",
+            title=f"The WAL slot of {archive.target} holds {retained / 2**20:.0f} MB on the "
+            f"server (limit {archive.max_retained_mb} MB): its disk fills while WAL is "
+            "not received",
+            details={"target": archive.target.name, "retained_bytes": retained},
+        )  # fmt: skip
+    else:
+        resolve_incident(fingerprint, reason="the slot's retained WAL is under its limit")
+    return retained
+
+
+def check_archives(now: datetime | None = None) -> int:
+    """From a worker, every few minutes, whether a receiver runs or not (when none does is
+    when it matters): each slot's retained WAL, and an incident for an archive no receiver
+    has held for RECEIVER_GRACE. Returns how many archives have no receiver."""
+    now = now or timezone.now()
+    unreceived = 0
+    for archive in WalArchive.objects.filter(enabled=True).select_related("target"):
+        try:
+            check_slot(archive)
+        except Exception as exc:  # the server is down: the receiver's incident says so
+            log.warning("%s: could not measure the slot (%s)", archive, type(exc).__name__)
+        held = archive.lease_expires_at is not None and archive.lease_expires_at > now - LEASE
+        if held or archive.switched_on_at > now - RECEIVER_GRACE:
+            continue
+        if archive.status == WalArchive.Status.UNAVAILABLE:
+            continue  # a receiver looked, and said why it cannot stream
+        unreceived += 1
+        since = archive.lease_expires_at or archive.switched_on_at
+        raise_incident(
+            source="backups", fingerprint=archive.fingerprint(), priority="high",
+            component="backups",
+            title=f"No WAL receiver has streamed {archive.target} since "
+            f"{since:%Y-%m-%d %H:%M} UTC: start `manage.py walreceiver` (`serve` starts it); "
+            "the slot keeps the WAL meanwhile",
+            details={"target": archive.target.name, "since": since.isoformat()},
+        )  # fmt: skip
+    return unreceived
+
+
 class Receiver:
     """Keeps one target's WAL streaming: the lease, pg_receivewal, shipping, restarts."""
 
@@ -407,20 +457,7 @@ class Receiver:
         return _lsn(current), at, flushed
 
     def _check_slot(self, archive: WalArchive) -> None:
-        retained = archive.target.db.slot_retained_bytes(archive.slot_name)
-        WalArchive.objects.filter(pk=archive.pk).update(retained_bytes=retained)
-        fingerprint = f"wal-slot:{archive.pk}"
-        if retained is not None and retained > archive.max_retained_mb * 1024 * 1024:
-            raise_incident(
-                source="backups", fingerprint=fingerprint, priority="high",
-                component="backups",
-                title=f"The WAL slot of {archive.target} holds {retained / 2**20:.0f} MB on the "
-                f"server (limit {archive.max_retained_mb} MB): its disk fills while WAL is "
-                "not received",
-                details={"target": archive.target.name, "retained_bytes": retained},
-            )  # fmt: skip
-        else:
-            resolve_incident(fingerprint, reason="the slot's retained WAL is under its limit")
+        check_slot(archive)
 
     def _stop_process(self) -> None:
         process, self.process = self.process, None

@@ -708,3 +708,43 @@ def test_a_kept_server_past_its_time_or_whose_server_died_is_removed(
         request = RestoreRequest.objects.get(pk=pk)
         assert request.scratch_stopped_at and not request.scratch_dsn
         assert not folder.exists()
+
+
+def test_with_no_receiver_running_a_worker_still_watches_the_slot_and_says_so(archive, primary):
+    from alerts.models import Incident
+    from backups.wal import check_archives
+
+    WalArchive.objects.filter(pk=archive.pk).update(max_retained_mb=1)
+    with psycopg.connect(primary, autocommit=True) as conn:
+        for _ in range(2):
+            insert(primary, 50)
+            conn.execute("SELECT pg_switch_wal()")
+    just_switched_on = timezone.now()
+    assert check_archives(just_switched_on) == 0, "a receiver has a moment to start"
+    slot = Incident.objects.filter(fingerprint=f"wal-slot:{archive.pk}").latest("pk")
+    assert slot.status != "resolved" and "holds" in slot.title
+    archive.refresh_from_db()
+    assert archive.retained_bytes > 2**20
+
+    later = just_switched_on + timedelta(minutes=3)
+    assert check_archives(later) == 1
+    stale = Incident.objects.filter(fingerprint=archive.fingerprint()).latest("pk")
+    assert stale.status != "resolved" and "No WAL receiver has streamed shop" in stale.title
+
+    # A receiver streams and catches up: both incidents resolve.
+    running = Running(archive)
+    try:
+        assert wait_for(
+            lambda: WalArchive.objects.get(pk=archive.pk).status == "streaming", timeout=20
+        )
+        WalArchive.objects.filter(pk=archive.pk).update(max_retained_mb=2048)
+        assert check_archives() == 0
+    finally:
+        running.halt()
+    assert (
+        Incident.objects.filter(fingerprint=archive.fingerprint()).latest("pk").status == "resolved"
+    )
+    assert (
+        Incident.objects.filter(fingerprint=f"wal-slot:{archive.pk}").latest("pk").status
+        == "resolved"
+    )
