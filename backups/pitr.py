@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -221,9 +222,7 @@ def _recovered(backup: Backup, until, timings: dict, *, tcp: bool = False):
         started = time.monotonic()
         with tracing.span("restore.fetch", {"opsconsole.wal_segments": len(segments)}):
             data.mkdir(mode=0o700)
-            _unpack_base(backup, data)
-            for segment in segments:
-                fetch_wal(segment, wal / segment.name)
+            _fetch_all(backup, data, segments, wal)
         timings["fetch"] = time.monotonic() - started
         _configure(data, wal, until)
         user = engine.params.get("user") or "postgres"
@@ -251,6 +250,40 @@ def _recovered(backup: Backup, until, timings: dict, *, tcp: bool = False):
     finally:
         if not kept:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _fetch_all(backup: Backup, data: Path, segments: list, wal: Path) -> None:
+    """The base backup unpacked on this thread while the whole WAL segments are fetched on
+    another (both mostly wait on decryption, decompression and disk: two cores share the
+    work); the open segment, if any, last, here. The first failure in order is raised."""
+    whole = [s for s in segments if not s.partial]
+    if whole:
+        # Loaded here (all segments share one archive): the other thread asks no database.
+        whole[0].archive.storage  # noqa: B018
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def fetch_whole() -> None:
+        try:
+            for segment in whole:
+                if stop.is_set():
+                    return
+                fetch_wal(segment, wal / segment.name)
+        except BaseException as exc:  # raised below, on the restore's thread
+            failure.append(exc)
+
+    fetching = threading.Thread(target=fetch_whole, name="fetch-wal", daemon=True)
+    fetching.start()
+    try:
+        _unpack_base(backup, data)
+    finally:
+        if sys.exc_info()[0] is not None:
+            stop.set()
+        fetching.join()
+    if failure:
+        raise failure[0]
+    for segment in segments[len(whole) :]:
+        fetch_wal(segment, wal / segment.name)
 
 
 def _unpack_base(backup: Backup, data: Path) -> None:

@@ -182,8 +182,10 @@ def fetch_wal(segment: WalSegment, into: Path) -> None:
         try:
             return _fetch_wal(segment, into)
         except RestoreRefused:
+            if not segment.partial:
+                raise
             fresh = WalSegment.objects.filter(pk=segment.pk).first()
-            if not segment.partial or fresh is None or fresh.sha256 == segment.sha256:
+            if fresh is None or fresh.sha256 == segment.sha256:
                 raise
             segment = fresh
     return _fetch_wal(segment, into)

@@ -13,7 +13,7 @@ server:
     `age -d | zstd -d`), `postgres` until it promotes, `pg_dump -Fc -Z0 | pg_restore`;
 (b) the console: `recover_into` (fetch and check, replay, copy, checks).
 
-Goal: (b) <= 1.25 x (a).
+Each runs twice, in swapped order; the faster of each counts. Goal: (b) <= 1.25 x (a).
 """
 
 from __future__ import annotations
@@ -182,27 +182,45 @@ def main() -> None:
         # Both read the same stored objects; by hand, as the postgres user.
         for path in [var, *(p for p in (var / "store").rglob("*"))]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        hand = by_hand(
-            env, admin, reveal(BackupKey.current().identity),
-            var / "store" / "realistic" / f"wal-{archive.pk}",
-            var / "store" / base.storage_key, moment, "bench_pitr_hand",
-        )  # fmt: skip
-        started = time.perf_counter()
-        console = recover_into(base, "bench_pitr_console", moment)
-        console_total = time.perf_counter() - started
+        # Two rounds, the order swapped in the second (the server's checkpoints and the
+        # page cache favour whichever runs second); the faster run of each counts.
+        hands, consoles = [], []
+        server = admin.rsplit("/", 1)[0]
+        for round_ in range(2):
+            for who in ("hand", "console") if round_ == 0 else ("console", "hand"):
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS bench_pitr_{who} WITH (FORCE)")
+                    if who == "hand":
+                        conn.execute("CREATE DATABASE bench_pitr_hand")
+                if who == "hand":
+                    hands.append(
+                        by_hand(
+                            env, admin, reveal(BackupKey.current().identity),
+                            var / "store" / "realistic" / f"wal-{archive.pk}",
+                            var / "store" / base.storage_key, moment, "bench_pitr_hand",
+                        )
+                    )  # fmt: skip
+                else:
+                    started = time.perf_counter()
+                    result = recover_into(base, "bench_pitr_console", moment)
+                    consoles.append((time.perf_counter() - started, result["timings"]))
         with (
-            psycopg.connect(admin.rsplit("/", 1)[0] + "/bench_pitr_console") as a,
-            psycopg.connect(admin.rsplit("/", 1)[0] + "/bench_pitr_hand") as b,
+            psycopg.connect(server + "/bench_pitr_console") as a,
+            psycopg.connect(server + "/bench_pitr_hand") as b,
         ):
             query = "SELECT sum(abalance), count(*) FROM pgbench_accounts"
             same = a.execute(query).fetchone() == b.execute(query).fetchone()
 
-    print("(a) by hand:  " + ", ".join(f"{k} {v:.1f} s" for k, v in hand.items()))
-    print(
-        "(b) console:  "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in console["timings"].items())
-        + f", total {console_total:.1f} s"
-    )
+    for hand in hands:
+        print("(a) by hand:  " + ", ".join(f"{k} {v:.1f} s" for k, v in hand.items()))
+    for total, timings in consoles:
+        print(
+            "(b) console:  "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+            + f", total {total:.1f} s"
+        )
+    hand = min(hands, key=lambda h: h["total"])
+    console_total = min(total for total, _ in consoles)
     ratio = console_total / hand["total"]
     print(f"both recovered the same pgbench balances: {same}")
     print(

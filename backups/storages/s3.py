@@ -9,6 +9,7 @@ the object's metadata by a server-side copy (a tag above CopyObject's 5 GiB).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ COPY_LIMIT = 5 * 1024**3
 # often, so an endpoint that died is noticed within a request's timeout, not at the
 # next part.
 PROBE_EVERY = 10.0
+_CLIENTS = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -140,16 +142,19 @@ class S3Storage(Storage):
         import boto3
         from botocore.config import Config
 
-        return boto3.client(
-            "s3",
-            region_name=self.config.get("region") or "us-east-1",
-            endpoint_url=self.config.get("endpoint_url") or None,
-            aws_access_key_id=self.config.get("access_key_id") or None,
-            aws_secret_access_key=self.secret or None,
-            config=Config(
-                retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60
-            ),
-        )
+        with _CLIENTS:  # boto3's default session builds clients one thread at a time
+            return boto3.client(
+                "s3",
+                region_name=self.config.get("region") or "us-east-1",
+                endpoint_url=self.config.get("endpoint_url") or None,
+                aws_access_key_id=self.config.get("access_key_id") or None,
+                aws_secret_access_key=self.secret or None,
+                config=Config(
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    connect_timeout=10,
+                    read_timeout=60,
+                ),
+            )
 
     def _key(self, key: str) -> str:
         prefix = (self.config.get("prefix") or "").strip("/")
