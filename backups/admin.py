@@ -292,6 +292,8 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
             return "-"
         if restore.scratch_stopped_at:
             return f"stopped {restore.scratch_stopped_at:%Y-%m-%d %H:%M:%S} UTC"
+        if restore.scratch_until and restore.scratch_until <= timezone.now():
+            return f"stopping: the clean-up on {restore.scratch_host} stops it within 10 minutes"
         where = (
             f"runs on {restore.scratch_host} (loopback only) until "
             f"{restore.scratch_until:%Y-%m-%d %H:%M:%S} UTC"

@@ -51,7 +51,9 @@ class DatabaseTarget(models.Model):
         help_text="SQL that must return a true first column on a restored copy.",
     )
     production = models.BooleanField(
-        default=True, help_text="Replacing a production database needs a second person to approve."
+        default=True,
+        help_text="Replacing a production database, or keeping a recovered copy of it running, "
+        "needs a second person to approve.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -523,7 +525,8 @@ class RestoreRequest(ApprovalRequest):
         return self.recover_to_point or self.recover_to
 
     def requires_two_people(self) -> bool:
-        return self.mode == self.Mode.REPLACE and self.backup.target.production
+        # Keeping a recovered server hands out a read-only login to a copy of production.
+        return self.mode != self.Mode.NEW and self.backup.target.production
 
     def confirmation_phrase(self) -> str:
         if self.mode == self.Mode.NEW:

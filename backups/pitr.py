@@ -16,7 +16,12 @@ Timings are kept per phase: fetch (base and WAL), replay, copy and checks.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import fcntl
+import hashlib
+import hmac
+import logging
 import os
 import secrets
 import shutil
@@ -24,7 +29,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -34,15 +38,18 @@ from urllib.parse import quote
 
 import psycopg
 from django.conf import settings
+from django.db.models import Q
 from psycopg import sql
 
 from backups.errors import BackupError, RestoreRefused
-from backups.models import Backup, RestorePoint, WalArchive
-from backups.streams import CHUNK, StderrTail, scratch_dir
+from backups.models import Backup, BackupKey, RestorePoint, WalArchive
+from backups.streams import StderrTail, scratch_dir
 from backups.verify import extract
 from backups.wal import HISTORY, SEGMENT, fetch_wal
 from opsconsole import tracing
 from opsconsole.children import child_env
+
+log = logging.getLogger("opsconsole.backups.pitr")
 
 SCRATCH_PREFIX = "opsconsole-pitr-"
 # PostgreSQL's words when the WAL ends before a commit past the recovery target.
@@ -50,6 +57,7 @@ QUIET = "before configured recovery target was reached"
 PROMOTE_POLL = 0.2
 # The read-only login of a recovered server kept for people to look into.
 KEPT_ROLE = "opsconsole_recovered"
+PIPE_BYTES = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024  # PostgreSQL's default wal_segment_size
 
 
@@ -215,7 +223,7 @@ def _recovered(backup: Backup, until, timings: dict, *, tcp: bool = False):
     kept = False
     try:
         # Whose it is: a worker that dies leaves it (and maybe a server) to clean_up_scratch.
-        (work / "owner").write_text(f"{os.getpid()}\n")
+        _write_owner(work, str(os.getpid()))
         data, wal, sockets = work / "data", work / "wal", work / "sock"
         for folder in (wal, sockets):
             folder.mkdir()
@@ -225,6 +233,8 @@ def _recovered(backup: Backup, until, timings: dict, *, tcp: bool = False):
             _fetch_all(backup, data, segments, wal)
         timings["fetch"] = time.monotonic() - started
         _configure(data, wal, until)
+        if _as_postgres():
+            _hand_over_wal(wal)
         user = engine.params.get("user") or "postgres"
         with contextlib.ExitStack() as stack:
             started = time.monotonic()
@@ -257,8 +267,9 @@ def _fetch_all(backup: Backup, data: Path, segments: list, wal: Path) -> None:
     another (both mostly wait on decryption, decompression and disk: two cores share the
     work); the open segment, if any, last, here. The first failure in order is raised."""
     whole = [s for s in segments if not s.partial]
+    # Loaded here (all segments share one archive): the other thread asks no database.
+    identities = BackupKey.identities()
     if whole:
-        # Loaded here (all segments share one archive): the other thread asks no database.
         whole[0].archive.storage  # noqa: B018
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -268,7 +279,7 @@ def _fetch_all(backup: Backup, data: Path, segments: list, wal: Path) -> None:
             for segment in whole:
                 if stop.is_set():
                     return
-                fetch_wal(segment, wal / segment.name)
+                fetch_wal(segment, wal / segment.name, identities)
         except BaseException as exc:  # raised below, on the restore's thread
             failure.append(exc)
 
@@ -287,41 +298,46 @@ def _fetch_all(backup: Backup, data: Path, segments: list, wal: Path) -> None:
 
 
 def _unpack_base(backup: Backup, data: Path) -> None:
-    """The base backup read back (every check of `extract`) straight into tar's hands: no
-    copy of the archive on disk. Nothing unpacked counts until the read-back passed."""
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
-
-    def unpack() -> None:
+    """The base backup read back (every check of `extract`) straight into GNU tar, which
+    unpacks on the other core: no copy of the archive on disk. Nothing unpacked counts
+    until the read-back passed. Run as root, tar runs as postgres (the folder is given to
+    it first), and never as root with the archive's owners."""
+    run_as = _as_postgres()
+    if run_as:
+        _give_to_postgres(data.parent, ["data", "sock"])
+    argv = [*run_as, "tar", "--extract", "--no-same-owner", "--file=-", f"--directory={data}"]
+    with tempfile.TemporaryFile() as errors, tracing.process(argv) as exited:
+        tar = subprocess.Popen(  # noqa: S603 - argv list, no shell, no secret
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+            env=child_env(), bufsize=PIPE_BYTES,
+        )  # fmt: skip
+        # zstd hands over 128 KB at a time: a pipe of the default 64 KB has the two
+        # sides taking turns rather than working at once (Linux lets it grow).
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(tar.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        refused = None
         try:
-            with open(read_fd, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                tar.extractall(data, filter="data")
-                while stream.read(CHUNK):  # the archive's zero blocks; never block the writer
-                    pass
-        except BaseException as exc:  # said below, in the restore's words
-            failure.append(exc)
-
-    unpacking = threading.Thread(target=unpack, name="unpack-base", daemon=True)
-    unpacking.start()
-    refused = None
-    try:
-        with open(write_fd, "wb") as stream:
-            extract(backup, stream)
-    except RestoreRefused as exc:
-        refused = exc
-    except BrokenPipeError:
-        pass  # tar stopped reading: its own error says why
-    finally:
-        unpacking.join()
+            extract(backup, tar.stdin)
+        except RestoreRefused as exc:
+            refused = exc
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                tar.stdin.close()
+            try:
+                code = tar.wait(timeout=settings.BACKUPS_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                tar.kill()
+                code = tar.wait()
+            exited(code)
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip().splitlines()
     # The stored object's own fault (checksum, key, zstd) is the cause; a broken pipe only
     # says that tar stopped reading, and tar's error says why.
-    if refused is not None and not (failure and "Broken pipe" in str(refused)):
+    if refused is not None and not (code != 0 and "Broken pipe" in str(refused)):
         raise refused
-    if failure:
-        raise RestoreRefused(
-            f"base backup {backup.id} cannot be unpacked ({type(failure[0]).__name__}: "
-            f"{failure[0]})"
-        )
+    if code != 0:
+        reason = said[-1] if said else f"tar exited with code {code}"
+        raise RestoreRefused(f"base backup {backup.id} cannot be unpacked: {reason}")
 
 
 def _configure(data: Path, wal: Path, until: datetime | RestorePoint | None) -> None:
@@ -402,12 +418,26 @@ class _Scratch:
         password = secrets.token_urlsafe(24)
         user = engine.params.get("user") or "postgres"
         with self.connect(user, engine.dbname) as conn:
-            bootstrap = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()[0]
+            bootstrap, version = conn.execute(
+                "SELECT rolname, current_setting('server_version_num')::int FROM pg_roles "
+                "WHERE oid = 10"
+            ).fetchone()
+        if version < 140000:
+            raise RestoreRefused(
+                "keeping the recovered server needs PostgreSQL 14 or later (its read-only "
+                "role, pg_read_all_data); restore into a new database instead"
+            )
         with self.connect(bootstrap, engine.dbname, autocommit=True) as conn:
-            conn.execute("SET password_encryption = 'scram-sha-256'")
+            # The password's SCRAM verifier, not the password: no statement, log or trace
+            # of the scratch server holds it.
             conn.execute(
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE pg_read_all_data").format(
-                    sql.Identifier(KEPT_ROLE), sql.Literal(password)
+                    sql.Identifier(KEPT_ROLE), sql.Literal(scram_verifier(password))
+                )
+            )
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+                    sql.Identifier(KEPT_ROLE)
                 )
             )
             hba = self.sockets.parent / "data" / "pg_hba.conf"
@@ -415,12 +445,32 @@ class _Scratch:
                 f"local all all trust\nhost all {KEPT_ROLE} 127.0.0.1/32 scram-sha-256\n"
             )
             conn.execute("SELECT pg_reload_conf()")
-        (work / "owner").write_text(f"kept {request_pk}\n")
+        _write_owner(work, f"kept {request_pk} {_instance()}")
         self.kept = True
         return (
             f"postgresql://{KEPT_ROLE}:{password}@127.0.0.1:{self.port}/"
             f"{quote(engine.dbname, safe='')}"
         )
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802, RFC 7677)."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+def _write_owner(work: Path, text: str) -> None:
+    """Whose a scratch folder is, replaced in one step (the clean-up never reads half)."""
+    (work / "owner.new").write_text(text + "\n")
+    os.replace(work / "owner.new", work / "owner")
 
 
 @contextlib.contextmanager
@@ -429,8 +479,6 @@ def _scratch_server(data: Path, sockets: Path, *, tcp: bool = False):
     socket, and with `tcp` on a free loopback port too."""
     bindir = _server_bindir(data)
     run_as = _as_postgres()
-    if run_as:
-        _give_to_postgres(data.parent)
     port = _free_port()
     argv = [
         *run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
@@ -439,6 +487,8 @@ def _scratch_server(data: Path, sockets: Path, *, tcp: bool = False):
         # The source's own files and features do not come along.
         "-c", f"hba_file={data / 'pg_hba.conf'}", "-c", f"ident_file={data / 'pg_ident.conf'}",
         "-c", "ssl=off", "-c", "shared_preload_libraries=", "-c", "logging_collector=off",
+        # A copied subscription would connect to its publisher and consume its slot.
+        "-c", "max_logical_replication_workers=0",
     ]  # fmt: skip
     # Its log in a file, not a pipe: a kept server outlives the worker that started it.
     log = data.parent / "server.log"
@@ -466,13 +516,29 @@ def _scratch_server(data: Path, sockets: Path, *, tcp: bool = False):
             exited(process.returncode)
 
 
-def _give_to_postgres(root: Path) -> None:
+def _give_to_postgres(work: Path, folders: list[str]) -> None:
+    """The scratch folder and its `folders` (not what they hold) to the postgres user:
+    root never walks a tree postgres could have changed under it."""
     import pwd
 
     owner = pwd.getpwnam("postgres")
-    for folder, dirs, files in os.walk(root):
-        for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
-            os.chown(name, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
+    for path in [work, *(work / name for name in folders)]:
+        os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
+
+
+def _hand_over_wal(wal: Path) -> None:
+    """The fetched WAL files to postgres (root wrote them), through the folder's own
+    descriptor, never following a link."""
+    import pwd
+
+    owner = pwd.getpwnam("postgres")
+    folder = os.open(wal, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for name in os.listdir(folder):
+            os.chown(name, owner.pw_uid, owner.pw_gid, dir_fd=folder, follow_symlinks=False)
+        os.fchown(folder, owner.pw_uid, owner.pw_gid)
+    finally:
+        os.close(folder)
 
 
 def _free_port() -> int:
@@ -517,7 +583,8 @@ def _copy(engine, scratch: _Scratch, dbname: str) -> None:
 def clean_up_scratch() -> int:
     """What a worker that died mid-recovery left: its scratch server is stopped and its
     folder (decrypted base backup and WAL) removed. A folder whose owner still runs is
-    left alone, and so is a kept server until its time is up or someone stopped it."""
+    left alone, and so is a kept server until its time is up or someone stopped it; a
+    kept server whose folder is gone (a reboot) is recorded stopped."""
     removed = 0
     for under in {tempfile.gettempdir(), scratch_dir()}:
         for work in Path(under).glob(f"{SCRATCH_PREFIX}*"):
@@ -525,32 +592,46 @@ def clean_up_scratch() -> int:
                 owner = (work / "owner").read_text().split()
             except OSError:
                 owner = []
-            if owner[:1] == ["kept"] and len(owner) == 2 and owner[1].isdigit():
+            if owner[:1] == ["kept"]:
+                if len(owner) != 3 or owner[2] != _instance() or not owner[1].isdigit():
+                    continue  # another console's (they may share this folder)
                 if _still_kept(int(owner[1]), work):
                     continue
-                _stop_and_remove(work)
-                _record_stopped(int(owner[1]))
-                removed += 1
+                if _stop_and_remove(work):
+                    _record_stopped(int(owner[1]), work)
+                    removed += 1
                 continue
             if owner[:1] and owner[0].isdigit() and _alive(int(owner[0])):
                 continue
-            _stop_and_remove(work)
-            removed += 1
+            if not owner and time.time() - work.stat().st_mtime < 60:
+                continue  # being set up this very moment
+            removed += _stop_and_remove(work)
+    _reconcile_kept()
     return removed
 
 
 def stop_kept(request) -> bool:
-    """Stop a kept recovered server now, when it runs on this host; else it is marked to
-    stop and the clean-up on its host stops it. True when it was stopped here."""
+    """Stop a kept recovered server now, when it runs on this host and this process may
+    stop it; else it is marked to stop and the clean-up on its host stops it. True when
+    it was stopped here."""
     from django.utils import timezone
 
     folder = Path(request.scratch_folder) if request.scratch_folder else None
-    if folder is not None and request.scratch_host == socket.gethostname() and folder.exists():
-        _stop_and_remove(folder)
-        _record_stopped(request.pk)
+    if (
+        folder is not None
+        and request.scratch_host == socket.gethostname()
+        and folder.exists()
+        and _stop_and_remove(folder)
+    ):
+        _record_stopped(request.pk, folder)
         return True
     type(request).objects.filter(pk=request.pk).update(scratch_until=timezone.now())
     return False
+
+
+def _instance() -> str:
+    """This console (its data folder), as kept servers' owner files name it."""
+    return hashlib.sha256(str(Path(settings.VAR_DIR).resolve()).encode()).hexdigest()[:12]
 
 
 def _still_kept(request_pk: int, work: Path) -> bool:
@@ -571,14 +652,27 @@ def _still_kept(request_pk: int, work: Path) -> bool:
     )
 
 
-def _record_stopped(request_pk: int) -> None:
+def _record_stopped(request_pk: int, work: Path) -> None:
     from django.utils import timezone
 
     from backups.models import RestoreRequest
 
-    RestoreRequest.objects.filter(pk=request_pk, scratch_stopped_at=None).update(
-        scratch_stopped_at=timezone.now(), scratch_dsn=""
-    )
+    RestoreRequest.objects.filter(
+        Q(scratch_folder=str(work)) | Q(scratch_folder=""), pk=request_pk, scratch_stopped_at=None
+    ).update(scratch_stopped_at=timezone.now(), scratch_dsn="")
+
+
+def _reconcile_kept() -> None:
+    """Kept servers of this host whose folder is gone (a reboot emptied /tmp): stopped."""
+    from backups.models import RestoreRequest
+
+    kept = RestoreRequest.objects.filter(
+        mode=RestoreRequest.Mode.KEEP, scratch_host=socket.gethostname(),
+        scratch_stopped_at=None, status=RestoreRequest.Status.SUCCEEDED,
+    ).exclude(scratch_folder="")  # fmt: skip
+    for request in kept.only("pk", "scratch_folder"):
+        if not Path(request.scratch_folder).exists():
+            _record_stopped(request.pk, Path(request.scratch_folder))
 
 
 def _server_of(work: Path) -> int | None:
@@ -592,16 +686,28 @@ def _server_of(work: Path) -> int | None:
     return server if str(work / "data").encode() in command else None
 
 
-def _stop_and_remove(work: Path) -> None:
-    server = _server_of(work)
-    if server is not None:
-        with contextlib.suppress(OSError):
-            os.kill(server, signal.SIGQUIT)  # immediate shutdown: nothing to keep
+def _stop_and_remove(work: Path) -> bool:
+    """Its server stopped (immediate shutdown, then killed), then the folder removed. False,
+    and nothing removed, when the server cannot be stopped from this process."""
+    for sig in (signal.SIGQUIT, signal.SIGKILL):
+        server = _server_of(work)
+        if server is None:
+            break
+        try:
+            os.kill(server, sig)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            log.warning("cannot stop the scratch server in %s from this process", work)
+            return False
         for _ in range(50):
             if _server_of(work) is None:
                 break
             time.sleep(0.1)
+    if _server_of(work) is not None:
+        return False
     shutil.rmtree(work, ignore_errors=True)
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -175,12 +175,12 @@ def ship_partial(archive: WalArchive, covered: datetime | None = None) -> bool:
     return True
 
 
-def fetch_wal(segment: WalSegment, into: Path) -> None:
+def fetch_wal(segment: WalSegment, into: Path, identities: list | None = None) -> None:
     """`_fetch_wal`, again with the newest record when a partial segment was replaced by a
     newer shipping round while it was read (it is overwritten in place)."""
     for _attempt in range(3):
         try:
-            return _fetch_wal(segment, into)
+            return _fetch_wal(segment, into, identities)
         except RestoreRefused:
             if not segment.partial:
                 raise
@@ -188,10 +188,10 @@ def fetch_wal(segment: WalSegment, into: Path) -> None:
             if fresh is None or fresh.sha256 == segment.sha256:
                 raise
             segment = fresh
-    return _fetch_wal(segment, into)
+    return _fetch_wal(segment, into, identities)
 
 
-def _fetch_wal(segment: WalSegment, into: Path) -> None:
+def _fetch_wal(segment: WalSegment, into: Path, identities: list | None = None) -> None:
     """One WAL object back to a plain file, every check passed, or RestoreRefused naming
     the segment: the stored object's checksum, the key, zstd, the WAL's own checksum."""
     what = f"WAL segment {segment.name}{' (partial)' if segment.partial else ''}"
@@ -204,7 +204,7 @@ def _fetch_wal(segment: WalSegment, into: Path) -> None:
     try:
         with open(into, "wb") as plain:
             decompressor = zstandard.ZstdDecompressor().stream_writer(plain, closefd=False)
-            pyrage.decrypt_io(reader, decompressor, BackupKey.identities())
+            pyrage.decrypt_io(reader, decompressor, identities or BackupKey.identities())
             decompressor.flush()
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -225,11 +225,19 @@ def _fetch_wal(segment: WalSegment, into: Path) -> None:
         raise RestoreRefused(f"{what} does not match the WAL that was shipped")
 
 
+def _pid_namespace() -> str:
+    """Which process ids this process sees: containers sharing a host name do not share it."""
+    try:
+        return os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        return ""
+
+
 def _dead_here(holder: str) -> bool:
-    """Whether a lease holder (`host:pid:thread`) is a process of this host that is gone."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    """Whether a lease holder (`host:pid:thread:pid-namespace`) is a process of this host,
+    seen with the same process ids, that is gone."""
+    host, pid, _thread, namespace = [*holder.split(":"), "", "", "", ""][:4]
+    if host != socket.gethostname() or not pid.isdigit() or namespace != _pid_namespace():
         return False
     try:
         os.kill(int(pid), 0)
@@ -270,7 +278,10 @@ def check_archives(now: datetime | None = None) -> int:
             check_slot(archive)
         except Exception as exc:  # the server is down: the receiver's incident says so
             log.warning("%s: could not measure the slot (%s)", archive, type(exc).__name__)
-        held = archive.lease_expires_at is not None and archive.lease_expires_at > now - LEASE
+        held = (
+            archive.lease_expires_at is not None
+            and archive.lease_expires_at > now - RECEIVER_GRACE + LEASE
+        )
         if held or archive.switched_on_at > now - RECEIVER_GRACE:
             continue
         if archive.status == WalArchive.Status.UNAVAILABLE:
@@ -293,7 +304,9 @@ class Receiver:
 
     def __init__(self, archive_id: int, stop: threading.Event, holder: str | None = None):
         self.archive_id, self.stop = archive_id, stop
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.holder = holder or (
+            f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{_pid_namespace()}"
+        )
         self.process: subprocess.Popen | None = None
 
     def archive(self) -> WalArchive:

@@ -53,10 +53,12 @@ def check_moment(target, scratch: str, column: str, moment: datetime) -> str:
     after = sql.SQL("SELECT count(*) FROM {} WHERE {} > %s").format(table_sql, stamp)
     window = [moment - WINDOW, moment - MARGIN]
     try:
-        with target.db.connect() as live:
+        with target.db.connect() as live, target.db.connect(scratch) as recovered:
+            for conn in (live, recovered):
+                # A `timestamp` column (no time zone) is read as UTC, on both sides alike.
+                conn.execute("SET TimeZone = 'UTC'")
             written_before = live.execute(before, window).fetchone()[0]
             written_after = live.execute(after, [moment]).fetchone()[0]
-        with target.db.connect(scratch) as recovered:
             kept_before = recovered.execute(before, window).fetchone()[0]
             leaked_after = recovered.execute(after, [moment]).fetchone()[0]
     except psycopg.Error as exc:
@@ -73,6 +75,12 @@ def check_moment(target, scratch: str, column: str, moment: datetime) -> str:
         problems.append(f"{leaked_after} rows written after {at} are present")
     if problems:
         raise BackupError(f"the recovery is not the database as of {at}: " + "; ".join(problems))
+    if not written_before:
+        return (
+            f"recovered to {at}, none of the {written_after} rows written since are there; "
+            f"inconclusive for the rows before: none was written in the "
+            f"{WINDOW.seconds // 60} minutes before it"
+        )
     return (
         f"recovered to {at}: the {kept_before} rows written in the {WINDOW.seconds // 60} "
         f"minutes before are there, none of the {written_after} written since"

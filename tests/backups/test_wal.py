@@ -451,7 +451,7 @@ def test_a_restore_recovers_exactly_to_a_named_restore_point(archive, primary, a
         conn.execute("DROP DATABASE shop_at_point")
 
 
-def test_what_a_dead_worker_left_of_a_recovery_is_cleaned_up(tmp_path, settings):
+def test_what_a_dead_worker_left_of_a_recovery_is_cleaned_up(db, tmp_path, settings):
     from backups import pitr
 
     settings.VAR_DIR = str(tmp_path)
@@ -545,11 +545,14 @@ def test_a_receiver_killed_on_this_host_is_taken_over_at_once_not_after_its_leas
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = __import__("socket").gethostname()
+    ns = __import__("backups.wal").wal._pid_namespace()
     stop = threading.Event()
     for holder, taken in [
-        (f"{host}:{dead.pid}:1", True),  # killed here: its lease is stale at once
-        (f"{host}:{os.getpid()}:1", False),  # alive here: it holds the stream
-        (f"elsewhere:{dead.pid}:1", False),  # another host: only its lease's end says
+        (f"{host}:{dead.pid}:1:{ns}", True),  # killed here: its lease is stale at once
+        (f"{host}:{os.getpid()}:1:{ns}", False),  # alive here: it holds the stream
+        (f"elsewhere:{dead.pid}:1:{ns}", False),  # another host: only its lease's end says
+        # A container with the same host name but its own process ids: the same.
+        (f"{host}:{dead.pid}:1:4026500000", False),
     ]:
         WalArchive.objects.filter(pk=archive.pk).update(
             holder=holder, lease_expires_at=timezone.now() + timedelta(seconds=30)
@@ -627,7 +630,7 @@ def test_a_kept_recovered_server_is_read_only_its_dsn_shown_to_its_approver_and_
     request = RestoreRequest(backup=base, requested_by=alice, recover_to=moment, mode="keep")
     request.full_clean()
     request.save()
-    assert not request.requires_two_people(), "nothing of the target changes"
+    assert request.requires_two_people(), "a read-only login to a copy of production"
     request.approve(bob, confirmation="shop")
     request = request.execute()
     assert request.status == "succeeded", request.error
@@ -647,6 +650,9 @@ def kept_server_checks(request, primary, before, lowest, alice, bob, carol, clie
     with psycopg.connect(dsn, autocommit=True) as conn:
         count, low = conn.execute("SELECT count(*), min(id) FROM events").fetchone()
         assert (count, low) == (before + 40, lowest or 1), "the moment, none written after"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("DELETE FROM events")
+        conn.execute("SET default_transaction_read_only = off")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM events")
     password = dsn.split(":")[2].split("@")[0]
@@ -700,7 +706,7 @@ def test_a_kept_server_past_its_time_or_whose_server_died_is_removed(
             scratch_dsn="postgresql://x:y@127.0.0.1:1/shop",
             scratch_until=timezone.now() + timedelta(hours=until),
         )  # fmt: skip
-        (folder / "owner").write_text(f"kept {request.pk}\n")
+        (folder / "owner").write_text(f"kept {request.pk} {pitr._instance()}\n")
         folders[request.pk] = folder
     # One's time ran out; the other's has not, but its server is gone (the host rebooted).
     assert pitr.clean_up_scratch() == 2
