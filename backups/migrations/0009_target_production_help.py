@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('backups', '0008_wal_switched_on_at'),
+        ("backups", "0008_wal_switched_on_at"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='databasetarget',
-            name='production',
-            field=models.BooleanField(default=True, help_text='Replacing a production database, or keeping a recovered copy of it running, needs a second person to approve.'),
+            model_name="databasetarget",
+            name="production",
+            field=models.BooleanField(
+                default=True,
+                help_text="Replacing a production database, or keeping a recovered copy of it running, needs a second person to approve.",
+            ),
         ),
     ]

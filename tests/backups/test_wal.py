@@ -737,13 +737,13 @@ def test_with_no_receiver_running_a_worker_still_watches_the_slot_and_says_so(ar
     stale = Incident.objects.filter(fingerprint=archive.fingerprint()).latest("pk")
     assert stale.status != "resolved" and "No WAL receiver has streamed shop" in stale.title
 
-    # A receiver streams and catches up: both incidents resolve.
+    # The limit raised (a receiver reads it as it is now), a receiver streams: both resolve.
+    WalArchive.objects.filter(pk=archive.pk).update(max_retained_mb=2048)
     running = Running(archive)
     try:
         assert wait_for(
             lambda: WalArchive.objects.get(pk=archive.pk).status == "streaming", timeout=20
         )
-        WalArchive.objects.filter(pk=archive.pk).update(max_retained_mb=2048)
         assert check_archives() == 0
     finally:
         running.halt()

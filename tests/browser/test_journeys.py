@@ -334,6 +334,16 @@ def test_8_continuous_wal_then_a_restore_to_a_moment(console, new_page, pg):
         assert time.monotonic() < deadline, bob.locator("#content").inner_text()[:1500]
         time.sleep(1)
     console.screenshot(bob, "8-wal-archive-streaming")
+    # On the dashboard, the target's live RPO is now under a minute, and within target.
+    bob.goto("/admin/")
+    rpo_cell = (
+        bob.locator("table.objectives tbody tr")
+        .filter(has=bob.locator("td", has_text=re.compile(r"^shop$")))
+        .locator("td")
+        .nth(1)
+    )
+    expect(rpo_cell).to_have_text(re.compile(r"^[01] / \d+ min$"))
+    expect(rpo_cell).to_have_class(re.compile("state-ok"))
 
     alice = new_page("alice")
     alice.goto(f"/admin/backups/restorerequest/add/?backup={base_id}")
