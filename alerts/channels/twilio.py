@@ -55,19 +55,33 @@ GSM_REPLACEMENTS = {
     "\u2014": "-",
     "\u2026": "...",  # ellipsis
 }
+# GSM 03.38's extension table: still one GSM-7 segment, each character taking two of
+# its 160 places (an escape, then the character). Headlines like "[FIRING] [CRITICAL]"
+# need [ and ].
+GSM7_EXTENSION = set("^{}\\[~]|€\f")
 SMS_LIMIT_GSM = 160
 SMS_LIMIT_UCS2 = 70
+
+
+def _places(ch: str, gsm: bool) -> int:
+    return 2 if gsm and ch in GSM7_EXTENSION else 1
 
 
 def sms_text(text: str) -> str:
     """One SMS segment: GSM-7 where possible, cut at a word with "..." when too long."""
     text = "".join(GSM_REPLACEMENTS.get(ch, ch) for ch in text)
     text = re.sub(r"[ \t]+", " ", text).strip()
-    limit = SMS_LIMIT_GSM if all(ch in GSM7 for ch in text) else SMS_LIMIT_UCS2
-    if len(text) <= limit:
+    gsm = all(ch in GSM7 or ch in GSM7_EXTENSION for ch in text)
+    limit = SMS_LIMIT_GSM if gsm else SMS_LIMIT_UCS2
+    if sum(_places(ch, gsm) for ch in text) <= limit:
         return text
-    cut = text[: limit - 3]
-    if " " in cut[limit // 2 :]:
+    used, end = 0, 0
+    for end, ch in enumerate(text):  # noqa: B007 - `end` is where the budget ran out
+        used += _places(ch, gsm)
+        if used > limit - 3:
+            break
+    cut = text[:end]
+    if " " in cut[len(cut) // 2 :]:
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,;:-") + "..."
 

@@ -324,6 +324,13 @@ def test_sms_text_keeps_to_one_segment():
     assert len(text) <= 160 and text.endswith("...") and not text.endswith(" ...")
     assert sms_text("It\u2019s \u201cdown\u201d \u2013 now\u2026") == 'It\'s "down" - now...'
     assert len(sms_text("Ошибка " * 30)) <= 70, "non-GSM text: a UCS-2 segment is 70 characters"
+    # [ and ] are GSM-7 (its extension table, two places each): the headline stays whole.
+    link = "https://ops.example.com/a/" + "x" * 60
+    page = f"[FIRING] [CRITICAL] API down: {link}"
+    assert sms_text(page) == page
+    brackets = sms_text("[x] " * 60)
+    places = sum(2 if ch in "[]" else 1 for ch in brackets)
+    assert brackets.endswith("...") and 150 <= places <= 160, places
 
 
 @pytest.mark.parametrize(
