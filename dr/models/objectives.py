@@ -190,9 +190,10 @@ class RecoveryDrill(models.Model):
 
     def phases(self) -> str:
         """`fetch 3.1 s · replay 12.0 s · copy 4.2 s · checks 0.1 s`"""
+        # In the order they happen (jsonb on PostgreSQL keeps no key order).
         words = [
-            f"{PHASES[name]} {seconds:.1f} s"
-            for name, seconds in self.timings.items()
-            if name in PHASES and isinstance(seconds, int | float)
+            f"{word} {self.timings[name]:.1f} s"
+            for name, word in PHASES.items()
+            if isinstance(self.timings.get(name), int | float)
         ]
         return " · ".join(words)
