@@ -575,6 +575,13 @@ class Incident(models.Model):
     def is_open(self) -> bool:
         return self.status != self.Status.RESOLVED
 
+    FOLLOW_SECONDS = 10
+
+    @property
+    def in_progress(self) -> bool:
+        """Open incidents change under people's eyes (acknowledged, escalated, noted)."""
+        return self.is_open()
+
     @property
     def silenced(self) -> bool:
         return self.silence_id is not None

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -194,16 +191,6 @@ class BackupAdmin(RunJobsMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
-
-    def changelist_view(self, request, extra_context=None):
-        # Running, or just finished and being read back (verification follows in the same job).
-        recent = timezone.now() - timedelta(minutes=2)
-        busy = Backup.objects.filter(
-            Q(status__in=[Backup.Status.QUEUED, Backup.Status.RUNNING])
-            | Q(status=Backup.Status.SUCCEEDED, finished_at__gte=recent, verified_at__isnull=True)
-        ).exists()
-        extra_context = {**(extra_context or {}), "backups_in_progress": busy}
-        return super().changelist_view(request, extra_context)
 
     def has_request_restore_permission(self, request):
         return request.user.has_perm(RestoreRequest.REQUEST_PERMISSION)

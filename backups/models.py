@@ -7,7 +7,7 @@ import re
 import secrets
 import subprocess
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyrage
 from croniter import croniter
@@ -392,6 +392,20 @@ class Backup(models.Model):
         return self.id
 
     GOOD = ("succeeded", "verified")
+
+    @property
+    def in_progress(self) -> bool:
+        """Queued, running, or just finished and being read back (verification follows in
+        the same job): its pages follow it."""
+        if self.status in (self.Status.QUEUED, self.Status.RUNNING):
+            return True
+        recent = timezone.now() - timedelta(minutes=2)
+        return (
+            self.status == self.Status.SUCCEEDED
+            and self.verified_at is None
+            and self.finished_at is not None
+            and self.finished_at >= recent
+        )
 
     @property
     def is_good(self) -> bool:

@@ -464,6 +464,11 @@ class Deployment(models.Model):
     def __str__(self) -> str:
         return f"{self.environment} {self.version} ({self.external_id})"
 
+    @property
+    def in_progress(self) -> bool:
+        """Still being deployed, verified or watched: its pages follow it."""
+        return self.status in ("received", "preflight", "deploying", "verifying", "watching")
+
     @classmethod
     def argv_value_problem(cls, field: str, value) -> str | None:
         """Why a webhook's `field` value is refused, or None."""

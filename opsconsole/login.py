@@ -48,8 +48,10 @@ RECOVERY_CODES = 10
 # static files, and everything that never uses a session (health, webhooks, APIs).
 EXEMPT_PREFIXES = ("/admin/second-factor/", "/admin/logout/", "/static/", "/health",
                    "/webhooks/", "/api/", "/status")  # fmt: skip
-# The dashboard refreshes itself: that is not someone at the keyboard.
+# Pages that follow running work fetch themselves again (follow.js, which says so in a
+# header): that is not someone at the keyboard.
 NOT_ACTIVITY = ("/admin/dashboard/panels/",)
+FOLLOW_HEADER = "X-Opsconsole-Follow"
 
 
 def can_approve(user) -> bool:
@@ -100,7 +102,8 @@ class SessionPolicyMiddleware:
                 return HttpResponseRedirect(
                     f"{login}?{urlencode({'next': request.get_full_path()})}"
                 )
-            if not request.path.startswith(NOT_ACTIVITY) and now - seen > 30:
+            followed = request.path.startswith(NOT_ACTIVITY) or FOLLOW_HEADER in request.headers
+            if not followed and now - seen > 30:
                 session["opsconsole_seen"] = now
             session.setdefault("opsconsole_seen", now)
         return self.get_response(request)

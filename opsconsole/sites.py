@@ -47,6 +47,7 @@ class OpsAdminSite(admin.AdminSite):
                 _superusers_only(model_admin)
             _refuse_actions_not_allowed(model_admin)
             _guard_settings(model_admin)
+            _follow_running_work(model_admin)
             if hasattr(model_admin, "user_change_password"):
                 _own_password_only(model_admin)
 
@@ -103,6 +104,38 @@ def _swap(field, names: dict[str, str]):
     if isinstance(field, list | tuple):
         return type(field)(names.get(f, f) for f in field)
     return names.get(field, field)
+
+
+# How often a page showing running work fetches itself again; a record may say otherwise.
+FOLLOW_SECONDS = 3
+
+
+def _follow_seconds(records) -> int | None:
+    running = [r for r in records if getattr(r, "in_progress", False)]
+    return min((getattr(r, "FOLLOW_SECONDS", FOLLOW_SECONDS) for r in running), default=None)
+
+
+def _follow_running_work(model_admin) -> None:
+    """A record's page, or a list with such a record on it, follows the running work in
+    place until it ends (`follow_seconds` in the page; follow.js does the rest). The record
+    says whether it is still running (`in_progress`)."""
+    render_change_form = model_admin.render_change_form
+    changelist_view = model_admin.changelist_view
+
+    def render(request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.pk is not None:
+            context["follow_seconds"] = _follow_seconds([obj])
+        return render_change_form(request, context, add, change, form_url, obj)
+
+    def changelist(request, extra_context=None):
+        response = changelist_view(request, extra_context)
+        cl = (getattr(response, "context_data", None) or {}).get("cl")
+        if cl is not None:
+            response.context_data["follow_seconds"] = _follow_seconds(cl.result_list)
+        return response
+
+    model_admin.render_change_form = render
+    model_admin.changelist_view = changelist
 
 
 def _superusers_only(model_admin) -> None:

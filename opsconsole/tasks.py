@@ -9,6 +9,7 @@ schedule starts a trace of its own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -111,4 +112,7 @@ def _beat_while_alive() -> None:
             WorkerHeartbeat.beat()
         except Exception:
             log.warning("could not record the worker heartbeat")
-            close_old_connections()
+            # A broken connection is dropped so the next beat opens a new one; the
+            # thread itself must outlive any database trouble.
+            with contextlib.suppress(Exception):
+                close_old_connections()

@@ -188,6 +188,10 @@ class RecoveryDrill(models.Model):
     def __str__(self) -> str:
         return f"drill of {self.target} at {self.started_at:%Y-%m-%d %H:%M}"
 
+    @property
+    def in_progress(self) -> bool:
+        return self.status == self.Status.RUNNING
+
     def phases(self) -> str:
         """`fetch 3.1 s · replay 12.0 s · copy 4.2 s · checks 0.1 s`"""
         # In the order they happen (jsonb on PostgreSQL keeps no key order).

@@ -69,6 +69,11 @@ class RunbookExecution(models.Model):
     def __str__(self) -> str:
         return f"{self.runbook} started {self.started_at:%Y-%m-%d %H:%M}"
 
+    @property
+    def in_progress(self) -> bool:
+        """An automated step still waiting for approval or running."""
+        return any(r.run is not None and r.run.in_progress for r in self.records.all())
+
     def check_off(self, step: RunbookStep, user, notes: str = "") -> StepRecord:
         """Who did which step, when, with what notes; the last step finishes the execution.
 

@@ -104,6 +104,11 @@ class ApprovalRequest(models.Model):
     class Meta:
         abstract = True
 
+    @property
+    def in_progress(self) -> bool:
+        """Waiting for a decision, queued or running: its pages follow it until it ends."""
+        return self.status in (RunStatus.REQUESTED, RunStatus.APPROVED, *self.RUNNING_STATES)
+
     # --- what a subclass decides ---------------------------------------------------
     def requires_two_people(self) -> bool:
         return True

@@ -66,8 +66,8 @@ def test_every_panel_is_there_and_refreshes_without_the_page(client, carol):
     page = login(client, carol).get("/admin/").content.decode()
     for key in ("incidents", "health", "objectives", "backups", "deployments", "worker"):
         assert f'id="panel-{key}"' in page, key
-    assert 'data-refresh-url="/admin/dashboard/panels/"' in page
-    assert "/static/opsconsole/dashboard.js" in page
+    assert 'data-follow-url="/admin/dashboard/panels/"' in page
+    assert "/static/opsconsole/follow.js" in page
     import re
 
     loaded = re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="([^"]+)"', page)
