@@ -15,7 +15,9 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
+from django.utils.timesince import timesince
 from django_q.models import Schedule
 
 from alerts.incidents import raise_incident
@@ -543,9 +545,42 @@ class RestoreRequest(ApprovalRequest):
         return self.mode != self.Mode.NEW and self.backup.target.production
 
     def confirmation_phrase(self) -> str:
-        if self.mode == self.Mode.NEW:
-            return self.new_database
-        return self.backup.target.db.dbname
+        # The target's name: short, and what is at stake. The page spells out the rest.
+        return self.backup.target.name
+
+    def facts(self) -> list[tuple[str, str]]:
+        backup, target = self.backup, self.backup.target
+        taken = backup.finished_at or backup.created_at
+        verified = (
+            f"read back and checked {timesince(backup.verified_at)} ago"
+            if backup.verified_at
+            else "not verified yet"
+        )
+        checks = [f"SHA-256 {backup.sha256[:12]}…" if backup.sha256 else "no checksum"]
+        if backup.toc_summary.get("tables") is not None:
+            checks.append(f"{backup.toc_summary['tables']} tables")
+        if backup.server_version:
+            checks.append(f"server {backup.server_version}")
+        into = {
+            self.Mode.NEW: f"a new database, {self.new_database}, beside the live one",
+            self.Mode.REPLACE: f"the live database {target.db.dbname} (a safety backup first; "
+            "the old one is kept under another name)",
+            self.Mode.KEEP: "a separate recovered server, kept read-only to look into",
+        }[self.mode]
+        moment = self.recovery_target()
+        facts = [
+            ("Target", f"{target}{' (production)' if target.production else ''}"),
+            ("Backup", f"{backup.id} ({backup.get_kind_display().lower()})"),
+            ("Taken", f"{timesince(taken)} ago ({taken:%Y-%m-%d %H:%M:%S %Z})"),
+            ("Size", f"{filesizeformat(backup.bytes_stored)} stored"),
+            ("Verification", verified),
+            ("Checks", ", ".join(checks)),
+            ("Into", into),
+        ]
+        if backup.kind == Backup.Kind.BASE:
+            facts.append(("Recover to", str(moment) if moment else "as late as WAL was shipped"))
+        two = "two people (requester and approver)" if self.requires_two_people() else "one person"
+        return [*facts, ("Needs", two)]
 
     def fingerprint(self) -> str:
         return f"restore:{self.pk}"

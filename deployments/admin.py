@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
@@ -282,6 +284,15 @@ class SamplesInline(admin.TabularInline):
         return False
 
 
+class RollbackConfirmForm(forms.Form):
+    reason = forms.CharField(
+        label="Why",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What you saw: the approver and the timeline read it.",
+        error_messages={"required": "Say why: the approver decides on it."},
+    )
+
+
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
     list_display = (
@@ -297,6 +308,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     inlines = [ChecksInline, SamplesInline]
     actions = ["request_rollback"]
     readonly_fields = [*(f.name for f in Deployment._meta.fields), "health_chart"]
+    change_form_template = "admin/deployments/deployment/change_form.html"
 
     @admin.display(description="Watch")
     def health_chart(self, deployment):
@@ -326,27 +338,76 @@ class DeploymentAdmin(admin.ModelAdmin):
         css = Deployment.STATUS_CSS.get(deployment.status, "")
         return format_html('<span class="{}">{}</span>', css, deployment.get_status_display())
 
-    @admin.action(
-        description="Request a rollback of its environment", permissions=["request_rollback"]
-    )
+    @admin.action(description="Roll back to this version…", permissions=["request_rollback"])
     def request_rollback(self, request, queryset):
-        for deployment in queryset:
+        """Nothing runs from the list: the ticked version opens the confirmation page."""
+        if queryset.count() != 1:
+            self.message_user(
+                request, "Tick the one version to roll back to (or the live one).", messages.ERROR
+            )
+            return None
+        return HttpResponseRedirect(
+            reverse("admin:deployments_deployment_rollback", args=[queryset.get().pk])
+        )
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.rollback_view)
+        return [
+            path("<int:pk>/rollback/", view, name="deployments_deployment_rollback"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_request_rollback": self.has_request_rollback_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def rollback_view(self, request, pk: int):
+        """Confirm a rollback: which version, what it did while live, what cannot be undone,
+        and why. The ticked version is the target; ticking the live one proposes the
+        newest stable one before it."""
+        chosen = get_object_or_404(Deployment.objects.select_related("environment"), pk=pk)
+        if not self.has_request_rollback_permission(request):
+            raise PermissionDenied("You may not request rollbacks.")
+        env = chosen.environment
+        live = env.live_deployment()
+        candidates = env.rollback_candidates(live)
+        target = chosen if chosen != live else env.stable_target(before=live)
+        if "target" in request.GET or "target" in request.POST:
+            wanted = request.POST.get("target") or request.GET.get("target")
+            target = next((c for c in candidates if str(c.pk) == wanted), None)
+        form = RollbackConfirmForm(request.POST or None)
+        if target is None:
+            form.add_error(None, "Pick the version to go back to below.")
+        elif request.method == "POST" and form.is_valid():
             try:
                 rollback = request_rollback(
-                    deployment.environment,
-                    request.user,
-                    reason=f"requested by {request.user}",
-                    from_deployment=deployment,
+                    env, request.user, reason=form.cleaned_data["reason"], target=target,
+                    from_deployment=live,
+                )  # fmt: skip
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                self.log_addition(request, rollback, "Requested")
+                self.message_user(
+                    request, f"Rollback of {env} to {target.version} requested.", messages.SUCCESS
                 )
-            except (ValidationError, PermissionDenied) as exc:
-                self.message_user(request, getattr(exc, "messages", [str(exc)])[0], messages.ERROR)
-                continue
-            self.log_addition(request, rollback, "Requested")
-            self.message_user(
-                request,
-                f"Rollback of {deployment.environment} to "
-                f"{rollback.target_deployment.version} requested.",
-            )
+                return HttpResponseRedirect(
+                    reverse("admin:deployments_rollbackrequest_change", args=[rollback.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Roll back {env}",
+            "opts": self.model._meta,
+            "deployment": chosen,
+            "target": target,
+            "facts": RollbackRequest.describe(env, live, target) if target else [],
+            "others": [(c, c.track_record()) for c in candidates if c != target],
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/deployments/deployment/rollback.html", context)
 
 
 @admin.register(RollbackRequest)

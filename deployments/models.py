@@ -14,8 +14,9 @@ from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import Avg, F, Max, Q
 from django.utils import timezone
+from django.utils.timesince import timesince
 
-from alerts.incidents import raise_incident, resolve_incident
+from alerts.incidents import announce, raise_incident, resolve_incident
 from deployments import variables
 from deployments.providers import PROVIDERS, ProviderError
 from deployments.variables import VARIABLE_NAME
@@ -389,6 +390,29 @@ class Environment(models.Model):
         if live is not None:
             self.adopt_provider_state(live)
 
+    def live_deployment(self) -> Deployment | None:
+        """What serves now, by the records: the newest deployment not replaced while in
+        flight, unless a rollback finished after it arrived (then the rollback's target)."""
+        newest = self.deployments.exclude(status=Deployment.Status.SUPERSEDED).first()
+        back = (
+            self.rollbacks.filter(status="succeeded", finished_at__isnull=False)
+            .select_related("target_deployment")
+            .order_by("-finished_at")
+            .first()
+        )
+        if back is not None and (newest is None or back.finished_at > newest.received_at):
+            return back.target_deployment
+        return newest
+
+    def rollback_candidates(self, live: Deployment | None) -> list[Deployment]:
+        """Versions a person may move to: others that served, newest first."""
+        rows = self.deployments.filter(
+            status__in=[Deployment.Status.SUCCEEDED, Deployment.Status.ROLLED_BACK]
+        )
+        if live is not None:
+            rows = rows.exclude(pk=live.pk)
+        return list(rows.order_by("-received_at")[:20])
+
     def stable_target(self, before: Deployment | None = None) -> Deployment | None:
         """The newest earlier deployment that ran long enough with a low error rate."""
         candidates = self.deployments.filter(status=Deployment.Status.SUCCEEDED)
@@ -489,6 +513,19 @@ class Deployment(models.Model):
 
     def worst_error_rate(self) -> float | None:
         return self.samples.aggregate(m=Max("error_rate"))["m"]
+
+    def track_record(self) -> str:
+        """How it fared while live, in words: `ran 3 days, 0.4 % errors on average (worst
+        1.2 %) over 120 checks`."""
+        numbers = self.samples.aggregate(a=Avg("error_rate"), m=Max("error_rate"))
+        ran = f"ran {timesince(self.live_at or self.received_at, self.ended_at or timezone.now())}"
+        if numbers["a"] is None:
+            return f"{ran}; no traffic checks recorded"
+        count = self.samples.count()
+        return (
+            f"{ran}; {numbers['a']:.1f} % errors on average (worst {numbers['m']:.1f} %) "
+            f"over {count} check{'s' if count != 1 else ''}"
+        )
 
     def average_error_rate(self) -> float | None:
         return self.samples.aggregate(a=Avg("error_rate"))["a"]
@@ -609,15 +646,42 @@ class RollbackRequest(ApprovalRequest):
     def __str__(self) -> str:
         return f"rollback {self.environment} to {self.target_deployment.version}"
 
+    @staticmethod
+    def describe(
+        env: Environment, current: Deployment | None, target: Deployment
+    ) -> list[tuple[str, str]]:
+        """What a person asks for or approves, in words: the same lines on the request's
+        confirmation page, its approve page and its own page."""
+        from deployments.rollbacks import migration_warnings
+
+        crossed = migration_warnings(current, target)
+        two = "two people (requester and approver)" if env.two_person_rule else "one person"
+        return [
+            ("Environment", str(env)),
+            (
+                "Live now",
+                f"{current.version}, deployed {timesince(current.received_at)} ago"
+                if current
+                else "nothing recorded",
+            ),
+            (
+                "Back to",
+                f"{target.version} ({target.commit[:12] or 'no commit'}), deployed "
+                f"{timesince(target.received_at)} ago",
+            ),
+            ("Its record", target.track_record()),
+            ("Migrations", crossed.capitalize() if crossed else "None it cannot undo"),
+            ("Needs", two),
+        ]
+
+    def facts(self) -> list[tuple[str, str]]:
+        return self.describe(self.environment, self.from_deployment, self.target_deployment)
+
     def requires_two_people(self) -> bool:
         return self.environment.two_person_rule
 
     def confirmation_phrase(self) -> str:
         return self.environment.name
-
-    def fingerprint(self) -> str:
-        """The incident that says this rollback is under way."""
-        return f"rollback:{self.pk}"
 
     def run(self) -> dict:
         # deployments.rollbacks imports these models: import at use.
@@ -625,12 +689,10 @@ class RollbackRequest(ApprovalRequest):
 
         return carry_out_rollback(self)
 
-    def on_started(self) -> None:
-        raise_incident(
-            source="deployments",
-            fingerprint=self.fingerprint(),
-            title=f"Rolling back {self.environment} to {self.target_deployment.version}",
-            priority="high",
+    def _announce(self, title: str) -> None:
+        announce(
+            "deployments",
+            title,
             component=self.environment.name,
             details={
                 "from": self.from_deployment.version if self.from_deployment else None,
@@ -640,13 +702,18 @@ class RollbackRequest(ApprovalRequest):
             },
         )
 
+    def on_started(self) -> None:
+        # News, not an alarm: a rollback people asked for (or the policy chose) pages
+        # nobody. Only a failed one is an incident (on_failed, interruption_message).
+        self._announce(f"Rolling back {self.environment} to {self.target_deployment.version}")
+
     def on_succeeded(self) -> None:
         env, target = self.environment, self.target_deployment
         if self.from_deployment_id:
             Deployment.objects.filter(pk=self.from_deployment_id).update(
                 status=Deployment.Status.ROLLED_BACK
             )
-        resolve_incident(self.fingerprint(), reason=f"{env} is back on {target.version}")
+        self._announce(f"{env} is back on {target.version}")
         resolve_incident(env.fingerprint(), reason=f"rolled back to {target.version}")
 
     def on_failed(self, message: str) -> None:
@@ -662,8 +729,6 @@ class RollbackRequest(ApprovalRequest):
             component=env.name,
             details={"error": message[:500]},
         )
-        # The critical incident above takes over from the "under way" one.
-        resolve_incident(self.fingerprint(), reason="the rollback failed")
 
     def interruption_message(self) -> str:
         return (

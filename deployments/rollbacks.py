@@ -30,14 +30,8 @@ from deployments.verification import judge_traffic, verify_rollback
 from opsconsole import leases, tracing
 
 log = logging.getLogger("opsconsole.deployments")
-Status = Deployment.Status
 DEFAULT_STEPS = [10, 50, 100]
 GRADUAL_POLL_SECONDS = 5.0
-
-
-def current_deployment(env: Environment) -> Deployment | None:
-    """The newest deployment that was not replaced by a later one while in flight."""
-    return env.deployments.exclude(status=Status.SUPERSEDED).order_by("-received_at").first()
 
 
 def choose_target(
@@ -96,7 +90,7 @@ def request_rollback(
     """
     if user is not None:
         RollbackRequest.check_can_request(user)
-    current = from_deployment or current_deployment(env)
+    current = from_deployment or env.live_deployment()
     target = choose_target(env, current, target=target, target_version=target_version)
     try:
         with transaction.atomic():

@@ -114,8 +114,13 @@ class ApprovalRequest(models.Model):
         return True
 
     def confirmation_phrase(self) -> str:
-        """What the approver types to confirm; subclasses return the environment/database name."""
+        """What the approver types to confirm; subclasses return the environment/target name."""
         return str(self)
+
+    def facts(self) -> list[tuple[str, str]]:
+        """What is being decided, in words (label, text): shown on the request's page and
+        on its approve page, so nobody approves what they cannot see."""
+        return []
 
     def run(self) -> dict[str, Any] | None:
         """Do the work, on a worker. Return the fields to record with success."""

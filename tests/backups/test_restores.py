@@ -31,7 +31,7 @@ def test_restore_into_a_new_database_after_approval(pg, good_backup, alice, bob,
     assert request.new_database == f"{good_backup.target.db.dbname}_restore_{good_backup.id[-6:]}"
     with pytest.raises(ValidationError, match="exactly"):
         request.approve(bob, confirmation="wrong")
-    request.approve(bob, confirmation=request.new_database)
+    request.approve(bob, confirmation=request.backup.target.name)
     RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     assert request.status == "succeeded", request.error
@@ -46,10 +46,10 @@ def test_restore_into_a_new_database_after_approval(pg, good_backup, alice, bob,
 def test_replace_needs_a_second_person_on_production(good_backup, alice, bob):
     own = RestoreRequest.objects.create(backup=good_backup, requested_by=bob, mode="replace")
     with pytest.raises(PermissionDenied, match="two-person rule"):
-        own.approve(bob, confirmation=good_backup.target.db.dbname)
+        own.approve(bob, confirmation=good_backup.target.name)
     good_backup.target.production = False
     good_backup.target.save()
-    own.approve(bob, confirmation=good_backup.target.db.dbname)
+    own.approve(bob, confirmation=good_backup.target.name)
     assert own.status == "approved"
 
 
@@ -60,7 +60,7 @@ def test_a_replace_keeps_the_old_database_and_takes_a_safety_backup(
     with psycopg.connect(source_db, autocommit=True) as conn:
         conn.execute("DELETE FROM users WHERE id > 100")  # the accident the restore repairs
     request = RestoreRequest.objects.create(backup=good_backup, requested_by=alice, mode="replace")
-    request.approve(bob, confirmation=live)
+    request.approve(bob, confirmation=good_backup.target.name)
     RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     assert request.status == "succeeded", request.error
@@ -92,7 +92,7 @@ def test_a_failed_restore_leaves_the_target_untouched(
     stored.write_bytes(stored.read_bytes()[:-50])
     before = databases(pg)
     request = RestoreRequest.objects.create(backup=good_backup, requested_by=alice, mode="replace")
-    request.approve(bob, confirmation=good_backup.target.db.dbname)
+    request.approve(bob, confirmation=good_backup.target.name)
     RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     assert request.status == "failed" and "checksum mismatch" in request.error
@@ -105,7 +105,7 @@ def restore_new(good_backup, alice, bob):
     request = RestoreRequest(backup=good_backup, requested_by=alice)
     request.full_clean()
     request.save()
-    request.approve(bob, confirmation=request.new_database)
+    request.approve(bob, confirmation=request.backup.target.name)
     RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     return request

@@ -363,7 +363,7 @@ def test_a_point_in_time_restore_through_approval_copies_the_moment_into_a_new_d
                              new_database="shop_before_the_delete")  # fmt: skip
     request.full_clean()
     request.save()
-    request.approve(bob, confirmation="shop_before_the_delete")
+    request.approve(bob, confirmation="shop")
     request = request.execute()
     assert request.status == "succeeded", request.error
     assert set(request.timings) >= {"fetch", "replay", "copy", "verify", "total"}
@@ -442,7 +442,7 @@ def test_a_restore_recovers_exactly_to_a_named_restore_point(archive, primary, a
                              new_database="shop_at_point")  # fmt: skip
     request.full_clean()
     request.save()
-    request.approve(bob, confirmation="shop_at_point")
+    request.approve(bob, confirmation="shop")
     request = request.execute()
     assert request.status == "succeeded", request.error
     with psycopg.connect(primary.rsplit("/", 1)[0] + "/shop_at_point") as conn:

@@ -35,11 +35,24 @@ def test_1_rollback_requested_by_alice_approved_by_bob(console, new_page):
     alice = new_page("alice")
     alice.goto("/admin/deployments/deployment/")
     run_action(alice, ["production", "v1.1"], "request_rollback")
+    # Nothing ran yet: the live version was ticked, so the page proposes the stable one
+    # before it and says what going back means.
+    facts = alice.locator("table.facts")
+    expect(facts).to_contain_text("Back to")
+    expect(facts.locator("tr", has_text="Back to")).to_contain_text("v1.0")
+    expect(facts.locator("tr", has_text="Live now")).to_contain_text("v1.1")
+    expect(facts.locator("tr", has_text="Its record")).to_contain_text("ran")
+    expect(facts.locator("tr", has_text="Migrations")).to_be_visible()
+    assert not alice.locator(".messagelist").count()
+    alice.click("input[type=submit] >> nth=-1")  # no reason: the browser holds the form
+    assert alice.eval_on_selector("#id_reason", "e => e.validity.valueMissing")
+    expect(alice.locator("table.facts")).to_be_visible()
+    alice.fill("#id_reason", "checkout errors since v1.1")
+    console.screenshot(alice, "1-alice-confirms-the-rollback")
+    alice.click("input[type=submit] >> nth=-1")
     expect(alice.locator(".messagelist")).to_contain_text(
         "Rollback of production to v1.0 requested."
     )
-    alice.goto("/admin/deployments/rollbackrequest/?status__exact=requested")
-    alice.locator("#result_list tbody tr th a").first.click()
     request_url = alice.url
     expect(alice.locator(".approve-link")).to_have_count(0)
     expect(alice.locator(".approval-refusal")).to_contain_text("Awaiting approval")
@@ -48,6 +61,7 @@ def test_1_rollback_requested_by_alice_approved_by_bob(console, new_page):
     bob = new_page("bob")
     bob.goto(request_url)
     bob.click(".approve-link")
+    expect(bob.locator("table.facts")).to_contain_text("v1.0")
     bob.fill("#id_confirmation", "prod")
     bob.click("input[type=submit], button[type=submit] >> nth=-1")
     expect(bob.locator(".errorlist")).to_contain_text("production")
@@ -106,7 +120,13 @@ def test_3_back_up_now_then_restore_into_a_new_database(console, new_page):
     bob = new_page("bob")
     bob.goto(restore_url)
     bob.click(".approve-link")
-    bob.fill("#id_confirmation", new_database)
+    # What bob approves is on the page: the backup's age, size and verification.
+    facts = bob.locator("table.facts")
+    expect(facts.locator("tr", has_text="Taken")).to_contain_text("ago")
+    expect(facts.locator("tr", has_text="Size")).to_contain_text("stored")
+    expect(facts.locator("tr", has_text="Verification")).to_contain_text("checked")
+    expect(facts.locator("tr", has_text="Into")).to_contain_text(new_database)
+    bob.fill("#id_confirmation", "shop")
     bob.click("input[type=submit], button[type=submit] >> nth=-1")
     expect(readonly(bob, "status")).to_have_text("Succeeded", timeout=WORKER_TIMEOUT_MS)
     expect(readonly(bob, "timings")).to_contain_text("verify")
@@ -358,7 +378,7 @@ def test_8_continuous_wal_then_a_restore_to_a_moment(console, new_page, pg):
 
     bob.goto(restore_url)
     bob.click(".approve-link")
-    bob.fill("#id_confirmation", "shop_before_the_delete")
+    bob.fill("#id_confirmation", "shop")
     bob.click("input[type=submit], button[type=submit] >> nth=-1")
     expect(readonly(bob, "status")).to_have_text(
         re.compile("Succeeded|Failed"), timeout=WORKER_TIMEOUT_MS

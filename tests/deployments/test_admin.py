@@ -27,11 +27,24 @@ def test_alice_requests_from_the_deployment_list_and_has_no_approve_button(clien
         "/admin/deployments/deployment/",
         {"action": "request_rollback", "_selected_action": [new.pk]},
     )
+    # Nothing is filed from the list: the confirmation page names the target first.
     assert response.status_code == 302
+    assert response["Location"] == f"/admin/deployments/deployment/{new.pk}/rollback/"
+    assert not RollbackRequest.objects.exists()
+    page = client.get(response["Location"]).content.decode()
+    assert "Back to" in page and "v1" in page and "Live now" in page and "v2" in page
+    assert "ran 3\xa0hours" in page, "the target's record"
+    assert "Request rollback to v1" in page
+    refused = client.post(response["Location"], {"target": old.pk, "reason": ""})
+    assert "Say why" in refused.content.decode() and not RollbackRequest.objects.exists()
+    filed = client.post(response["Location"], {"target": old.pk, "reason": "checkout errors"})
     request = RollbackRequest.objects.get()
-    assert (request.requested_by, request.target_deployment) == (alice, old)
-    page = client.get(f"/admin/deployments/rollbackrequest/{request.pk}/change/").content.decode()
-    assert "Approve…" not in page
+    assert filed["Location"] == f"/admin/deployments/rollbackrequest/{request.pk}/change/"
+    assert (request.requested_by, request.target_deployment, request.reason) == (
+        alice, old, "checkout errors",
+    )  # fmt: skip
+    page = client.get(filed["Location"]).content.decode()
+    assert "Approve…" not in page and "What is being decided" in page
     assert (
         client.post(
             f"/admin/deployments/rollbackrequest/{request.pk}/approve/",
@@ -39,6 +52,25 @@ def test_alice_requests_from_the_deployment_list_and_has_no_approve_button(clien
         ).status_code
         == 403
     )
+
+
+def test_ticking_an_older_version_rolls_back_to_it_and_viewers_cannot(client, alice, carol, db):
+    env, old, new = setup_env(db)
+    older = Deployment.objects.create(environment=env, external_id="0", version="v0",
+                                      status="succeeded",
+                                      received_at=timezone.now() - timedelta(days=2))  # fmt: skip
+    login(client, alice)
+    page = client.get(f"/admin/deployments/deployment/{older.pk}/rollback/").content.decode()
+    assert "Request rollback to v0" in page
+    assert f'href="?target={old.pk}"' in page, "the other version is offered too"
+    client.post(f"/admin/deployments/deployment/{older.pk}/rollback/",
+                {"target": older.pk, "reason": "v1 has the same bug"})  # fmt: skip
+    assert RollbackRequest.objects.get().target_deployment == older
+    login(client, carol)
+    assert client.get(f"/admin/deployments/deployment/{old.pk}/rollback/").status_code == 403
+    assert client.post(f"/admin/deployments/deployment/{old.pk}/rollback/",
+                       {"target": old.pk, "reason": "x"}).status_code == 403  # fmt: skip
+    assert RollbackRequest.objects.count() == 1
 
 
 def test_bob_approves_after_typing_the_environment_name(

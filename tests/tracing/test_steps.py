@@ -96,7 +96,7 @@ def test_a_restore_has_fetch_restore_and_checks_spans(target, local_storage, ali
     request = RestoreRequest(backup=backup, requested_by=alice)
     request.full_clean()  # names the new database
     request.save()
-    request.approve(bob, confirmation=request.new_database)
+    request.approve(bob, confirmation=request.backup.target.name)
     RestoreRequest.objects.get(pk=request.pk).execute()
     request.refresh_from_db()
     assert request.status == "succeeded", request.error
