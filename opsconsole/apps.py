@@ -25,7 +25,16 @@ class OpsConsoleConfig(AppConfig):
         # the app registry is ready.
         from django_q.signals import post_spawn
 
-        from opsconsole import alertpath, dashboard, guarded, leases, reconcile, schedules, status
+        from opsconsole import (
+            alertpath,
+            dashboard,
+            guarded,
+            leases,
+            needs,
+            reconcile,
+            schedules,
+            status,
+        )
         from opsconsole.approvals.tasks import approval_models, approved_waiting
         from opsconsole.db import install_slow_query_logger
         from opsconsole.panels import worker_panel, worker_status
@@ -68,6 +77,16 @@ class OpsConsoleConfig(AppConfig):
         dashboard.register(
             dashboard.Panel(
                 "worker", "Worker", "opsconsole/panels/worker.html", worker_panel, order=90
+            )
+        )
+        # First on the page: what the person looking has to do.
+        dashboard.register(
+            dashboard.Panel(
+                "needs",
+                "Needs you",
+                "opsconsole/panels/needs.html",
+                lambda request: {"needs": needs.needs_of(request.user)},
+                order=0,
             )
         )
 

@@ -14,9 +14,10 @@ from django.core.exceptions import PermissionDenied
 from django.db.models.base import ModelBase
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.html import format_html
 from django.utils.text import capfirst
 
-from opsconsole import dashboard, guarded, login
+from opsconsole import dashboard, guarded, login, needs
 from opsconsole.fields import EncryptedTextField, reveal, secret_status
 
 # The task queue's own records: readable by every role, changed (resubmitted, deleted,
@@ -50,6 +51,22 @@ class OpsAdminSite(admin.AdminSite):
             _follow_running_work(model_admin)
             if hasattr(model_admin, "user_change_password"):
                 _own_password_only(model_admin)
+
+    def get_app_list(self, request, app_label=None):
+        """The sidebar and index lists, with how many of each waits for this person."""
+        app_list = super().get_app_list(request, app_label)
+        if not request.user.is_authenticated:
+            return app_list
+        waiting = needs.counts(request.user)
+        for app in app_list:
+            for model in app["models"]:
+                count = waiting.get(model["model"]._meta.label_lower)
+                if count:
+                    model["name"] = format_html(
+                        '{} <span class="needs-count" title="{} waiting for you">{}</span>',
+                        model["name"], count, count,
+                    )  # fmt: skip
+        return app_list
 
     def index(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "panels": dashboard.panels_for(request)}
