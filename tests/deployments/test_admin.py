@@ -55,7 +55,7 @@ def test_alice_requests_from_the_deployment_list_and_has_no_approve_button(clien
 
 
 def test_ticking_an_older_version_rolls_back_to_it_and_viewers_cannot(client, alice, carol, db):
-    env, old, new = setup_env(db)
+    env, old, _ = setup_env(db)
     older = Deployment.objects.create(environment=env, external_id="0", version="v0",
                                       status="succeeded",
                                       received_at=timezone.now() - timedelta(days=2))  # fmt: skip
