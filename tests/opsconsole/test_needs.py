@@ -1,4 +1,4 @@
-""" "Needs you": what waits for the person looking, on the dashboard and in the sidebar."""
+"""What waits for the person looking ("Needs you"), on the dashboard and in the sidebar."""
 
 from datetime import timedelta
 
