@@ -298,10 +298,12 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_display = (
         "version",
         "environment",
+        "now",
         "status_badge",
         "external_id",
         "started_by",
         "received_at",
+        "ended_at",
     )
     list_filter = ("environment", "status")
     search_fields = ("version", "external_id", "commit")
@@ -332,6 +334,30 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     def has_request_rollback_permission(self, request):
         return request.user.has_perm(RollbackRequest.REQUEST_PERMISSION)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("environment")
+
+    def get_changelist_instance(self, request):
+        # What is live, asked once per environment on the page rather than once per row.
+        changelist = super().get_changelist_instance(request)
+        live: dict[int, Deployment | None] = {}
+        for deployment in changelist.result_list:
+            env = deployment.environment
+            if env.pk not in live:
+                live[env.pk] = env.live_deployment()
+            deployment.live_now = live[env.pk]
+        return changelist
+
+    @admin.display(description="Now")
+    def now(self, deployment):
+        if not hasattr(deployment, "live_now"):
+            deployment.live_now = deployment.environment.live_deployment()
+        live = deployment.live_now
+        situation = deployment.situation(live)
+        if live is not None and live.pk == deployment.pk:
+            return format_html('<span class="badge badge-ok">Active</span> {}', situation)
+        return situation or "—"
 
     @admin.display(description="Status")
     def status_badge(self, deployment):

@@ -14,8 +14,8 @@ class DeploymentsConfig(AppConfig):
 
         dashboard.register(
             dashboard.Panel(
-                "deployments", "Deployments", "deployments/panel.html", deployments_panel,
-                order=40, permission="deployments.view_deployment",
+                "deployments", "Environments", "deployments/panel.html", deployments_panel,
+                order=15, permission="deployments.view_deployment",
             )
         )  # fmt: skip
 
@@ -23,6 +23,10 @@ class DeploymentsConfig(AppConfig):
         schedules.register(
             "deployments.variable_drift", "deployments.tasks.check_variable_drift",
             cron="*/15 * * * *",
+        )  # fmt: skip
+        schedules.register(
+            "deployments.live_versions", "deployments.tasks.observe_live_versions",
+            cron="* * * * *",
         )  # fmt: skip
         schedules.register(
             "deployments.recheck_gates", "deployments.tasks.recheck_waiting_gates",

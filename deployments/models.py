@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -15,6 +17,7 @@ from django.db import models, transaction
 from django.db.models import Avg, F, Max, Q
 from django.utils import timezone
 from django.utils.timesince import timesince
+from django.utils.timezone import localtime
 
 from alerts.incidents import announce, raise_incident, resolve_incident
 from deployments import variables
@@ -36,6 +39,20 @@ def default_endpoints() -> list[dict]:
         {"path": "/api/auth/status", "ok": [200, 401]},
         {"path": "/metrics", "ok": [200, 401]},
     ]
+
+
+@dataclass
+class LiveState:
+    """One environment at a glance (`Environment.live_state()`)."""
+
+    environment: Environment
+    version: str  # what serves now; empty when nothing is known
+    deployment: Deployment | None
+    source: str  # "provider" (it said so lately) or "records"
+    since: datetime | None
+    records_say: str  # the records' version where the provider says otherwise
+    incidents: list[Any]
+    pending: list[str]
 
 
 class Environment(models.Model):
@@ -141,6 +158,10 @@ class Environment(models.Model):
         help_text='Names only: {"added": [...], "removed": [...], "changed": [...]}.',
     )
     drift_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # What the provider itself says is live, asked each minute by a worker (pages never
+    # wait on a provider); empty where it cannot say.
+    observed_version = models.CharField(max_length=200, blank=True, editable=False)
+    observed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return self.name
@@ -390,6 +411,57 @@ class Environment(models.Model):
         if live is not None:
             self.adopt_provider_state(live)
 
+    # The provider's answer counts for this long; after that the records speak.
+    OBSERVED_FRESH = timedelta(minutes=5)
+
+    def observe(self) -> str | None:
+        """Ask the provider what is live and keep its answer (None: it cannot say)."""
+        try:
+            version = self.backend.live_version()
+        except ProviderError:
+            version = None
+        Environment.objects.filter(pk=self.pk).update(
+            observed_version=version or "", observed_at=timezone.now() if version else None
+        )
+        self.observed_version, self.observed_at = version or "", timezone.now()
+        return version
+
+    def live_state(self) -> LiveState:
+        """What serves now and since when, whether it is healthy, and what is pending:
+        one row of the dashboard's Environments panel."""
+        from alerts.models import Incident
+
+        records = self.live_deployment()
+        deployment, version, source = records, records.version if records else "", "records"
+        fresh = self.observed_at and timezone.now() - self.observed_at < self.OBSERVED_FRESH
+        if fresh and self.observed_version:
+            source = "provider"
+            if self.observed_version != version:
+                version = self.observed_version
+                deployment = self.deployments.filter(version=version).first()
+        since = None
+        if deployment is not None:
+            since = deployment.live_again_since() or deployment.live_at or deployment.received_at
+        incidents = Incident.objects.filter(
+            component__in=[self.name, *self.components], status__in=["triggered", "acknowledged"]
+        )
+        pending = [str(r) for r in self.rollbacks.filter(status__in=RollbackRequest.ACTIVE)]
+        pending += [
+            f"deploy {d.version}: {d.get_status_display().lower()}"
+            for d in self.deployments.filter(status__in=Deployment.ACTIVE)
+        ]
+        pending += [str(a) for a in self.deploy_approvals.filter(status="requested")]
+        return LiveState(
+            environment=self,
+            version=version,
+            deployment=deployment,
+            source=source,
+            since=since,
+            records_say=records.version if records and records.version != version else "",
+            incidents=list(incidents.order_by("opened_at")[:5]),
+            pending=pending,
+        )
+
     def live_deployment(self) -> Deployment | None:
         """What serves now, by the records: the newest deployment not replaced while in
         flight, unless a rollback finished after it arrived (then the rollback's target)."""
@@ -491,7 +563,35 @@ class Deployment(models.Model):
     @property
     def in_progress(self) -> bool:
         """Still being deployed, verified or watched: its pages follow it."""
-        return self.status in ("received", "preflight", "deploying", "verifying", "watching")
+        return self.status in self.ACTIVE
+
+    def live_again_since(self) -> datetime | None:
+        """When a rollback made it live again, if one did after it first went out."""
+        back = (
+            self.rollbacks_to.filter(status="succeeded", finished_at__isnull=False)
+            .order_by("-finished_at")
+            .first()
+        )
+        return back.finished_at if back is not None else None
+
+    def situation(self, live: Deployment | None) -> str:
+        """Where it stands now that later things happened: `live again since …`,
+        `rolled back to v1.0`, `replaced by v1.3`."""
+        if live is not None and live.pk == self.pk:
+            again = self.live_again_since()
+            return f"live again since {localtime(again):%Y-%m-%d %H:%M:%S}" if again else "live"
+        away = (
+            self.rollbacks_from.filter(status="succeeded", finished_at__isnull=False)
+            .select_related("target_deployment")
+            .order_by("-finished_at")
+            .first()
+        )
+        if away is not None:
+            return f"rolled back to {away.target_deployment.version}"
+        after = self.environment.deployments.filter(received_at__gt=self.received_at).last()
+        if after is not None and self.status not in self.ACTIVE:
+            return f"replaced by {after.version}"
+        return ""
 
     @classmethod
     def argv_value_problem(cls, field: str, value) -> str | None:
@@ -713,6 +813,12 @@ class RollbackRequest(ApprovalRequest):
             Deployment.objects.filter(pk=self.from_deployment_id).update(
                 status=Deployment.Status.ROLLED_BACK
             )
+        # Only the target serves now: whatever served before ends here, and the target's
+        # old end time no longer holds (its page says "live again since").
+        env.deployments.exclude(pk=target.pk).exclude(status__in=Deployment.ACTIVE).filter(
+            ended_at__isnull=True
+        ).update(ended_at=self.finished_at or timezone.now())
+        Deployment.objects.filter(pk=target.pk).update(ended_at=None)
         self._announce(f"{env} is back on {target.version}")
         resolve_incident(env.fingerprint(), reason=f"rolled back to {target.version}")
 

@@ -1,20 +1,15 @@
-"""Dashboard panel: the last five deployments across environments.
+"""Dashboard panel: one row per environment (what is live, since when, health, pending).
 
 Also this app's part of the system status API (`opsconsole.status`).
 """
 
 from __future__ import annotations
 
-from deployments.models import Deployment
+from deployments.models import Deployment, Environment
 
 
 def deployments_panel(request) -> dict:
-    return {
-        "deployments": [
-            {"deployment": d, "css": Deployment.STATUS_CSS.get(d.status, "")}
-            for d in Deployment.objects.select_related("environment").order_by("-received_at")[:5]
-        ]
-    }
+    return {"environments": [env.live_state() for env in Environment.objects.order_by("name")]}
 
 
 def deployments_status(now) -> list[dict]:

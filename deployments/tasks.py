@@ -96,3 +96,10 @@ def check_variable_drift() -> dict[str, str]:
             continue
         results[env.name] = "not listable" if found is None else (found.describe() or "no drift")
     return results
+
+
+@console_task
+def observe_live_versions() -> dict[str, str]:
+    """Ask each environment's provider what is live, so pages show it without waiting on
+    a provider; those that cannot say are left to the records."""
+    return {env.name: env.observe() or "cannot say" for env in Environment.objects.all()}

@@ -119,8 +119,10 @@ def test_backups_and_deployments_panels(client, carol, tmp_path):
     body = login(client, carol).get("/admin/dashboard/panels/").content.decode()
     backups = body.split('id="panel-backups"')[1].split("</section>")[0]
     assert "shop" in backups and "2.9\xa0MB" in backups and backups.count("<polyline") == 2
+    # One row per environment: the live version, not a history.
     deployments = body.split('id="panel-deployments"')[1].split("</section>")[0]
-    assert deployments.count("<tr>") == 5 and "v1.6" in deployments and "v1.1" not in deployments
+    assert deployments.count('<th scope="row">') == 1 and "v1.6" in deployments
+    assert "Active" in deployments and "v1.5" not in deployments
 
 
 def test_every_admin_page_carries_the_console_styles(client, carol):
