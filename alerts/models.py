@@ -580,7 +580,7 @@ class Incident(models.Model):
     @property
     def in_progress(self) -> bool:
         """Open incidents change under people's eyes (acknowledged, escalated, noted)."""
-        return self.is_open()
+        return self.is_open
 
     @property
     def silenced(self) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -104,3 +106,42 @@ def _shown(value) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
     return "(empty)" if value in ("", None) else str(value)
+
+
+class PersonAdmin(UserAdmin):
+    """People: everyone in the console sees who a colleague is and what role they hold
+    (a "Requested by alice" link leads here); only a superuser manages accounts."""
+
+    list_display = ("username", "full_name", "roles", "email", "last_login", "is_active")
+    list_filter = ("groups", "is_active")
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None or request.user.is_superuser:
+            return super().get_fieldsets(request, obj)
+        # Nothing about how they sign in: no password hash, no permission list.
+        return (
+            (None, {"fields": ("username", "full_name", "roles", "email")}),
+            ("Activity", {"fields": ("last_login", "date_joined", "is_active")}),
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "full_name", "roles")
+
+    @admin.display(description="Name")
+    def full_name(self, user) -> str:
+        return user.get_full_name() or "—"
+
+    @admin.display(description="Role")
+    def roles(self, user) -> str:
+        names = [g.name for g in user.groups.all()]
+        if user.is_superuser:
+            names.insert(0, "Superuser")
+        return ", ".join(names) or "No role"
+
+
+admin.site.unregister(User)
+admin.site.register(User, PersonAdmin)
