@@ -199,6 +199,23 @@ class NotificationInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class SilencedFilter(admin.SimpleListFilter):
+    """ "Silenced: yes / no" rather than Django's "By silence: Empty / Not empty"."""
+
+    title = "silenced"
+    parameter_name = "silenced"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Silenced"), ("no", "Not silenced"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(silence__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(silence__isnull=True)
+        return queryset
+
+
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
     list_display = (
@@ -210,7 +227,7 @@ class IncidentAdmin(admin.ModelAdmin):
         "opened_at",
         "acknowledged_by",
     )
-    list_filter = ("status", "priority", "source", ("silence", admin.EmptyFieldListFilter))
+    list_filter = ("status", "priority", "source", SilencedFilter)
     search_fields = ("title", "fingerprint", "component")
     date_hierarchy = "opened_at"
     inlines = [IncidentEventInline, NotificationInline]

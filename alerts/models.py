@@ -569,7 +569,8 @@ class Incident(models.Model):
         indexes = [models.Index(fields=["status", "priority"], name="incident_status_priority")]
 
     def __str__(self) -> str:
-        return f"[{self.priority}] {self.title}"
+        # The priority has its own column and badge wherever an incident is shown.
+        return f"#{self.pk} {self.title}" if self.pk else self.title
 
     @property
     def is_open(self) -> bool:

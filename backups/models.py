@@ -462,7 +462,10 @@ class RestoreRequest(ApprovalRequest):
     backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores")
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.NEW)
     new_database = models.CharField(
-        max_length=63, blank=True, help_text="For a new database; default <db>_restore_<id>."
+        max_length=63,
+        blank=True,
+        help_text="For a new database; by default the target's database name followed by "
+        "_restore_ and the end of the backup's id.",
     )
     recover_to_point = models.ForeignKey(
         "RestorePoint",

@@ -438,14 +438,14 @@ class DeploymentAdmin(admin.ModelAdmin):
 
 @admin.register(RollbackRequest)
 class RollbackRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
-    list_display = ("__str__", "status", "automatic", "requested_by", "decided_by", "requested_at")
+    list_display = ("__str__", "status", "how", "requested_by", "decided_by", "requested_at")
     list_filter = ("status", "environment", "automatic")
     readonly_fields = (
         "environment",
         "from_deployment",
         "target_deployment",
         "reason",
-        "automatic",
+        "how",
         "status",
         "requested_by",
         "requested_at",
@@ -462,6 +462,10 @@ class RollbackRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="Decided", ordering="automatic")
+    def how(self, rollback):
+        return "automatically, by the environment's policy" if rollback.automatic else "by people"
 
 
 @admin.register(VariableSyncRequest)

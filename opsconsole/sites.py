@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models.base import ModelBase
@@ -30,6 +31,8 @@ class OpsAdminSite(admin.AdminSite):
     site_title = "opsconsole"
     index_title = "Dashboard"
     index_template = "admin/opsconsole_index.html"
+    # The console has no other site to view; the public status page is linked instead.
+    site_url = None
 
     def register(self, model_or_iterable, admin_class=None, **options):
         """Register as usual; then, on pages where an encrypted field is read-only, it shows
@@ -51,6 +54,12 @@ class OpsAdminSite(admin.AdminSite):
             _follow_running_work(model_admin)
             if hasattr(model_admin, "user_change_password"):
                 _own_password_only(model_admin)
+
+    def each_context(self, request):
+        return {
+            **super().each_context(request),
+            "status_page_enabled": settings.DR_STATUS_PAGE_ENABLED,
+        }
 
     def get_app_list(self, request, app_label=None):
         """The sidebar and index lists, with how many of each waits for this person."""
@@ -145,7 +154,9 @@ def _follow_running_work(model_admin) -> None:
         return render_change_form(request, context, add, change, form_url, obj)
 
     def changelist(request, extra_context=None):
-        response = changelist_view(request, extra_context)
+        # A list is titled by what it lists ("Deployments"), not "Select deployment to view".
+        title = capfirst(model_admin.model._meta.verbose_name_plural)
+        response = changelist_view(request, {"title": title, **(extra_context or {})})
         cl = (getattr(response, "context_data", None) or {}).get("cl")
         if cl is not None:
             response.context_data["follow_seconds"] = _follow_seconds(cl.result_list)

@@ -7,6 +7,7 @@ manage.py demo stop                          stop the sample services
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from django.conf import settings
@@ -64,11 +65,24 @@ class Command(BaseCommand):
         write = self.stdout.write
         write(self.style.SUCCESS("The demo is ready."))
         write(f"  Console:      {settings.OPSCONSOLE_BASE_URL}/admin/")
+        logins = [f"Console: {settings.OPSCONSOLE_BASE_URL}/admin/"]
         for name, secret in done["people"].items():
             role = demo.PEOPLE[name].lower()
-            write(f"  {name:<6} ({role}):{' ' * (9 - len(role))}password {secret}")
+            line = f"  {name:<6} ({role}):{' ' * (9 - len(role))}password {secret}"
+            write(line)
+            logins.append(line.strip())
             if key := done["authenticator_keys"].get(name):
-                write(f"  {'':<6}  {'':<9}  authenticator key {key} (add it to a TOTP app)")
+                line = f"  {'':<6}  {'':<9}  authenticator key {key} (add it to a TOTP app)"
+                write(line)
+                logins.append(f"{name}: authenticator key {key}")
+        # The server's log follows at once and scrolls these away: keep them in a file
+        # only this account can read.
+        saved = settings.VAR_DIR / "demo-logins.txt"
+        with contextlib.suppress(FileNotFoundError):
+            saved.unlink()
+        with os.fdopen(os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write("\n".join(logins) + "\n")
+        write(f"  Sign-ins also saved to {saved} (readable only by you).")
         write(f"  Environments: {', '.join(done['environments'])} (sample service v1.1 live)")
         write(f"  Backups of:   {', '.join(done['targets'])}")
         if not done["postgres"]:
