@@ -27,6 +27,13 @@ def test_the_demo_sets_up_every_part_and_can_run_again(client, pg, demo_ports, c
     call_command("demo", password="pw-123", postgres_url=pg.admin_dsn, port=demo_ports)
     out = capsys.readouterr().out
     assert "alice  (operator):" in out and "password pw-123" in out
+    # The server's log scrolls them away: they are kept in a file only this account reads.
+    from django.conf import settings
+
+    saved = settings.VAR_DIR / "demo-logins.txt"
+    assert f"Sign-ins also saved to {saved}" in out
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert "password pw-123" in saved.read_text() and "bob: authenticator key" in saved.read_text()
 
     from django.contrib.auth.models import User
 
