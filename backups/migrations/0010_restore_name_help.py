@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('backups', '0009_target_production_help'),
+        ("backups", "0009_target_production_help"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='restorerequest',
-            name='new_database',
-            field=models.CharField(blank=True, help_text="For a new database; by default the target's database name followed by _restore_ and the end of the backup's id.", max_length=63),
+            model_name="restorerequest",
+            name="new_database",
+            field=models.CharField(
+                blank=True,
+                help_text="For a new database; by default the target's database name followed by _restore_ and the end of the backup's id.",
+                max_length=63,
+            ),
         ),
     ]
