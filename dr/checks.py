@@ -86,6 +86,7 @@ class HttpKind(Kind):
             )
         except http.HttpError as exc:
             raise CheckFailed(exc.message) from None
+        self.check.certificate_expires_at = response.extensions.get(http.CERTIFICATE_EXPIRES)
         expected = self.config.get("expected_status", 200)
         if response.status_code != expected:
             raise CheckFailed(f"HTTP {response.status_code}, expected {expected}")

@@ -17,6 +17,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from alerts.incidents import raise_incident, resolve_incident
+from alerts.models import Incident
 from dr.checks import timed
 from dr.models import CheckResult, ServiceCheck
 from opsconsole import tracing
@@ -33,7 +34,10 @@ STATE_FIELDS = [
     "last_latency_ms",
     "last_error",
     "next_due_at",
+    "certificate_expires_at",
 ]
+# An HTTPS check's certificate raises an incident this long before it expires.
+CERTIFICATE_WARNING = timedelta(days=14)
 
 
 def due_checks(now: datetime, exclude: set[int] = frozenset()) -> list[ServiceCheck]:
@@ -147,6 +151,32 @@ def _write(group: list[tuple[ServiceCheck, tuple[bool, float, str]]], now: datet
     # Parents first; each reads its parent's state from the database (parent_unhealthy).
     for check, before, after in sorted(changes, key=lambda item: _depth(item[0])):
         _door(check, before, after)
+        _certificate(check, finished)
+
+
+def _certificate(check: ServiceCheck, now: datetime) -> None:
+    """An incident from 14 days before an HTTPS certificate expires until it is renewed."""
+    expires = check.certificate_expires_at
+    if expires is None:
+        return
+    fingerprint = f"{check.fingerprint()}:certificate"
+    said = Incident.objects.filter(fingerprint=fingerprint).exclude(status="resolved").exists()
+    if expires - now > CERTIFICATE_WARNING:
+        if said:
+            resolve_incident(fingerprint, reason=f"renewed: valid until {expires:%Y-%m-%d}")
+        return
+    if said:
+        return  # said once; a repeat every interval would only be noise
+    days = max(0, (expires - now).days)
+    raise_incident(
+        source="health",
+        fingerprint=fingerprint,
+        title=f"The certificate of {check.name} expires in {days} day{'s' if days != 1 else ''} "
+        f"({expires:%Y-%m-%d %H:%M} UTC)",
+        priority="critical" if days < 3 else "high",
+        component=check.name,
+        details={"check": check.name, "expires": expires.isoformat()},
+    )
 
 
 def _depth(check: ServiceCheck) -> int:

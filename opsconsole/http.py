@@ -20,6 +20,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -121,6 +122,22 @@ def use_transport(transport: httpx.BaseTransport) -> Iterator[None]:
         _transport = previous
 
 
+CERTIFICATE_EXPIRES = "opsconsole.certificate_expires"
+
+
+def _note_certificate(response: httpx.Response) -> None:
+    """Over TLS, keep when the server's certificate expires in the response's extensions
+    (health checks warn before it does); read while the connection is still open."""
+    stream = response.extensions.get("network_stream")
+    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    if ssl_object is None:
+        return
+    not_after = (ssl_object.getpeercert() or {}).get("notAfter")
+    if not_after:
+        seconds = ssl.cert_time_to_seconds(not_after)
+        response.extensions[CERTIFICATE_EXPIRES] = datetime.fromtimestamp(seconds, UTC)
+
+
 def request(
     method: str,
     url: str,
@@ -152,6 +169,7 @@ def request(
                 timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
                 transport=_transport or GuardedTransport(verify=_ssl_context()),
                 follow_redirects=False,
+                event_hooks={"response": [_note_certificate]},
             ) as client,
         ):
             response = client.request(

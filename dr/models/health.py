@@ -73,6 +73,12 @@ class ServiceCheck(models.Model):
     last_latency_ms = models.FloatField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
     next_due_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+    certificate_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="HTTPS: when the server's certificate expires.",
+    )
 
     class Meta:
         ordering = ["name"]
