@@ -12,7 +12,7 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -496,7 +496,7 @@ class NotificationAdmin(admin.ModelAdmin):
 class InboxAdmin(admin.ModelAdmin):
     """The in-console inbox: what inbox channels delivered, newest first, as a pager shows it."""
 
-    list_display = ("created_at", "priority_badge", "message", "channel", "incident_link")
+    list_display = ("updated_at", "priority_badge", "message", "channel", "incident_link")
     list_filter = ("channel", "event", "priority")
     search_fields = ("headline", "text")
     list_display_links = None
@@ -516,14 +516,41 @@ class InboxAdmin(admin.ModelAdmin):
             item.priority,
         )
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("channel", "incident")
+
+    def get_changelist_instance(self, request):
+        # The Acknowledge button only for someone who may, and only while it still means
+        # something (the incident is triggered): decided once per page, not per row.
+        changelist = super().get_changelist_instance(request)
+        may = request.user.has_perm(permissions.ACKNOWLEDGE_INCIDENT)
+        for item in changelist.result_list:
+            item.can_ack = bool(
+                may
+                and item.ack_url
+                and item.incident is not None
+                and item.incident.status == Incident.Status.TRIGGERED
+            )
+        return changelist
+
     @admin.display(description="Message")
     def message(self, item):
         ack = ""
-        if item.ack_url:
+        if getattr(item, "can_ack", False):
             ack = format_html(
                 ' <a class="button inbox-ack" href="{}">Acknowledge…</a>', item.ack_url
             )
-        return format_html('<pre class="inbox-text">{}</pre>{}', item.text, ack)
+        earlier = ""
+        if item.history:
+            earlier = format_html(
+                '<details class="inbox-history"><summary>{} earlier update{}</summary>{}</details>',
+                len(item.history),
+                "s" if len(item.history) != 1 else "",
+                format_html_join(
+                    "", '<pre class="inbox-text">{}</pre>', ((h["text"],) for h in item.history)
+                ),
+            )
+        return format_html('<pre class="inbox-text">{}</pre>{}{}', item.text, ack, earlier)
 
     @admin.display(description="Incident")
     def incident_link(self, item):

@@ -641,9 +641,13 @@ class InboxMessage(models.Model):
     text = models.TextField()
     ack_url = models.URLField(blank=True, max_length=1000)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # One message per incident and channel, updated as the incident moves on (as a pager
+    # thread does); what it said before is kept, oldest first.
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    history = models.JSONField(default=list, blank=True)
 
     class Meta:
-        ordering = ["-created_at", "-pk"]
+        ordering = ["-updated_at", "-pk"]
         verbose_name = "inbox message"
 
     def __str__(self) -> str:

@@ -94,12 +94,20 @@ def build_message(notification: Notification) -> Message:
             fingerprint=f"test:{notification.channel_id}",
             delivery_key=delivery_key(notification),
         )
+    # Who acted comes first: "ACKNOWLEDGED" alone leaves everyone else asking who has it.
+    details: dict = {}
+    if notification.event == Notification.Event.ACKNOWLEDGED and incident.acknowledged_by_id:
+        details["acknowledged_by"] = str(incident.acknowledged_by)
+    if notification.event == Notification.Event.RESOLVED:
+        details["resolved_by"] = str(incident.resolved_by or "the console")
+        details["resolution"] = incident.resolution
+    details.update(incident.details)
     return Message(
         event=notification.event,
         title=incident.title,
         priority=incident.priority,
         component=incident.component,
-        details={k: v for k, v in incident.details.items()},
+        details=details,
         at=notification.created_at,
         fingerprint=incident.fingerprint,
         incident_id=incident.pk,

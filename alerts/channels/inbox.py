@@ -1,3 +1,6 @@
+from django.db import transaction
+from django.utils import timezone
+
 from alerts.channels.base import Delivery, Message, Transport
 
 
@@ -12,13 +15,32 @@ class InboxChannel(Transport):
         # alerts.models builds its kind choices from this registry: import at use.
         from alerts.models import InboxMessage
 
-        item = InboxMessage.objects.create(
-            channel=self.channel,
-            incident_id=message.incident_id,
-            event=message.event,
-            priority=message.priority,
-            headline=message.headline,
-            text=message.text(),
-            ack_url=message.ack_url if message.event in ("firing", "repeat") else "",
-        )
-        return Delivery(detail=f"inbox message {item.pk}")
+        fields = {
+            "event": message.event,
+            "priority": message.priority,
+            "headline": message.headline,
+            "text": message.text(),
+            "ack_url": message.ack_url if message.event in ("firing", "repeat") else "",
+            "updated_at": timezone.now(),
+        }
+        with transaction.atomic():
+            thread = None
+            if message.incident_id is not None:
+                thread = (
+                    InboxMessage.objects.select_for_update()
+                    .filter(channel=self.channel, incident_id=message.incident_id)
+                    .first()
+                )
+            if thread is None:
+                item = InboxMessage.objects.create(
+                    channel=self.channel, incident_id=message.incident_id, **fields
+                )
+                return Delivery(detail=f"inbox message {item.pk}")
+            # An update of the incident updates its message; what it said before stays.
+            before = {
+                "at": thread.updated_at.isoformat(), "event": thread.event, "text": thread.text,
+            }  # fmt: skip
+            InboxMessage.objects.filter(pk=thread.pk).update(
+                history=[*thread.history, before], **fields
+            )
+        return Delivery(detail=f"inbox message {thread.pk} updated")

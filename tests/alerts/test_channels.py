@@ -472,7 +472,7 @@ def test_a_slow_send_is_handed_off_so_the_worker_moves_on(route, httpserver, mon
 # --- In-console inbox --------------------------------------------------------------
 
 
-def test_the_inbox_channel_delivers_to_the_inbox_page_with_an_ack_link(route, client, carol):
+def test_the_inbox_threads_an_incident_and_says_who_acted(route, client, alice, carol):
     from alerts.models import InboxMessage
     from tests.conftest import login
 
@@ -482,11 +482,29 @@ def test_the_inbox_channel_delivers_to_the_inbox_page_with_an_ack_link(route, cl
     item = InboxMessage.objects.get()
     assert item.incident == incident and item.headline == "[FIRING] [CRITICAL] API is down"
     assert "Error rate: 37%" in item.text and "/alerts/ack/" in item.ack_url
+    ack_url = item.ack_url
+
+    # Only someone who may acknowledge gets the button, and only while it means something.
+    page = login(client, carol).get("/admin/alerts/inboxmessage/").content.decode()
+    assert "[FIRING] [CRITICAL] API is down" in page and "inbox-ack" not in page
+    page = login(client, alice).get("/admin/alerts/inboxmessage/").content.decode()
+    assert f'class="button inbox-ack" href="{ack_url}"' in page
+
+    incidents.acknowledge(incident, alice, now=T0 + timedelta(minutes=1))
+    deliver_all(T0 + timedelta(minutes=1))
+    item.refresh_from_db()
+    assert InboxMessage.objects.count() == 1, "the update updates the incident's message"
+    assert item.headline.startswith("[ACKNOWLEDGED]") and "Acknowledged by: alice" in item.text
+    assert [h["event"] for h in item.history] == ["firing"]
+    page = client.get("/admin/alerts/inboxmessage/").content.decode()
+    assert "inbox-ack" not in page, "acknowledged: nothing left to acknowledge"
+    assert "1 earlier update" in page and "[FIRING] [CRITICAL] API is down" in page
+
     incidents.resolve_incident("api:down", reason="fixed", now=T0 + timedelta(minutes=5))
     deliver_all(T0 + timedelta(minutes=5))
-    assert [m.event for m in InboxMessage.objects.all()] == ["resolved", "firing"]
-    assert InboxMessage.objects.first().ack_url == "", "nothing to acknowledge once resolved"
-
+    item.refresh_from_db()
+    assert InboxMessage.objects.count() == 1 and item.ack_url == ""
+    assert "Resolved by: the console" in item.text and "Resolution: fixed" in item.text
+    assert [h["event"] for h in item.history] == ["firing", "acknowledged"]
     page = login(client, carol).get("/admin/alerts/inboxmessage/").content.decode()
-    assert "[RESOLVED] [CRITICAL] API is down" in page and item.ack_url in page
-    assert page.index("[RESOLVED]") < page.index("[FIRING]"), "newest first"
+    assert "[RESOLVED] [CRITICAL] API is down" in page and "2 earlier updates" in page
