@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -25,7 +23,6 @@ from alerts.models import (
     EscalationPolicy,
     InboxMessage,
     Incident,
-    IncidentEvent,
     MetricSample,
     MetricSource,
     Notification,
@@ -177,13 +174,6 @@ class AlertRuleAdmin(admin.ModelAdmin):
 # --- incidents -------------------------------------------------------------------
 
 
-class IncidentEventInline(ReadOnlyInline):
-    model = IncidentEvent
-    fields = ("at", "kind", "message", "user")
-    readonly_fields = fields
-    verbose_name_plural = "Timeline"
-
-
 class NotificationInline(ReadOnlyInline):
     model = Notification
     fields = (
@@ -197,6 +187,7 @@ class NotificationInline(ReadOnlyInline):
         "error",
     )
     readonly_fields = fields
+    verbose_name_plural = "Who was told (deliveries)"
 
 
 class SilencedFilter(admin.SimpleListFilter):
@@ -230,17 +221,12 @@ class IncidentAdmin(admin.ModelAdmin):
     list_filter = ("status", "priority", "source", SilencedFilter)
     search_fields = ("title", "fingerprint", "component")
     date_hierarchy = "opened_at"
-    inlines = [IncidentEventInline, NotificationInline]
+    inlines = [NotificationInline]
     actions = ["acknowledge_selected", "resolve_selected"]
     change_form_template = "admin/alerts/incident/change_form.html"
-    readonly_fields = (
-        "title", "priority", "status", "source", "fingerprint", "component", "details_pretty",
-        "opened_at", "last_seen_at", "count", "acknowledged_by", "acknowledged_at",
-        "resolved_by", "resolved_at", "resolution", "silence", "escalation_policy",
-        "escalation_level", "next_escalation_at",
-    )  # fmt: skip
-    # The one thing written on an incident: what the public status page may say.
-    fields = (*readonly_fields, "public_title")
+    # The page shows the incident in its own sections (change_form.html); the one thing
+    # written on it is what the public status page may say.
+    fields = ("public_title",)
 
     def has_add_permission(self, request):
         return False
@@ -255,10 +241,6 @@ class IncidentAdmin(admin.ModelAdmin):
             label += " (silenced)"
         css = Incident.STATUS_CSS.get(incident.status, "state-ok")
         return format_html('<span class="{}">{}</span>', css, label)
-
-    @admin.display(description="Details")
-    def details_pretty(self, incident):
-        return format_html("<pre>{}</pre>", json.dumps(incident.details, indent=2, default=str))
 
     @admin.action(description="Acknowledge selected incidents", permissions=["acknowledge"])
     def acknowledge_selected(self, request, queryset):
@@ -332,7 +314,19 @@ class IncidentAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:alerts_incident_change", args=[pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), "can_ack": request.user.has_perm(ACK_PERMISSION)}
+        incident = self.get_object(request, object_id)
+        related = incident.related() if incident is not None else []
+        live = next((r for label, r in related if label == "Live deployment"), None)
+        extra_context = {
+            **(extra_context or {}),
+            "can_ack": request.user.has_perm(ACK_PERMISSION),
+            "can_silence": request.user.has_perm("alerts.add_silence"),
+            "related": related,
+            # The incident is about an environment: going back is one click from here.
+            "rollback_from": live
+            if live is not None and request.user.has_perm(permissions.REQUEST_ROLLBACK)
+            else None,
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
 

@@ -587,6 +587,47 @@ class Incident(models.Model):
     def silenced(self) -> bool:
         return self.silence_id is not None
 
+    def details_in_words(self) -> list[tuple[str, str]]:
+        """The details as a person reads them: `Error rate: 37%`, `Labels: env=prod`."""
+        lines = []
+        for key, value in (self.details or {}).items():
+            if key == "rule_id" or value in (None, "", {}, []):
+                continue
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, list):
+                value = ", ".join(str(v) for v in value)
+            lines.append((key.replace("_", " ").capitalize(), str(value)))
+        return lines
+
+    def related(self) -> list[tuple[str, models.Model]]:
+        """What this incident is about or led to, as (what it is, the record): the
+        environment and what serves there, its rollbacks, the health check, the rule,
+        runbooks worked for it and the silence. Each of those pages links back here."""
+        from deployments.models import Environment, RollbackRequest
+        from dr.models import RunbookExecution, ServiceCheck
+
+        found: list[tuple[str, models.Model]] = []
+        env = Environment.objects.filter(name=self.component).first() if self.component else None
+        if env is not None:
+            found.append(("Environment", env))
+            if live := env.live_deployment():
+                found.append(("Live deployment", live))
+            for rollback in RollbackRequest.objects.filter(
+                environment=env, requested_at__gte=self.opened_at - timedelta(minutes=30)
+            ).order_by("requested_at")[:5]:
+                found.append(("Rollback", rollback))
+        if self.component and (check := ServiceCheck.objects.filter(name=self.component).first()):
+            found.append(("Health check", check))
+        rule_id = (self.details or {}).get("rule_id")
+        if rule_id and (rule := AlertRule.objects.filter(pk=rule_id).first()):
+            found.append(("Alert rule", rule))
+        for execution in RunbookExecution.objects.filter(incident=self).select_related("runbook"):
+            found.append(("Runbook", execution))
+        if self.silence_id:
+            found.append(("Silenced by", self.silence))
+        return found
+
     def add_note(self, user, text: str) -> IncidentEvent:
         """Someone working the incident writes down what they found or did."""
         if not user.has_perm(permissions.ACKNOWLEDGE_INCIDENT):

@@ -564,12 +564,17 @@ class RestoreRequest(ApprovalRequest):
             checks.append(f"{backup.toc_summary['tables']} tables")
         if backup.server_version:
             checks.append(f"server {backup.server_version}")
-        into = {
-            self.Mode.NEW: f"a new database, {self.new_database}, beside the live one",
-            self.Mode.REPLACE: f"the live database {target.db.dbname} (a safety backup first; "
-            "the old one is kept under another name)",
-            self.Mode.KEEP: "a separate recovered server, kept read-only to look into",
-        }[self.mode]
+        # In words only: nothing here parses the target's connection string (a page must
+        # never fail, or log, on a DSN it cannot read).
+        if self.mode == self.Mode.NEW:
+            into = f"a new database, {self.new_database}, beside the live one"
+        elif self.mode == self.Mode.REPLACE:
+            into = (
+                f"the live database of {target} (a safety backup first; the old one is kept "
+                "under another name)"
+            )
+        else:
+            into = "a separate recovered server, kept read-only to look into"
         moment = self.recovery_target()
         facts = [
             ("Target", f"{target}{' (production)' if target.production else ''}"),

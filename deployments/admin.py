@@ -405,9 +405,7 @@ class DeploymentAdmin(admin.ModelAdmin):
             wanted = request.POST.get("target") or request.GET.get("target")
             target = next((c for c in candidates if str(c.pk) == wanted), None)
         form = RollbackConfirmForm(request.POST or None)
-        if target is None:
-            form.add_error(None, "Pick the version to go back to below.")
-        elif request.method == "POST" and form.is_valid():
+        if target is not None and request.method == "POST" and form.is_valid():
             try:
                 rollback = request_rollback(
                     env, request.user, reason=form.cleaned_data["reason"], target=target,

@@ -565,6 +565,23 @@ class Deployment(models.Model):
         """Still being deployed, verified or watched: its pages follow it."""
         return self.status in self.ACTIVE
 
+    def related(self) -> list[tuple[str, models.Model]]:
+        """Incidents about its environment while it served, and rollbacks from and to it."""
+        from alerts.models import Incident
+
+        env = self.environment
+        found: list[tuple[str, models.Model]] = [
+            ("Incident", incident)
+            for incident in Incident.objects.filter(
+                component__in=[env.name, *env.components],
+                opened_at__gte=self.received_at,
+                opened_at__lte=self.ended_at or timezone.now(),
+            ).order_by("opened_at")[:10]
+        ]
+        found += [("Rolled back from here", r) for r in self.rollbacks_from.all()[:5]]
+        found += [("Rolled back to here", r) for r in self.rollbacks_to.all()[:5]]
+        return found
+
     def live_again_since(self) -> datetime | None:
         """When a rollback made it live again, if one did after it first went out."""
         back = (
@@ -776,6 +793,23 @@ class RollbackRequest(ApprovalRequest):
 
     def facts(self) -> list[tuple[str, str]]:
         return self.describe(self.environment, self.from_deployment, self.target_deployment)
+
+    def related(self) -> list[tuple[str, models.Model]]:
+        """The deployments it moves between and the incidents around it."""
+        from alerts.models import Incident
+
+        env = self.environment
+        found: list[tuple[str, models.Model]] = []
+        if self.from_deployment_id:
+            found.append(("From", self.from_deployment))
+        found.append(("To", self.target_deployment))
+        around = Incident.objects.filter(
+            component__in=[env.name, *env.components],
+            opened_at__gte=self.requested_at - timedelta(minutes=30),
+            opened_at__lte=(self.finished_at or timezone.now()) + timedelta(minutes=5),
+        )
+        found += [("Incident", i) for i in around.order_by("opened_at")[:10]]
+        return found
 
     def requires_two_people(self) -> bool:
         return self.environment.two_person_rule

@@ -119,7 +119,7 @@ class PersonAdmin(UserAdmin):
         return request.user.is_active and request.user.is_staff
 
     def get_fieldsets(self, request, obj=None):
-        if obj is None or request.user.is_superuser:
+        if obj is None or self.has_change_permission(request, obj):
             return super().get_fieldsets(request, obj)
         # Nothing about how they sign in: no password hash, no permission list.
         return (

@@ -110,7 +110,7 @@ def test_request_restore_then_bob_approves_and_it_is_queued(
     login(client, bob)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(f"/admin/backups/restorerequest/{restore.pk}/approve/",
-                               {"confirmation": restore.new_database})  # fmt: skip
+                               {"confirmation": restore.backup.target.name})  # fmt: skip
     assert response.status_code == 302
     restore.refresh_from_db()
     assert (restore.status, restore.decided_by) == ("approved", bob)

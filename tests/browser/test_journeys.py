@@ -72,10 +72,13 @@ def test_1_rollback_requested_by_alice_approved_by_bob(console, new_page):
     console.screenshot(bob, "1-bob-approved-rollback-succeeded")
 
     bob.goto("/admin/deployments/deployment/")
-    rolled_back = (
-        bob.locator("#result_list tbody tr").filter(has_text="production").filter(has_text="v1.1")
-    )
+    rows = bob.locator("#result_list tbody tr").filter(has_text="production")
+    rolled_back = rows.filter(has=bob.locator("th", has_text="v1.1"))
     expect(rolled_back).to_contain_text("Rolled back")
+    expect(rolled_back).to_contain_text("rolled back to v1.0")
+    live = rows.filter(has=bob.locator("th", has_text="v1.0"))
+    expect(live).to_contain_text("Active")
+    expect(live).to_contain_text("live again since")
 
 
 def test_2_alert_rule_error_then_preview_then_save(console, new_page):
