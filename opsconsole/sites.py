@@ -151,6 +151,8 @@ def _follow_running_work(model_admin) -> None:
     def render(request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and obj.pk is not None:
             context["follow_seconds"] = _follow_seconds([obj])
+            # "Incident", not "Change incident" (most of these records are only read).
+            context["title"] = capfirst(model_admin.model._meta.verbose_name)
         return render_change_form(request, context, add, change, form_url, obj)
 
     def changelist(request, extra_context=None):

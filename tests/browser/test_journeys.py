@@ -361,9 +361,9 @@ def test_8_continuous_wal_then_a_restore_to_a_moment(console, new_page, pg):
     bob.goto("/admin/")
     rpo_cell = (
         bob.locator("table.objectives tbody tr")
-        .filter(has=bob.locator("td", has_text=re.compile(r"^shop$")))
+        .filter(has=bob.locator("th", has_text=re.compile(r"^shop$")))
         .locator("td")
-        .nth(1)
+        .nth(0)
     )
     expect(rpo_cell).to_have_text(re.compile(r"^[01] / \d+ min$"))
     expect(rpo_cell).to_have_class(re.compile("state-ok"))
