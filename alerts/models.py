@@ -18,6 +18,7 @@ from alerts.channels import CHANNEL_KINDS, channel_class
 from alerts.sources import SOURCE_KINDS, source_class
 from opsconsole import permissions, tracing
 from opsconsole.fields import EncryptedTextField, reveal
+from opsconsole.timeline import TimelineEntry
 
 
 class Priority(models.TextChoices):
@@ -586,6 +587,12 @@ class Incident(models.Model):
     @property
     def silenced(self) -> bool:
         return self.silence_id is not None
+
+    def timeline(self) -> list[TimelineEntry]:
+        return [
+            TimelineEntry(e.at, e.get_kind_display(), str(e.user or ""), e.message)
+            for e in self.events.select_related("user")
+        ]
 
     def details_in_words(self) -> list[tuple[str, str]]:
         """The details as a person reads them: `Error rate: 37%`, `Labels: env=prod`."""

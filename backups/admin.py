@@ -262,7 +262,6 @@ class RestoreRequestAdmin(ApprovalAdminMixin, admin.ModelAdmin):
         "old_database",
         "old_database_dropped_at",
         "recovered_server",
-        "timings",
         "error",
     )
     fields = (

@@ -26,6 +26,7 @@ from deployments.variables import VARIABLE_NAME
 from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField, reveal
+from opsconsole.timeline import TimelineEntry
 
 log = logging.getLogger("opsconsole.deployments")
 
@@ -793,6 +794,28 @@ class RollbackRequest(ApprovalRequest):
 
     def facts(self) -> list[tuple[str, str]]:
         return self.describe(self.environment, self.from_deployment, self.target_deployment)
+
+    def steps(self) -> list[TimelineEntry]:
+        """The verification after the provider's rollback, check by check."""
+        if not self.started_at:
+            return []
+        checks = self.target_deployment.checks.filter(
+            phase=DeploymentCheck.Phase.ROLLBACK,
+            at__gte=self.started_at,
+            at__lte=self.finished_at or timezone.now(),
+        ).order_by("at", "pk")
+        return [
+            TimelineEntry(
+                c.at,
+                "Checked",
+                "",
+                f"{c.name}: {'passed' if c.passed else 'failed'}"
+                f"{f' ({c.detail})' if c.detail else ''}"
+                f"{f', {c.duration_ms:.0f} ms' if c.duration_ms else ''}",
+                ok=c.passed,
+            )
+            for c in checks
+        ]
 
     def related(self) -> list[tuple[str, models.Model]]:
         """The deployments it moves between and the incidents around it."""

@@ -10,15 +10,13 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from backups.models import Backup, WalArchive
+from backups.models import Backup, WalArchive, timings_in_words
 
 # A column to check point-in-time drills by: table.column or schema.table.column.
 COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}")
+
+
 # Phases of a restore, in the order they happen, as people call them.
-PHASES = {"download": "download", "decrypt_decompress": "decrypt", "fetch": "fetch",
-          "replay": "replay", "copy": "copy", "restore": "restore", "verify": "checks"}  # fmt: skip
-
-
 class RecoveryObjective(models.Model):
     """How much data may be lost (RPO) and how long recovery may take (RTO), per database target."""
 
@@ -194,10 +192,4 @@ class RecoveryDrill(models.Model):
 
     def phases(self) -> str:
         """`fetch 3.1 s · replay 12.0 s · copy 4.2 s · checks 0.1 s`"""
-        # In the order they happen (jsonb on PostgreSQL keeps no key order).
-        words = [
-            f"{word} {self.timings[name]:.1f} s"
-            for name, word in PHASES.items()
-            if isinstance(self.timings.get(name), int | float)
-        ]
-        return " · ".join(words)
+        return timings_in_words(self.timings)

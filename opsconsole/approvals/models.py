@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from opsconsole import leases, tracing
 from opsconsole.tasks import enqueue
+from opsconsole.timeline import TimelineEntry
 
 log = logging.getLogger("opsconsole.approvals")
 
@@ -120,6 +121,32 @@ class ApprovalRequest(models.Model):
     def facts(self) -> list[tuple[str, str]]:
         """What is being decided, in words (label, text): shown on the request's page and
         on its approve page, so nobody approves what they cannot see."""
+        return []
+
+    def timeline(self) -> list[TimelineEntry]:
+        """Its life as the request page shows it, oldest first: asked, decided, started,
+        the kind's own steps (`steps()`), ended."""
+        who = self.requested_by or (
+            self.requested_by_token.created_by if self.requested_by_token_id else None
+        )
+        entries = [TimelineEntry(self.requested_at, "Requested", str(who or "the console"),
+                                 self.reason)]  # fmt: skip
+        if self.decided_at:
+            decision = {
+                ApprovalStatus.REJECTED: "Rejected", ApprovalStatus.CANCELLED: "Cancelled",
+            }.get(self.status, "Approved")  # fmt: skip
+            by = str(self.decided_by) if self.decided_by_id else "the policy"
+            entries.append(TimelineEntry(self.decided_at, decision, by, self.decision_note))
+        if self.started_at:
+            entries.append(TimelineEntry(self.started_at, "Started", "a worker", ""))
+        entries += self.steps()
+        if self.finished_at:
+            ended = "Failed" if self.status == RunStatus.FAILED else "Succeeded"
+            entries.append(TimelineEntry(self.finished_at, ended, "", self.error))
+        return sorted(entries, key=lambda e: e.at)
+
+    def steps(self) -> list[TimelineEntry]:
+        """What the kind records while it runs (a rollback's verification checks)."""
         return []
 
     def run(self) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ def test_an_operator_has_every_action_and_the_order_is_status_timeline_related_d
     assert f"/admin/deployments/deployment/{deployment.pk}/rollback/" in body
     assert "?component=staging&amp;reason=Error" in body
     order = [body.index(f'id="{part}"') for part in
-             ("incident-now", "incident-timeline", "related", "incident-details")]  # fmt: skip
+             ("incident-now", "timeline", "related", "incident-details")]  # fmt: skip
     assert order == sorted(order)
     # Relative times, the exact one (with seconds) on hover; no raw JSON.
     assert re.search(r'<time datetime="[^"]+" title="\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+">', body)
@@ -75,5 +75,5 @@ def test_acknowledged_says_by_whom_and_when(client, alice, carol):
     )
     now = body.split('id="incident-now"')[1].split("</section>")[0]
     assert "Acknowledged" in now and "by alice" in now
-    timeline = body.split('id="incident-timeline"')[1].split("</section>")[0]
+    timeline = body.split('id="timeline"')[1].split("</section>")[0]
     assert "acknowledged by alice" in timeline

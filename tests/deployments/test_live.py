@@ -1,5 +1,6 @@
 """What is live stays true after rollbacks: on the dashboard, the list and each deployment."""
 
+import re
 import sys
 from datetime import timedelta
 
@@ -82,6 +83,15 @@ def test_after_an_automatic_then_a_manual_rollback_everything_says_v1_0(
     assert "no open incidents" in row
     listing = client.get("/admin/deployments/deployment/").content.decode()
     assert "live again since" in listing and "rolled back to v1.0" in listing
+
+    # The request's own page tells its life, verification check by check.
+    page = client.get(f"/admin/deployments/rollbackrequest/{second.pk}/change/").content.decode()
+    timeline = page.split('id="timeline"')[1].split("</section>")[0]
+    steps = re.findall(r"<strong>([^<]+)</strong>", timeline)
+    assert steps[:3] == ["Requested", "Approved", "Started"] and steps[-1] == "Succeeded"
+    assert "Checked" in steps and "by alice" in timeline and "by bob" in timeline
+    assert "live version: passed (live: v1.0)" in timeline
+    assert re.search(r"/health: passed, \d+ ms", timeline), "each probe with its time"
 
 
 def test_the_provider_is_believed_and_a_disagreement_shown(client, production, carol):
