@@ -14,7 +14,6 @@ from django.utils.html import format_html, format_html_join
 from deployments.models import (
     DeployApproval,
     Deployment,
-    DeploymentCheck,
     Environment,
     EnvironmentVariable,
     GateCheck,
@@ -252,18 +251,6 @@ class EnvironmentAdmin(admin.ModelAdmin):
     }
 
 
-class ChecksInline(admin.TabularInline):
-    model = DeploymentCheck
-    extra = 0
-    can_delete = False
-    fields = ("at", "phase", "name", "passed", "detail", "duration_ms")
-    readonly_fields = fields
-    verbose_name_plural = "Timeline of checks"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 class SamplesInline(admin.TabularInline):
     model = HealthSample
     extra = 0
@@ -307,9 +294,11 @@ class DeploymentAdmin(admin.ModelAdmin):
     )
     list_filter = ("environment", "status")
     search_fields = ("version", "external_id", "commit")
-    inlines = [ChecksInline, SamplesInline]
+    inlines = [SamplesInline]
     actions = ["request_rollback"]
-    readonly_fields = [*(f.name for f in Deployment._meta.fields), "health_chart"]
+    # The page shows the deployment in its own sections (facts, timeline, related); the
+    # form keeps only the watch's charts.
+    fields = readonly_fields = ["health_chart"]
     change_form_template = "admin/deployments/deployment/change_form.html"
 
     @admin.display(description="Watch")

@@ -566,6 +566,44 @@ class Deployment(models.Model):
         """Still being deployed, verified or watched: its pages follow it."""
         return self.status in self.ACTIVE
 
+    def facts(self) -> list[tuple[str, str]]:
+        """Where it stands and what it is, in words, for its page."""
+        live = self.environment.live_deployment()
+        situation = self.situation(live)
+        facts = [
+            ("Status", f"{self.get_status_display()}{f' — {situation}' if situation else ''}"),
+            ("Environment", str(self.environment)),
+            ("Version", f"{self.version}{f' ({self.commit[:12]})' if self.commit else ''}"),
+        ]
+        if self.started_by:
+            facts.append(("Deployed by", self.started_by))
+        if self.status not in self.ACTIVE:
+            facts.append(("Its record", self.track_record()))
+        if self.migrations:
+            names = [
+                f"{m.get('name', '?')}{' (irreversible)' if m.get('irreversible') else ''}"
+                for m in self.migrations
+                if isinstance(m, dict)
+            ]
+            facts.append(("Migrations", ", ".join(names)))
+        if self.notes:
+            facts.append(("Notes", self.notes))
+        return facts
+
+    def timeline(self) -> list[TimelineEntry]:
+        """Received, live, every check with its phase, finished, replaced."""
+        entries = [TimelineEntry(self.received_at, "Received", self.started_by, "")]
+        if self.live_at:
+            entries.append(TimelineEntry(self.live_at, "Live", "", ""))
+        entries += [c.as_entry(c.get_phase_display()) for c in self.checks.order_by("at", "pk")]
+        if self.finished_at:
+            entries.append(TimelineEntry(self.finished_at, self.get_status_display(), "", ""))
+        if self.ended_at:
+            entries.append(TimelineEntry(self.ended_at, "Stopped serving", "", ""))
+        if again := self.live_again_since():
+            entries.append(TimelineEntry(again, "Live again (rollback)", "", ""))
+        return sorted(entries, key=lambda e: e.at)
+
     def related(self) -> list[tuple[str, models.Model]]:
         """Incidents about its environment while it served, and rollbacks from and to it."""
         from alerts.models import Incident
@@ -691,6 +729,15 @@ class DeploymentCheck(models.Model):
     def __str__(self) -> str:
         return f"{self.phase} {self.name}: {'ok' if self.passed else 'failed'}"
 
+    def as_entry(self, what: str) -> TimelineEntry:
+        """`live version: passed (live: v1.0)`, `http://…/health: failed (expected [200]), 31 ms`"""
+        outcome = "passed" if self.passed else "failed"
+        detail = f" ({self.detail})" if self.detail else ""
+        took = f", {self.duration_ms:.0f} ms" if self.duration_ms else ""
+        return TimelineEntry(
+            self.at, what, "", f"{self.name}: {outcome}{detail}{took}", self.passed
+        )
+
 
 class HealthSample(models.Model):
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="samples")
@@ -804,18 +851,7 @@ class RollbackRequest(ApprovalRequest):
             at__gte=self.started_at,
             at__lte=self.finished_at or timezone.now(),
         ).order_by("at", "pk")
-        return [
-            TimelineEntry(
-                c.at,
-                "Checked",
-                "",
-                f"{c.name}: {'passed' if c.passed else 'failed'}"
-                f"{f' ({c.detail})' if c.detail else ''}"
-                f"{f', {c.duration_ms:.0f} ms' if c.duration_ms else ''}",
-                ok=c.passed,
-            )
-            for c in checks
-        ]
+        return [c.as_entry("Checked") for c in checks]
 
     def related(self) -> list[tuple[str, models.Model]]:
         """The deployments it moves between and the incidents around it."""

@@ -105,7 +105,10 @@ def test_the_deployment_page_shows_its_timeline(client, carol, db):
     page = (
         login(client, carol).get(f"/admin/deployments/deployment/{new.pk}/change/").content.decode()
     )
-    assert "Timeline of checks" in page and "expected [200]" in page
+    timeline = page.split('id="timeline"')[1].split("</section>")[0]
+    assert "<strong>CI</strong>" in timeline and "tests: passed" in timeline
+    assert "http://x/health: failed (expected [200])" in timeline
+    assert page.index('id="timeline"') < page.index("error rate (%)"), "the story before the charts"
     assert "no samples yet" in page
     assert (
         "request_rollback"
