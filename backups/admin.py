@@ -163,8 +163,19 @@ class BackupAdmin(RunJobsMixin, admin.ModelAdmin):
     search_fields = ("id", "sha256")
     date_hierarchy = "created_at"
     actions = ["verify", "request_restore"]
-    readonly_fields = [f.name for f in Backup._meta.fields]
+    # The page shows the backup in its own sections (facts, timeline, related); what the
+    # tool printed on failure stays as a field.
+    fields = readonly_fields = ["stderr_tail", "storage_key"]
     change_list_template = "admin/backups/backup/change_list.html"
+    change_form_template = "admin/backups/backup/change_form.html"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_request_restore": self.has_request_restore_permission(request),
+            "can_run": self.has_run_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.retention_view)

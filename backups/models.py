@@ -28,6 +28,7 @@ from opsconsole import leases, permissions
 from opsconsole.approvals.models import ApprovalRequest, RunStatus
 from opsconsole.fields import EncryptedTextField, reveal
 from opsconsole.tasks import enqueue
+from opsconsole.timeline import TimelineEntry
 
 
 def default_exclusions() -> list[str]:
@@ -413,6 +414,83 @@ class Backup(models.Model):
     def is_good(self) -> bool:
         return self.status in self.GOOD
 
+    def contents(self) -> str:
+        """What verification found inside, e.g. `12 index, 9 table, 9 table data`."""
+        summary = self.toc_summary or {}
+        return ", ".join(
+            f"{v} {k.lower()}" for k, v in sorted(summary.items()) if isinstance(v, int)
+        )
+
+    def facts(self) -> list[tuple[str, str]]:
+        """Where it stands and what it holds, in words, for its page."""
+        status = self.get_status_display()
+        if self.status == self.Status.RUNNING:
+            status += f", {filesizeformat(self.bytes_read)} read so far"
+        facts = [("Status", f"{status}{f': {self.error}' if self.error else ''}")]
+        facts.append(("Target", str(self.target)))
+        by = f" by {self.requested_by}" if self.requested_by_id else ""
+        how = {"schedule": "on its schedule", "manual": "by hand"}.get(
+            self.trigger, "before a deploy"
+        )
+        facts.append(("Kind", f"{self.get_kind_display()}, {how}{by}"))
+        if self.finished_at:
+            facts.append(("Taken", f"{timesince(self.finished_at)} ago"))
+        if self.duration_seconds is not None:
+            facts.append(("Took", f"{self.duration_seconds:.1f} s"))
+        if self.bytes_stored:
+            ratio = (
+                f", {self.bytes_read / self.bytes_stored:.1f} times smaller"
+                if self.bytes_read
+                else ""
+            )
+            facts.append(
+                ("Size", f"{filesizeformat(self.bytes_read)} dumped, "
+                         f"{filesizeformat(self.bytes_stored)} stored{ratio}")
+            )  # fmt: skip
+        facts.append((
+            "Verification",
+            f"read back and checked {timesince(self.verified_at)} ago" if self.verified_at
+            else "not verified yet",
+        ))  # fmt: skip
+        if contents := self.contents():
+            facts.append(("Contents", contents))
+        if self.sha256:
+            facts.append(("SHA-256", self.sha256))
+        if self.recipient:
+            facts.append(("Encrypted to", f"{self.recipient[:16]}…"))
+        facts.append(("Stored in", str(self.storage)))
+        if self.client_version or self.server_version:
+            tools = [v for v in (self.client_version, self.server_version) if v]
+            facts.append(("Tools", " · ".join(tools)))
+        return facts
+
+    def timeline(self) -> list[TimelineEntry]:
+        entries = [TimelineEntry(self.created_at, "Queued", str(self.requested_by or ""), "")]
+        if self.started_at:
+            entries.append(TimelineEntry(self.started_at, "Started", "", ""))
+        if self.finished_at:
+            failed = self.status == self.Status.FAILED
+            entries.append(TimelineEntry(self.finished_at, "Failed" if failed else "Finished",
+                                         "", self.error, ok=not failed))  # fmt: skip
+        if self.verified_at:
+            entries.append(TimelineEntry(self.verified_at, "Verified", "", self.contents(), True))
+        for restore in self.restores.select_related("requested_by"):
+            who = str(restore.requested_by or "")
+            entries.append(
+                TimelineEntry(restore.requested_at, "Restore requested", who, str(restore))
+            )
+        if self.deleted_at:
+            entries.append(TimelineEntry(self.deleted_at, "Deleted", "", ""))
+        return sorted(entries, key=lambda e: e.at)
+
+    def related(self) -> list[tuple[str, models.Model]]:
+        found: list[tuple[str, models.Model]] = [("Target", self.target)]
+        if self.policy_id:
+            found.append(("Policy", self.policy))
+        found.append(("Storage", self.storage))
+        found += [("Restore", r) for r in self.restores.all()[:10]]
+        return found
+
     def verification_fingerprint(self) -> str:
         """The incident that says this backup failed to read back."""
         return f"verify:{self.pk}"
@@ -575,8 +653,8 @@ class RestoreRequest(ApprovalRequest):
             else "not verified yet"
         )
         checks = [f"SHA-256 {backup.sha256[:12]}…" if backup.sha256 else "no checksum"]
-        if backup.toc_summary.get("tables") is not None:
-            checks.append(f"{backup.toc_summary['tables']} tables")
+        if contents := backup.contents():
+            checks.append(contents)
         if backup.server_version:
             checks.append(f"server {backup.server_version}")
         # In words only: nothing here parses the target's connection string (a page must

@@ -19,5 +19,4 @@ class Command(BaseCommand):
             backup = verify_backup(backup)
         except RestoreRefused as exc:
             raise CommandError(f"{backup_id} failed verification: {exc}") from None
-        summary = ", ".join(f"{v} {k.lower()}" for k, v in sorted(backup.toc_summary.items()))
-        self.stdout.write(f"{backup.id}: verified ({summary or 'no table of contents'})")
+        self.stdout.write(f"{backup.id}: verified ({backup.contents() or 'no table of contents'})")
