@@ -686,6 +686,14 @@ class RestoreRequest(ApprovalRequest):
         two = "two people (requester and approver)" if self.requires_two_people() else "one person"
         return [*facts, ("Needs", two)]
 
+    def related(self) -> list[tuple[str, models.Model]]:
+        found: list[tuple[str, models.Model]] = [
+            ("Backup", self.backup), ("Target", self.backup.target),
+        ]  # fmt: skip
+        if self.safety_backup_id:
+            found.append(("Safety backup taken first", self.safety_backup))
+        return found
+
     def fingerprint(self) -> str:
         return f"restore:{self.pk}"
 
