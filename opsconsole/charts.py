@@ -62,5 +62,5 @@ def heartbeat_bar(beats: list[tuple[str, str]], *, label: str, slots: int = 50) 
     total = slots * (width + gap) - gap
     return mark_safe(  # noqa: S308 - numbers, fixed colours and escaped text only
         f'<svg class="heartbeat" width="{total}" height="{height}" viewBox="0 0 {total} {height}" '
-        f'role="img" aria-label="{escape(summary)}">{bars}</svg>'
+        f'preserveAspectRatio="none" role="img" aria-label="{escape(summary)}">{bars}</svg>'
     )
