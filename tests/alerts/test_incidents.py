@@ -184,6 +184,7 @@ def test_signed_ack_link_needs_login_then_confirmation(channels, alice, client):
     login(client, alice)
     page = client.get(url)
     assert page.status_code == 200 and b"Acknowledging stops the escalation" in page.content
+    assert b"Django administration" not in page.content and b">opsconsole</a>" in page.content
     incident.refresh_from_db()
     assert incident.status == "triggered", "GET changes nothing"
     assert client.post(url).status_code == 302
