@@ -34,6 +34,7 @@ from opsconsole.tasks import enqueue
 
 @admin.register(ServiceCheck)
 class ServiceCheckAdmin(admin.ModelAdmin):
+    change_form_template = "admin/dr/servicecheck/change_form.html"
     list_display = (
         "name",
         "kind",

@@ -90,6 +90,21 @@ class ServiceCheck(models.Model):
         """The incident that says this check is failing."""
         return f"check:{self.pk}"
 
+    def related(self) -> list[tuple[str, models.Model]]:
+        """Its incidents (newest first), its runbook, the check above it and those below."""
+        incidents = Incident.objects.filter(
+            models.Q(component=self.name)
+            | models.Q(fingerprint__startswith=f"{self.fingerprint()}:")
+            | models.Q(fingerprint=self.fingerprint())
+        ).order_by("-opened_at")[:10]
+        found: list[tuple[str, models.Model]] = [("Incident", i) for i in incidents]
+        if self.runbook_id:
+            found.append(("Runbook", self.runbook))
+        if self.parent_id:
+            found.append(("Depends on", self.parent))
+        found += [("Checked under it", c) for c in self.children.all()[:10]]
+        return found
+
     def clean(self) -> None:
         if not self.kind:
             return

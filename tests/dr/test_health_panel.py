@@ -157,3 +157,16 @@ def test_plain_http_has_no_certificate(db, httpserver):
     tick()
     check.refresh_from_db()
     assert check.state == "healthy" and check.certificate_expires_at is None
+
+
+def test_a_check_and_its_incidents_link_both_ways(client, carol, db):
+    from alerts.incidents import raise_incident
+
+    check = ServiceCheck.objects.create(name="checkout", kind="tcp",
+                                        config={"host": "127.0.0.1", "port": 9})  # fmt: skip
+    incident = raise_incident("health", check.fingerprint(), "checkout is unhealthy", "critical",
+                              component="checkout")  # fmt: skip
+    page = login(client, carol).get(f"/admin/dr/servicecheck/{check.pk}/change/").content.decode()
+    assert f'href="/admin/alerts/incident/{incident.pk}/change/"' in page
+    page = client.get(f"/admin/alerts/incident/{incident.pk}/change/").content.decode()
+    assert f'href="/admin/dr/servicecheck/{check.pk}/change/"' in page
