@@ -387,12 +387,27 @@ class DeploymentAdmin(admin.ModelAdmin):
         if not self.has_request_rollback_permission(request):
             raise PermissionDenied("You may not request rollbacks.")
         env = chosen.environment
-        live = env.live_deployment()
+        # What serves now, the provider's word first: never propose what already serves.
+        live = env.live_state().deployment or env.live_deployment()
         candidates = env.rollback_candidates(live)
-        target = chosen if chosen != live else env.stable_target(before=live)
+        stable = env.stable_target(before=live)
+        if stable is not None and stable not in candidates:
+            candidates.append(stable)
+        problem = ""
+        if chosen == live:
+            target = stable
+        elif chosen in candidates:
+            target = chosen
+        else:
+            target = None
+            problem = (
+                f"{chosen.version} is {chosen.get_status_display().lower()}: not a version to "
+                "go back to. Pick one below."
+            )
         if "target" in request.GET or "target" in request.POST:
             wanted = request.POST.get("target") or request.GET.get("target")
             target = next((c for c in candidates if str(c.pk) == wanted), None)
+            problem = "" if target else "That version is not one to go back to; pick one below."
         form = RollbackConfirmForm(request.POST or None)
         if target is not None and request.method == "POST" and form.is_valid():
             try:
@@ -418,6 +433,7 @@ class DeploymentAdmin(admin.ModelAdmin):
             "target": target,
             "facts": RollbackRequest.describe(env, live, target) if target else [],
             "others": [(c, c.track_record()) for c in candidates if c != target],
+            "problem": problem,
             "form": form,
         }
         return TemplateResponse(request, "admin/deployments/deployment/rollback.html", context)

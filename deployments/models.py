@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import Avg, F, Max, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.timesince import timesince
 from django.utils.timezone import localtime
@@ -464,16 +465,17 @@ class Environment(models.Model):
         )
 
     def live_deployment(self) -> Deployment | None:
-        """What serves now, by the records: the newest deployment not replaced while in
-        flight, unless a rollback finished after it arrived (then the rollback's target)."""
-        newest = self.deployments.exclude(status=Deployment.Status.SUPERSEDED).first()
+        """What serves now, by the records: the deployment that went live last, unless a
+        rollback finished after that (then the rollback's target). One that failed or was
+        replaced before it went live never counts."""
+        newest = Deployment.served(self.deployments).order_by("-served_at").first()
         back = (
             self.rollbacks.filter(status="succeeded", finished_at__isnull=False)
             .select_related("target_deployment")
             .order_by("-finished_at")
             .first()
         )
-        if back is not None and (newest is None or back.finished_at > newest.received_at):
+        if back is not None and (newest is None or back.finished_at > newest.served_at):
             return back.target_deployment
         return newest
 
@@ -663,8 +665,21 @@ class Deployment(models.Model):
             )
         return None
 
+    # Reached only by going live: a row in one of these served even without a live_at
+    # (deploys reported before live_at was recorded, or reported already live).
+    SERVED = ("verifying", "watching", "succeeded", "rolled_back")
+
+    @classmethod
+    def served(cls, rows: models.QuerySet) -> models.QuerySet:
+        """The deployments among `rows` that went live, with `served_at` (when)."""
+        return rows.filter(Q(live_at__isnull=False) | Q(status__in=cls.SERVED)).annotate(
+            served_at=Coalesce("live_at", "received_at")
+        )
+
     def ran_for(self, now: datetime | None = None) -> timedelta:
-        start = self.live_at or self.received_at
+        """How long it has served since it last went live (a version live again after a
+        rollback counts from then: the time it was not serving is never counted)."""
+        start = self.live_again_since() or self.live_at or self.received_at
         return (self.ended_at or now or timezone.now()) - start
 
     def worst_error_rate(self) -> float | None:
@@ -674,7 +689,8 @@ class Deployment(models.Model):
         """How it fared while live, in words: `ran 3 days, 0.4 % errors on average (worst
         1.2 %) over 120 checks`."""
         numbers = self.samples.aggregate(a=Avg("error_rate"), m=Max("error_rate"))
-        ran = f"ran {timesince(self.live_at or self.received_at, self.ended_at or timezone.now())}"
+        end = self.ended_at or timezone.now()
+        ran = f"ran {timesince(end - self.ran_for(end), end)}"
         if numbers["a"] is None:
             return f"{ran}; no traffic checks recorded"
         count = self.samples.count()
@@ -840,7 +856,13 @@ class RollbackRequest(ApprovalRequest):
         ]
 
     def facts(self) -> list[tuple[str, str]]:
-        return self.describe(self.environment, self.from_deployment, self.target_deployment)
+        if self.status in self.ACTIVE:
+            # Decided on what serves now (the provider's word first), not on what served
+            # when it was asked.
+            current = self.environment.live_state().deployment or self.from_deployment
+            return self.describe(self.environment, current, self.target_deployment)
+        facts = self.describe(self.environment, self.from_deployment, self.target_deployment)
+        return [("Was live" if label == "Live now" else label, text) for label, text in facts]
 
     def steps(self) -> list[TimelineEntry]:
         """The verification after the provider's rollback, check by check."""
@@ -906,11 +928,12 @@ class RollbackRequest(ApprovalRequest):
             Deployment.objects.filter(pk=self.from_deployment_id).update(
                 status=Deployment.Status.ROLLED_BACK
             )
-        # Only the target serves now: whatever served before ends here, and the target's
-        # old end time no longer holds (its page says "live again since").
-        env.deployments.exclude(pk=target.pk).exclude(status__in=Deployment.ACTIVE).filter(
-            ended_at__isnull=True
-        ).update(ended_at=self.finished_at or timezone.now())
+        # Only the target serves now: whatever served before ends here (one that never
+        # went live gets no end time), and the target's old end time no longer holds: it
+        # serves again, counted from now ("live again since").
+        Deployment.served(env.deployments.exclude(pk=target.pk)).exclude(
+            status__in=Deployment.ACTIVE
+        ).filter(ended_at__isnull=True).update(ended_at=self.finished_at or timezone.now())
         Deployment.objects.filter(pk=target.pk).update(ended_at=None)
         self._announce(f"{env} is back on {target.version}")
         resolve_incident(env.fingerprint(), reason=f"rolled back to {target.version}")

@@ -150,3 +150,17 @@ def test_every_setting_of_an_environment_can_be_set_in_the_browser(admin_client,
     for name in ("error_rate_metric", "backup_target", "backup_max_age_hours",
                  "backup_before_deploy", "gradual_steps", "gradual_step_seconds"):  # fmt: skip
         assert f'name="{name}"' in page, name
+
+
+def test_a_failed_version_is_not_offered_as_a_target(client, alice, db):
+    env, old, _ = setup_env(db)
+    broken = Deployment.objects.create(environment=env, external_id="x", version="v1.5-broken",
+                                       status="failed",
+                                       received_at=timezone.now() - timedelta(hours=2))  # fmt: skip
+    page = login(client, alice).get(f"/admin/deployments/deployment/{broken.pk}/rollback/")
+    body = page.content.decode()
+    assert "v1.5-broken is failed: not a version to go back to" in body
+    assert "Request rollback to" not in body and f'href="?target={old.pk}"' in body
+    client.post(f"/admin/deployments/deployment/{broken.pk}/rollback/",
+                {"target": broken.pk, "reason": "x"})  # fmt: skip
+    assert not RollbackRequest.objects.exists()

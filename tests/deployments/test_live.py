@@ -86,6 +86,7 @@ def test_after_an_automatic_then_a_manual_rollback_everything_says_v1_0(
 
     # The request's own page tells its life, verification check by check.
     page = client.get(f"/admin/deployments/rollbackrequest/{second.pk}/change/").content.decode()
+    assert "Was live</th><td>v1.1" in page and "Live now" not in page, "said as it was"
     timeline = page.split('id="timeline"')[1].split("</section>")[0]
     steps = re.findall(r"<strong>([^<]+)</strong>", timeline)
     assert steps[:3] == ["Requested", "Approved", "Started"] and steps[-1] == "Succeeded"
@@ -122,3 +123,20 @@ def test_pending_work_and_open_incidents_show_on_the_row(client, production, ali
     row = panel.split('id="panel-deployments"')[1].split("</section>")[0]
     assert "rollback production to v1.1" in row and "1 open incident" in row
     assert "API errors" in row
+
+
+def test_a_deploy_that_never_went_live_is_never_called_live(production, alice, bob):
+    Deployment.objects.create(environment=production, external_id="d9", version="v2-broken",
+                              status="failed")  # failed before it served  # fmt: skip
+    Deployment.objects.create(environment=production, external_id="d10", version="v2-next",
+                              status="preflight")  # only just arrived  # fmt: skip
+    assert production.live_deployment().version == "v1.2-faulty"
+
+
+def test_a_deploy_that_went_live_after_a_rollback_is_live(production, alice, bob):
+    rollback = run_rollback(production, alice, bob, target="v1.1")
+    during = Deployment.objects.create(
+        environment=production, external_id="d11", version="v1.3", status="watching",
+        received_at=rollback.started_at, live_at=rollback.finished_at + timedelta(seconds=5),
+    )  # fmt: skip
+    assert production.live_deployment() == during

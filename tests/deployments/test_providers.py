@@ -125,9 +125,10 @@ def test_a_failed_provider_call_fails_the_request_and_asks_for_a_human(
     old = target(railway)
     Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=3),
                                                 live_at=timezone.now() - timedelta(hours=3))  # fmt: skip
-    Deployment.objects.create(
-        environment=railway, external_id="dep-bad", version="v2", status="failed"
-    )
+    Deployment.objects.create(  # went live, then failed its checks
+        environment=railway, external_id="dep-bad", version="v2", status="failed",
+        live_at=timezone.now(),
+    )  # fmt: skip
     request = rollbacks.request_rollback(railway, alice, reason="bad")
     request.approve(bob, confirmation="production")
     request = request.execute()
@@ -161,7 +162,8 @@ def gradual_command_env(db, tmp_path):
     old = target(env)
     Deployment.objects.filter(pk=old.pk).update(status="succeeded", received_at=timezone.now() - timedelta(hours=2),
                                                 live_at=timezone.now() - timedelta(hours=2))  # fmt: skip
-    Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed")
+    Deployment.objects.create(environment=env, external_id="new", version="v2", status="failed",
+                              live_at=timezone.now())  # went live, then failed  # fmt: skip
     return env, log
 
 
