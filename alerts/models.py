@@ -577,7 +577,7 @@ class Incident(models.Model):
     def is_open(self) -> bool:
         return self.status != self.Status.RESOLVED
 
-    FOLLOW_SECONDS = 10
+    follow_every = 10  # seconds: people act on it, workers escalate it
 
     @property
     def in_progress(self) -> bool:

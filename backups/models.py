@@ -539,6 +539,7 @@ class RestoreRequest(ApprovalRequest):
 
     REQUEST_PERMISSION = permissions.REQUEST_RESTORE
     APPROVE_PERMISSION = permissions.APPROVE_RESTORE
+    SHOWN_WITH = ("backup__target",)
 
     class Mode(models.TextChoices):
         NEW = "new", "Into a new database"

@@ -325,7 +325,9 @@ class DeploymentAdmin(admin.ModelAdmin):
         return request.user.has_perm(RollbackRequest.REQUEST_PERMISSION)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("environment")
+        return Deployment.with_situation(
+            super().get_queryset(request).select_related("environment")
+        )
 
     def get_changelist_instance(self, request):
         # What is live, asked once per environment on the page rather than once per row.

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
-from django.db.models import Avg, F, Max, Q
+from django.db.models import Avg, F, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.timesince import timesince
@@ -632,23 +632,49 @@ class Deployment(models.Model):
         )
         return back.finished_at if back is not None else None
 
+    @classmethod
+    def with_situation(cls, rows: models.QuerySet) -> models.QuerySet:
+        """`rows` with what `situation()` reads, in the same query (a list of a hundred
+        deployments asks once, not three times per row)."""
+        succeeded = RollbackRequest.objects.filter(status="succeeded", finished_at__isnull=False)
+        return rows.annotate(
+            live_again_at=Subquery(
+                succeeded.filter(target_deployment=OuterRef("pk"))
+                .order_by("-finished_at")
+                .values("finished_at")[:1]
+            ),
+            rolled_back_to=Subquery(
+                succeeded.filter(from_deployment=OuterRef("pk"))
+                .order_by("-finished_at")
+                .values("target_deployment__version")[:1]
+            ),
+            # What went live after it last started serving.
+            next_version=Subquery(
+                cls.served(cls.objects.filter(environment=OuterRef("environment")))
+                .filter(
+                    served_at__gt=Coalesce(
+                        OuterRef("live_again_at"), OuterRef("live_at"), OuterRef("received_at")
+                    )
+                )
+                .order_by("served_at")
+                .values("version")[:1]
+            ),
+        )
+
     def situation(self, live: Deployment | None) -> str:
         """Where it stands now that later things happened: `live again since …`,
         `rolled back to v1.0`, `replaced by v1.3`."""
+        if not hasattr(self, "next_version"):
+            row = Deployment.with_situation(Deployment.objects.filter(pk=self.pk)).get()
+            self.live_again_at, self.rolled_back_to = row.live_again_at, row.rolled_back_to
+            self.next_version = row.next_version
         if live is not None and live.pk == self.pk:
-            again = self.live_again_since()
+            again = self.live_again_at
             return f"live again since {localtime(again):%Y-%m-%d %H:%M:%S}" if again else "live"
-        away = (
-            self.rollbacks_from.filter(status="succeeded", finished_at__isnull=False)
-            .select_related("target_deployment")
-            .order_by("-finished_at")
-            .first()
-        )
-        if away is not None:
-            return f"rolled back to {away.target_deployment.version}"
-        after = self.environment.deployments.filter(received_at__gt=self.received_at).last()
-        if after is not None and self.status not in self.ACTIVE:
-            return f"replaced by {after.version}"
+        if self.rolled_back_to:
+            return f"rolled back to {self.rolled_back_to}"
+        if self.next_version and self.status not in self.ACTIVE:
+            return f"replaced by {self.next_version}"
         return ""
 
     @classmethod
@@ -792,6 +818,7 @@ class RollbackRequest(ApprovalRequest):
 
     ACTIVE = ("requested", "approved", "executing", "verifying")
     RUNNING_STATES = ("executing", "verifying")
+    SHOWN_WITH = ("environment", "target_deployment")
     FAILURES = (ProviderError,)
 
     status = models.CharField(
@@ -1008,6 +1035,7 @@ class VariableSyncRequest(ApprovalRequest):
 
     REQUEST_PERMISSION = permissions.RUN_JOBS
     APPROVE_PERMISSION = permissions.APPROVE_ROLLBACK
+    SHOWN_WITH = ("environment",)
     FAILURES = (ProviderError,)
 
     Status = RunStatus
@@ -1162,6 +1190,7 @@ class DeployApproval(ApprovalRequest):
 
     REQUEST_PERMISSION = permissions.REQUEST_DEPLOY
     APPROVE_PERMISSION = permissions.APPROVE_DEPLOY
+    SHOWN_WITH = ("environment",)
 
     Status = RunStatus
     GRANTED = (RunStatus.APPROVED, RunStatus.RUNNING, RunStatus.SUCCEEDED)

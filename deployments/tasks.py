@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import timedelta
 
 from django.utils import timezone
@@ -13,6 +15,8 @@ from deployments import gate, intake
 from deployments.models import Deployment, Environment, GateCheck
 from deployments.providers import ProviderError
 from opsconsole.tasks import console_task, enqueue
+
+log = logging.getLogger("opsconsole.deployments")
 
 
 @console_task
@@ -98,8 +102,23 @@ def check_variable_drift() -> dict[str, str]:
     return results
 
 
+# One round must end before the next minute's: environments left over wait for it.
+OBSERVE_BUDGET_SECONDS = 45
+
+
 @console_task
 def observe_live_versions() -> dict[str, str]:
     """Ask each environment's provider what is live, so pages show it without waiting on
-    a provider; those that cannot say are left to the records."""
-    return {env.name: env.observe() or "cannot say" for env in Environment.objects.all()}
+    a provider; those that cannot say are left to the records. One provider's trouble
+    is that environment's answer, never the others'."""
+    started, results = time.monotonic(), {}
+    for env in Environment.objects.order_by("observed_at"):  # the longest unasked first
+        if time.monotonic() - started > OBSERVE_BUDGET_SECONDS:
+            results[env.name] = "not asked this round"
+            continue
+        try:
+            results[env.name] = env.observe() or "cannot say"
+        except Exception as exc:
+            log.warning("could not ask %s what is live: %s", env, type(exc).__name__)
+            results[env.name] = f"failed: {type(exc).__name__}"
+    return results

@@ -85,7 +85,7 @@ class OpsConsoleConfig(AppConfig):
                 "needs",
                 "Needs you",
                 "opsconsole/panels/needs.html",
-                lambda request: {"needs": needs.needs_of(request.user)},
+                lambda request: {"needs": needs.for_request(request)},
                 order=0,
             )
         )

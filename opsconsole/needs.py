@@ -19,8 +19,11 @@ from opsconsole import permissions
 from opsconsole.approvals.models import ApprovalStatus
 from opsconsole.approvals.tasks import approval_models
 
-# Enough to act on; a longer queue is one click away in its list.
+# Enough to act on; a longer queue is one click away in its list. Up to LOOK_AT waiting
+# requests of a kind are weighed, so a person's own requests never hide the ones they
+# may decide.
 PER_KIND = 20
+LOOK_AT = 200
 
 
 @dataclass
@@ -45,9 +48,14 @@ def needs_of(user) -> list[Need]:
         if not user.has_perm(model.APPROVE_PERMISSION):
             continue
         waiting = model._default_manager.filter(status=ApprovalStatus.REQUESTED)
-        for request in waiting.select_related("requested_by").order_by("requested_at")[:PER_KIND]:
+        related = ("requested_by", *model.SHOWN_WITH)
+        found = 0
+        for request in waiting.select_related(*related).order_by("requested_at")[:LOOK_AT]:
+            if found == PER_KIND:
+                break
             if not request.can_approve(user):
                 continue
+            found += 1
             needs.append(
                 Need(
                     kind=f"Approve {model._meta.verbose_name}",
@@ -111,9 +119,17 @@ def _runbooks(user) -> list[Need]:
     ]
 
 
-def counts(user) -> dict[str, int]:
+def for_request(request) -> list[Need]:
+    """`needs_of(request.user)`, worked out once per request (the dashboard's panel and
+    the sidebar's counts share it)."""
+    if not hasattr(request, "_opsconsole_needs"):
+        request._opsconsole_needs = needs_of(request.user)
+    return request._opsconsole_needs
+
+
+def counts(request) -> dict[str, int]:
     """How many needs per model, for the sidebar."""
     result: dict[str, int] = {}
-    for need in needs_of(user):
+    for need in for_request(request):
         result[need.model] = result.get(need.model, 0) + 1
     return result

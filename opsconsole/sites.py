@@ -66,7 +66,7 @@ class OpsAdminSite(admin.AdminSite):
         app_list = super().get_app_list(request, app_label)
         if not request.user.is_authenticated:
             return app_list
-        waiting = needs.counts(request.user)
+        waiting = needs.counts(request)
         for app in app_list:
             for model in app["models"]:
                 count = waiting.get(model["model"]._meta.label_lower)
@@ -138,7 +138,7 @@ FOLLOW_SECONDS = 3
 
 def _follow_seconds(records) -> int | None:
     running = [r for r in records if getattr(r, "in_progress", False)]
-    return min((getattr(r, "FOLLOW_SECONDS", FOLLOW_SECONDS) for r in running), default=None)
+    return min((getattr(r, "follow_every", FOLLOW_SECONDS) for r in running), default=None)
 
 
 def _follow_running_work(model_admin) -> None:

@@ -9,6 +9,7 @@ from opsconsole import children
 
 PLACEHOLDERS = ("{version}", "{deployment_id}", "{environment}", "{percent}")
 TEMPLATES = ("deploy", "rollback", "status", "set_weights")
+STATUS_TIMEOUT_SECONDS = 10.0
 
 
 class CommandProvider(Provider):
@@ -43,7 +44,7 @@ class CommandProvider(Provider):
         return bool(self.config.get("set_weights"))
 
     def _run(
-        self, key: str, target=None, percent: int | None = None
+        self, key: str, target=None, percent: int | None = None, timeout: float | None = None
     ) -> subprocess.CompletedProcess:
         values = {
             "{version}": target.version if target else "",
@@ -54,7 +55,7 @@ class CommandProvider(Provider):
         if any(v.startswith("-") for v in values.values()):
             raise ProviderError("a value for the command starts with '-': refused")
         argv = [values.get(arg, arg) for arg in self.config[key]]
-        timeout = float(self.config.get("timeout_seconds", 300))
+        timeout = timeout or float(self.config.get("timeout_seconds", 300))
         try:
             result = children.run(argv, timeout)
         except subprocess.TimeoutExpired:
@@ -91,6 +92,7 @@ class CommandProvider(Provider):
         if not self.config.get("status"):
             return None
         try:
-            return self._run("status").stdout.strip() or None
+            # Asked every minute by a worker: a status that hangs must not hold it long.
+            return self._run("status", timeout=STATUS_TIMEOUT_SECONDS).stdout.strip() or None
         except ProviderError:
             return None

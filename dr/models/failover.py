@@ -59,6 +59,7 @@ class FailoverAction(models.Model):
 class FailoverRun(ApprovalRequest):
     REQUEST_PERMISSION = permissions.REQUEST_FAILOVER
     APPROVE_PERMISSION = permissions.APPROVE_FAILOVER
+    SHOWN_WITH = ("action",)
     FAILURES = (FailoverError,)
 
     Status = RunStatus

@@ -28,6 +28,7 @@ class SettingChange(ApprovalRequest):
     """A change to guarded settings of one record, applied once someone else approves."""
 
     APPROVE_PERMISSION = permissions.APPROVE_SETTING_CHANGE
+    SHOWN_WITH = ("content_type",)
     FAILURES = (SettingChangeFailed, ValidationError)
 
     Status = RunStatus

@@ -69,6 +69,8 @@ class ApprovalRequest(models.Model):
     REQUEST_PERMISSION: ClassVar[str]
     APPROVE_PERMISSION: ClassVar[str]
     RUNNING_STATES: ClassVar[tuple[str, ...]] = (RunStatus.RUNNING,)
+    # What its name and its two-person rule read, fetched with it where many are listed.
+    SHOWN_WITH: ClassVar[tuple[str, ...]] = ()
     FAILURES: ClassVar[tuple[type[Exception], ...]] = ()
 
     status = models.CharField(
@@ -109,6 +111,11 @@ class ApprovalRequest(models.Model):
     def in_progress(self) -> bool:
         """Waiting for a decision, queued or running: its pages follow it until it ends."""
         return self.status in (RunStatus.REQUESTED, RunStatus.APPROVED, *self.RUNNING_STATES)
+
+    @property
+    def follow_every(self) -> int:
+        """Seconds between looks: a decision may take hours, running work takes seconds."""
+        return 30 if self.status == RunStatus.REQUESTED else 3
 
     # --- what a subclass decides ---------------------------------------------------
     def requires_two_people(self) -> bool:

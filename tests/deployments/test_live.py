@@ -140,3 +140,18 @@ def test_a_deploy_that_went_live_after_a_rollback_is_live(production, alice, bob
         received_at=rollback.started_at, live_at=rollback.finished_at + timedelta(seconds=5),
     )  # fmt: skip
     assert production.live_deployment() == during
+
+
+def test_one_provider_failing_does_not_stop_the_others_being_asked(production, monkeypatch):
+    broken = Environment.objects.create(name="broken", provider="command",
+                                        provider_config={"rollback": ["true"]})  # fmt: skip
+    asked = Environment.observe
+
+    def observe(env):
+        if env.pk == broken.pk:
+            raise OSError("the provider's tool is gone")
+        return asked(env)
+
+    monkeypatch.setattr(Environment, "observe", observe)
+    results = observe_live_versions()
+    assert results == {"broken": "failed: OSError", "production": "v1.2-faulty"}
