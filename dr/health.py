@@ -154,29 +154,49 @@ def _write(group: list[tuple[ServiceCheck, tuple[bool, float, str]]], now: datet
         _certificate(check, finished)
 
 
+# How close a certificate's end is: each stage is said once, louder than the last.
+CERTIFICATE_STAGES = (
+    ("expired", timedelta(0), "critical"),
+    ("3 days", timedelta(days=3), "critical"),
+    ("14 days", CERTIFICATE_WARNING, "high"),
+)
+
+
 def _certificate(check: ServiceCheck, now: datetime) -> None:
-    """An incident from 14 days before an HTTPS certificate expires until it is renewed."""
-    expires = check.certificate_expires_at
-    if expires is None:
+    """An incident from 14 days before an HTTPS certificate expires, raised again louder
+    at 3 days and once it has expired, until it is renewed (or nothing is checked there)."""
+    base = f"{check.fingerprint()}:certificate"
+    expires = check.certificate_expires_at if check.enabled else None
+    stage = None
+    if expires is not None:
+        left = expires - now
+        stage = next(((n, p) for n, limit, p in CERTIFICATE_STAGES if left <= limit), None)
+    open_ = Incident.objects.filter(fingerprint__startswith=base).exclude(status="resolved")
+    for incident in open_:
+        if stage is None or incident.fingerprint != f"{base}:{stage[0]}":
+            reason = (
+                f"renewed: valid until {expires:%Y-%m-%d}"
+                if stage is None and expires
+                else ("no certificate is checked there any more" if stage is None else "closer now")
+            )
+            resolve_incident(incident.fingerprint, reason=reason)
+    if stage is None:
         return
-    fingerprint = f"{check.fingerprint()}:certificate"
-    said = Incident.objects.filter(fingerprint=fingerprint).exclude(status="resolved").exists()
-    if expires - now > CERTIFICATE_WARNING:
-        if said:
-            resolve_incident(fingerprint, reason=f"renewed: valid until {expires:%Y-%m-%d}")
+    fingerprint = f"{base}:{stage[0]}"
+    # Said once per stage of one certificate: a person who resolved it is not paged again
+    # every interval for the same date.
+    if Incident.objects.filter(
+        fingerprint=fingerprint, details__expires=expires.isoformat()
+    ).exists():
         return
-    if said:
-        return  # said once; a repeat every interval would only be noise
     days = max(0, (expires - now).days)
+    when = f"{expires:%Y-%m-%d %H:%M} UTC"
+    left = "has expired" if stage[0] == "expired" else f"expires in {days} day{'s' * (days != 1)}"
+    title = f"The certificate of {check.name} {left} ({when})"
     raise_incident(
-        source="health",
-        fingerprint=fingerprint,
-        title=f"The certificate of {check.name} expires in {days} day{'s' if days != 1 else ''} "
-        f"({expires:%Y-%m-%d %H:%M} UTC)",
-        priority="critical" if days < 3 else "high",
-        component=check.name,
-        details={"check": check.name, "expires": expires.isoformat()},
-    )
+        source="health", fingerprint=fingerprint, title=title, priority=stage[1],
+        component=check.name, details={"check": check.name, "expires": expires.isoformat()},
+    )  # fmt: skip
 
 
 def _depth(check: ServiceCheck) -> int:

@@ -508,3 +508,23 @@ def test_the_inbox_threads_an_incident_and_says_who_acted(route, client, alice, 
     assert [h["event"] for h in item.history] == ["firing", "acknowledged"]
     page = login(client, carol).get("/admin/alerts/inboxmessage/").content.decode()
     assert "[RESOLVED] [CRITICAL] API is down" in page and "2 earlier updates" in page
+
+
+def test_a_late_retry_of_an_older_event_never_overwrites_the_thread(route, alice):
+    from alerts.channels.base import Message
+    from alerts.channels.inbox import InboxChannel
+    from alerts.models import InboxMessage
+
+    channel = make("inbox")
+    incident = fire()
+    inbox = InboxChannel(channel)
+
+    def message(event, at):
+        return Message(event=event, title="API is down", priority="critical", component="api",
+                       details={}, at=at, fingerprint="api:down", incident_id=incident.pk)  # fmt: skip
+
+    inbox.send(message("acknowledged", T0 + timedelta(minutes=2)))
+    inbox.send(message("firing", T0))  # the retry of the first page, arriving late
+    thread = InboxMessage.objects.get()
+    assert thread.event == "acknowledged" and thread.headline.startswith("[ACKNOWLEDGED]")
+    assert [h["event"] for h in thread.history] == ["firing"]

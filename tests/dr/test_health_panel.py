@@ -134,7 +134,7 @@ def test_a_certificate_expiring_within_14_days_opens_one_incident_until_renewed(
     check.refresh_from_db()
     assert check.state == "healthy"
     assert 9 <= (check.certificate_expires_at - timezone.now()).days <= 10
-    incident = Incident.objects.get(fingerprint=f"check:{check.pk}:certificate")
+    incident = Incident.objects.get(fingerprint=f"check:{check.pk}:certificate:14 days")
     assert incident.priority == "high" and "expires in 9 days" in incident.title
     tick(31)
     assert Incident.objects.get(pk=incident.pk).count == 1, "said once, not every interval"
@@ -170,3 +170,34 @@ def test_a_check_and_its_incidents_link_both_ways(client, carol, db):
     assert f'href="/admin/alerts/incident/{incident.pk}/change/"' in page
     page = client.get(f"/admin/alerts/incident/{incident.pk}/change/").content.decode()
     assert f'href="/admin/dr/servicecheck/{check.pk}/change/"' in page
+
+
+def test_the_certificate_incident_gets_louder_and_a_person_who_resolved_it_is_not_paged_again(db):
+    from alerts.incidents import resolve_by_hand
+    from dr.health import _certificate
+
+    check = ServiceCheck.objects.create(name="shop", kind="http",
+                                        config={"url": "https://127.0.0.1:9/"})  # fmt: skip
+    now = timezone.now()
+    check.certificate_expires_at = now + dt.timedelta(days=10)
+    _certificate(check, now)
+    first = Incident.objects.get(status="triggered")
+    assert first.priority == "high" and "expires in 10 days" in first.title
+
+    from django.contrib.auth.models import User
+
+    root = User.objects.create_superuser("root", "root@example.com", "x")
+    resolve_by_hand(first, root)
+    _certificate(check, now + dt.timedelta(minutes=1))
+    assert not Incident.objects.filter(status="triggered").exists(), "resolved by a person"
+
+    _certificate(check, now + dt.timedelta(days=8))
+    closer = Incident.objects.get(status="triggered")
+    assert closer.priority == "critical" and "expires in 2 days" in closer.title
+    _certificate(check, now + dt.timedelta(days=11))
+    expired = Incident.objects.get(status="triggered")
+    assert "has expired" in expired.title
+    assert Incident.objects.get(pk=closer.pk).status == "resolved", "one open at a time"
+    check.certificate_expires_at = None  # switched to plain HTTP
+    _certificate(check, now + dt.timedelta(days=11))
+    assert not Incident.objects.exclude(status="resolved").exists()
