@@ -118,6 +118,9 @@ class PersonAdmin(UserAdmin):
     def has_view_permission(self, request, obj=None):
         return request.user.is_active and request.user.is_staff
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("groups")
+
     def get_fieldsets(self, request, obj=None):
         if obj is None or self.has_change_permission(request, obj):
             return super().get_fieldsets(request, obj)
