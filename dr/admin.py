@@ -213,6 +213,7 @@ class RunbookExecutionAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         # `in_progress` (does the list follow?) reads each row's step runs.
         return super().get_queryset(request).prefetch_related("records__run")
+
     readonly_fields = ("runbook", "incident", "started_by", "started_at", "finished_at")
     change_form_template = "admin/dr/runbookexecution/change_form.html"
 

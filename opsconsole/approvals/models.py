@@ -115,7 +115,7 @@ class ApprovalRequest(models.Model):
     @property
     def follow_every(self) -> int:
         """Seconds between looks: a decision may take hours, running work takes seconds."""
-        return 30 if self.status == RunStatus.REQUESTED else 3
+        return 10 if self.status == RunStatus.REQUESTED else 3
 
     # --- what a subclass decides ---------------------------------------------------
     def requires_two_people(self) -> bool:

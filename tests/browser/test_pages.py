@@ -31,8 +31,9 @@ class SlowHealth(BaseHTTPRequestHandler):
 def slow_environment(console):
     server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHealth)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    # A provider that takes 4 s to roll back: every state lasts long enough to be seen.
-    rollback = [sys.executable, "-c", "import time; time.sleep(4)"]
+    # A provider that takes 12 s to roll back: a page waiting for the decision looks every
+    # 10 s, then every 3 s once it runs, so every state lasts long enough to be seen.
+    rollback = [sys.executable, "-c", "import time; time.sleep(12)"]
     code = f"""
 from datetime import timedelta
 from django.utils import timezone
